@@ -1,0 +1,106 @@
+//! The host side of the MMU: how guest memory is backed, seen through [`HostMemory`].
+//!
+//! The MMU never looks at host page metadata (folio flags, compound heads): it asks the host for
+//! the size of the *mapping* the host's own page tables use for an address, which is what decides
+//! whether a huge stage-2 leaf is safe (the lesson of the 2019-2022 KVM fixes for page-cache THP
+//! and DAX).
+
+use slat_pt::PageSize;
+
+/// What kind of memory backs a host virtual address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BackingKind {
+    /// Private anonymous memory (THP may apply).
+    Anonymous,
+    /// shmem / memfd / tmpfs (shmem THP may apply).
+    Shmem,
+    /// hugetlbfs pages (2M or 1G).
+    Hugetlbfs,
+    /// Regular file page cache (large folios may apply).
+    PageCache,
+    /// DAX device or file: device memory without refcounted pages, PMD/PUD-mappable.
+    Dax,
+    /// `VM_PFNMAP` memory such as device MMIO.
+    PfnMap,
+}
+
+impl BackingKind {
+    /// Short lowercase name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            BackingKind::Anonymous => "anonymous",
+            BackingKind::Shmem => "shmem",
+            BackingKind::Hugetlbfs => "hugetlbfs",
+            BackingKind::PageCache => "page-cache",
+            BackingKind::Dax => "dax",
+            BackingKind::PfnMap => "pfnmap",
+        }
+    }
+}
+
+/// The host's answer for one host virtual address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostPage {
+    /// Host physical frame number of the 4 KiB page at the address (not the head of the block).
+    pub pfn: u64,
+    /// Size of the host page-table leaf mapping the address (PTE 4K, PMD 2M, PUD 1G). The block
+    /// of that size around the address maps physically contiguous, size-aligned memory.
+    pub size: PageSize,
+    /// The host mapping allows writes (after any copy-on-write the access triggered).
+    pub writable: bool,
+    /// What backs the address.
+    pub kind: BackingKind,
+}
+
+/// Why the host could not provide a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// No mapping covers the address (the VMM unmapped it): the access would raise SIGBUS/SIGSEGV.
+    #[error("host address {hva:#x} is not mapped")]
+    NotMapped {
+        /// The address.
+        hva: u64,
+    },
+    /// A write to memory the host maps read-only.
+    #[error("host address {hva:#x} is read-only")]
+    ReadOnly {
+        /// The address.
+        hva: u64,
+    },
+    /// Host memory is exhausted (for example an empty hugetlbfs pool).
+    #[error("host is out of memory backing {hva:#x} ({kind:?})")]
+    OutOfMemory {
+        /// The address.
+        hva: u64,
+        /// Backing kind that failed.
+        kind: BackingKind,
+    },
+    /// A transient condition; the fault should be retried.
+    #[error("host address {hva:#x} is busy, retry")]
+    Again {
+        /// The address.
+        hva: u64,
+    },
+}
+
+/// The host memory manager as the MMU sees it.
+///
+/// Implementations must call the MMU's `invalidate_range_start` before changing or removing any
+/// mapping of a host address range that may back guest memory (including splitting or collapsing
+/// a huge mapping, migration, KSM merging, mprotect) and `invalidate_range_end` after.
+pub trait HostMemory {
+    /// Resolve `hva` for an access, faulting the host page in (and breaking copy-on-write for a
+    /// write) as `get_user_pages` would. Called without the MMU lock held.
+    fn fault_in(&self, hva: u64, write: bool) -> Result<HostPage, HostError>;
+
+    /// Look up the current host mapping of `hva` without faulting anything in (`None` when
+    /// nothing is mapped). Used by recovery and audits.
+    fn lookup(&self, hva: u64) -> Option<HostPage>;
+
+    /// The guest wrote to these pages through stage 2 (`pages` 4 KiB pages from `pfn`); the host
+    /// must treat them as dirty (writeback, DAX flush).
+    fn mark_dirty(&self, pfn: u64, pages: u64);
+
+    /// The guest accessed these pages (for host reclaim aging).
+    fn mark_accessed(&self, pfn: u64, pages: u64);
+}

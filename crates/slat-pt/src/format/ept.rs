@@ -1,0 +1,191 @@
+//! Intel EPT, 4-level (48-bit guest-physical) and 5-level (57-bit).
+//!
+//! Intel SDM Vol. 3C, 29.3.2 "EPT Translation Mechanism", Tables 29-1..29-6 (EPT PML5E/PML4E,
+//! PDPTE mapping a 1-GByte page, PDE mapping a 2-MByte page, PTE mapping a 4-KByte page):
+//! bit 0 read, 1 write, 2 execute (supervisor), 5:3 memory type (leaves only), 6 ignore PAT
+//! (leaves only), 7 page size (PDPTE / PDE), 8 accessed, 9 dirty (leaves only; requires EPTP bit 6
+//! "enable accessed and dirty flags"), 10 user-execute (mode-based execute control; unused here),
+//! 51:12 physical address, 63 suppress #VE. An entry with bits 2:0 all clear is not present.
+//!
+//! Software bits live in bits 52 and 53 (ignored by hardware, SDM tables list 62:52 as ignored
+//! except bit 63 suppress-#VE). The frozen value sets ignored bits only (bits 11 and 57) with
+//! R/W/X clear.
+//!
+//! Replacement rule: x86 tolerates a leaf being replaced in place by a larger or smaller one with
+//! the same translation (the TLB may hold either until flushed), so
+//! [`Format::BREAK_BEFORE_MAKE`] is false.
+
+use super::{Format, Pte};
+use crate::attrs::{LeafAttrs, MemType, Perms, SwBits};
+use crate::size::Level;
+
+const R: u64 = 1 << 0;
+const W: u64 = 1 << 1;
+const X: u64 = 1 << 2;
+const RWX: u64 = R | W | X;
+const MT_SHIFT: u32 = 3;
+const MT_MASK: u64 = 7 << MT_SHIFT;
+const IPAT: u64 = 1 << 6;
+const PS: u64 = 1 << 7;
+const A: u64 = 1 << 8;
+const D: u64 = 1 << 9;
+const SW_HOST_WRITABLE: u64 = 1 << 52;
+const SW_DIRTY_LOG_WP: u64 = 1 << 53;
+const ADDR_MASK: u64 = ((1 << 52) - 1) & !0xfff;
+
+/// SDM 29.3.7 / 11.3: memory type encodings (0 UC, 1 WC, 4 WT, 6 WB).
+const fn mt_encode(mt: MemType) -> u64 {
+    (match mt {
+        MemType::Uncached => 0,
+        MemType::WriteCombining => 1,
+        MemType::WriteThrough => 4,
+        MemType::WriteBack => 6,
+    }) << MT_SHIFT
+}
+
+const fn mt_decode(raw: u64) -> MemType {
+    match (raw & MT_MASK) >> MT_SHIFT {
+        6 => MemType::WriteBack,
+        4 => MemType::WriteThrough,
+        1 => MemType::WriteCombining,
+        _ => MemType::Uncached,
+    }
+}
+
+#[inline]
+fn ept_leaf(level: Level, pa: u64, a: &LeafAttrs) -> u64 {
+    let mut raw = (pa & ADDR_MASK) | mt_encode(a.mem_type) | IPAT;
+    if a.perms.contains(Perms::READ) {
+        raw |= R;
+    }
+    if a.perms.contains(Perms::WRITE) {
+        raw |= W;
+    }
+    if a.perms.contains(Perms::EXEC) {
+        raw |= X;
+    }
+    if level > 0 {
+        raw |= PS;
+    }
+    if a.accessed {
+        raw |= A;
+    }
+    if a.dirty {
+        raw |= D;
+    }
+    if a.sw.contains(SwBits::HOST_WRITABLE) {
+        raw |= SW_HOST_WRITABLE;
+    }
+    if a.sw.contains(SwBits::DIRTY_LOG_WP) {
+        raw |= SW_DIRTY_LOG_WP;
+    }
+    raw
+}
+
+#[inline]
+fn ept_decode(level: Level, raw: u64, frozen: u64) -> Pte {
+    if raw == frozen {
+        return Pte::Frozen;
+    }
+    if raw & RWX == 0 {
+        return Pte::Invalid;
+    }
+    if level > 0 && raw & PS == 0 {
+        return Pte::Table { pa: raw & ADDR_MASK };
+    }
+    let mut perms = Perms::empty();
+    perms.set(Perms::READ, raw & R != 0);
+    perms.set(Perms::WRITE, raw & W != 0);
+    perms.set(Perms::EXEC, raw & X != 0);
+    let mut sw = SwBits::empty();
+    sw.set(SwBits::HOST_WRITABLE, raw & SW_HOST_WRITABLE != 0);
+    sw.set(SwBits::DIRTY_LOG_WP, raw & SW_DIRTY_LOG_WP != 0);
+    Pte::Leaf {
+        pa: raw & ADDR_MASK,
+        attrs: LeafAttrs {
+            perms,
+            mem_type: mt_decode(raw),
+            accessed: raw & A != 0,
+            dirty: raw & D != 0,
+            sw,
+        },
+    }
+}
+
+macro_rules! ept_format {
+    ($name:ident, $label:literal, $root:expr, $bits:expr, $doc:literal) => {
+        #[doc = $doc]
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub struct $name;
+
+        impl Format for $name {
+            const NAME: &'static str = $label;
+            const ROOT_LEVEL: Level = $root;
+            const ROOT_ENTRIES: usize = 512;
+            const INPUT_BITS: u32 = $bits;
+            const OUTPUT_BITS: u32 = 52;
+            const MAX_LEAF_LEVEL: Level = 2;
+            const HW_ACCESSED: bool = true;
+            const HW_DIRTY: bool = true;
+            const BREAK_BEFORE_MAKE: bool = false;
+            const FROZEN: u64 = (1 << 11) | (1 << 57);
+
+            #[inline]
+            fn table(pa: u64) -> u64 {
+                // SDM Table 29-3: non-leaf entries carry R/W/X as the upper bound of the subtree.
+                (pa & ADDR_MASK) | RWX
+            }
+            #[inline]
+            fn leaf(level: Level, pa: u64, attrs: &LeafAttrs) -> u64 {
+                ept_leaf(level, pa, attrs)
+            }
+            #[inline]
+            fn decode(level: Level, raw: u64) -> Pte {
+                ept_decode(level, raw, Self::FROZEN)
+            }
+            #[inline]
+            fn is_present(raw: u64) -> bool {
+                raw & RWX != 0
+            }
+            #[inline]
+            fn is_leaf(level: Level, raw: u64) -> bool {
+                level == 0 || raw & PS != 0
+            }
+            #[inline]
+            fn addr(_level: Level, raw: u64) -> u64 {
+                raw & ADDR_MASK
+            }
+            #[inline]
+            fn is_writable(raw: u64) -> bool {
+                raw & W != 0
+            }
+            #[inline]
+            fn is_dirty(raw: u64) -> bool {
+                raw & D != 0
+            }
+            #[inline]
+            fn clear_dirty(raw: u64) -> u64 {
+                raw & !D
+            }
+            #[inline]
+            fn is_accessed(raw: u64) -> bool {
+                raw & A != 0
+            }
+            #[inline]
+            fn clear_accessed(raw: u64) -> u64 {
+                raw & !A
+            }
+            #[inline]
+            fn hw_update(raw: u64, write: bool) -> u64 {
+                if write && raw & W != 0 {
+                    raw | A | D
+                } else {
+                    raw | A
+                }
+            }
+        }
+    };
+}
+
+ept_format!(Ept4, "ept4", 3, 48, "Intel EPT with a 4-level tree (PML4 root, 48-bit guest-physical addresses).");
+ept_format!(Ept5, "ept5", 4, 57, "Intel EPT with a 5-level tree (PML5 root, 57-bit guest-physical addresses).");

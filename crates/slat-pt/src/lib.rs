@@ -1,0 +1,51 @@
+//! # slat-pt: second-level page tables
+//!
+//! Bit-exact hardware page-table formats for stage-2 translation (Intel EPT 4/5-level, AMD NPT,
+//! arm64 stage-2 with a 4 KiB granule, RISC-V G-stage Sv39x4/Sv48x4), tables of atomic entries
+//! in frames from an embedder-supplied [`FrameAllocator`], and operations over guest-physical
+//! ranges: map, unmap, protect, harvest dirty, age, split, collapse, translate, iterate, count.
+//!
+//! The crate knows nothing of memslots, hosts or policy (that is `slat-mmu`). It is `no_std`
+//! with `alloc`.
+//!
+//! Layers inside the crate, bottom up: [`size`] and [`attrs`] (vocabulary), [`format`] (entry
+//! encodings, pure functions), [`frame`] (where tables live), [`flush`] (TLB obligations as
+//! values), [`table`] (the tree and every operation on it, with the locking protocol written at
+//! the top of that module).
+//!
+//! ```
+//! use slat_pt::{format::Ept4, frame::SimFrameAllocator, LeafAttrs, PageSize, PageTable, Perms};
+//!
+//! let frames = SimFrameAllocator::new(0x100_0000_0000, 64 << 20);
+//! let mut pt = PageTable::<Ept4, _>::new(&frames).unwrap();
+//! // Map 4 MiB of guest-physical memory at 1 GiB with 2 MiB leaves.
+//! let batch = pt
+//!     .map(0x4000_0000, 4 << 20, 0x8000_0000, PageSize::Size2M, LeafAttrs::ram(Perms::RW), &mut |_| {})
+//!     .unwrap();
+//! assert!(batch.is_empty()); // nothing was mapped before, so nothing to flush
+//! let t = pt.translate(0x4012_3456).unwrap();
+//! assert_eq!((t.pa, t.size), (0x8012_3456, PageSize::Size2M));
+//! assert_eq!(pt.counts().leaves, [0, 2, 0]);
+//! ```
+#![no_std]
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+extern crate alloc;
+
+pub mod attrs;
+pub mod flush;
+pub mod format;
+pub mod frame;
+pub mod size;
+pub mod table;
+
+pub use attrs::{LeafAttrs, MemType, Perms, SwBits};
+pub use flush::{Detached, FlushBatch, FlushRange};
+pub use format::{Format, Pte};
+pub use frame::{Frame, FrameAllocator, SimFrameAllocator};
+pub use size::{Level, PageSize, PAGE_SIZE};
+pub use table::{
+    Access, CollapseError, Counts, HwWalk, Installed, Leaf, Mapping, PageTable, PtError, SplitProgress, Translation,
+    WalkFault,
+};
