@@ -14,18 +14,24 @@
 //! the top of that module).
 //!
 //! ```
-//! use slat_pt::{format::Ept4, frame::SimFrameAllocator, LeafAttrs, PageSize, PageTable, Perms};
+//! use slat_pt::{format::Ept4, FlushBatch, LeafAttrs, Mapping, PageSize, PageTable, Perms, SimFrameAllocator};
 //!
 //! let frames = SimFrameAllocator::new(0x100_0000_0000, 64 << 20);
 //! let mut pt = PageTable::<Ept4, _>::new(&frames).unwrap();
 //! // Map 4 MiB of guest-physical memory at 1 GiB with 2 MiB leaves.
-//! let batch = pt
-//!     .map(0x4000_0000, 4 << 20, 0x8000_0000, PageSize::Size2M, LeafAttrs::ram(Perms::RW), &mut |_| {})
-//!     .unwrap();
+//! let m = Mapping { pa: 0x8000_0000, size: PageSize::Size2M, attrs: LeafAttrs::ram(Perms::RW) };
+//! let mut batch = FlushBatch::new();
+//! pt.map(0x4000_0000, 4 << 20, &m, &mut batch, &mut |_| {}).unwrap();
 //! assert!(batch.is_empty()); // nothing was mapped before, so nothing to flush
 //! let t = pt.translate(0x4012_3456).unwrap();
 //! assert_eq!((t.pa, t.size), (0x8012_3456, PageSize::Size2M));
 //! assert_eq!(pt.counts().leaves, [0, 2, 0]);
+//!
+//! // Unmapping hands back a flush to perform before the tables can be freed.
+//! pt.unmap(0x4000_0000, 4 << 20, &mut batch, &mut |_| {}).unwrap();
+//! assert!(batch.covers(0x4020_0000));
+//! // SAFETY: no TLB or walker in this example holds the detached tables.
+//! unsafe { pt.free_detached(batch.into_detached()) };
 //! ```
 #![no_std]
 #![warn(missing_docs)]

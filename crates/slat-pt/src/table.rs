@@ -362,9 +362,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     /// A fully populated child table with the same translation as the huge leaf `raw` at
     /// `level`, not yet linked. Returns its physical address.
     fn build_split(&self, level: Level, raw: u64) -> Result<u64, PtError> {
-        let Pte::Leaf { pa, attrs } = F::decode(level, raw) else {
-            unreachable!("build_split on a non-leaf")
-        };
+        let Pte::Leaf { pa, attrs } = F::decode(level, raw) else { unreachable!("build_split on a non-leaf") };
         let child = self.alloc_table()?;
         let t = self.table_ptr(child);
         let step = level_bytes(level - 1);
@@ -377,7 +375,15 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
 
     /// Swap every entry under the table at `pa` (level `level`) to frozen, count what was
     /// there, and hand every table frame to `batch`. Returns the smallest leaf level seen.
-    fn freeze_subtree(&self, pa: u64, level: Level, batch: &mut FlushBatch, d: &mut Delta, visit: &mut dyn FnMut(&Leaf), base: u64) -> Level {
+    fn freeze_subtree(
+        &self,
+        pa: u64,
+        level: Level,
+        batch: &mut FlushBatch,
+        d: &mut Delta,
+        visit: &mut dyn FnMut(&Leaf),
+        base: u64,
+    ) -> Level {
         let t = self.table_ptr(pa);
         let mut min = level;
         for i in 0..ENTRIES_PER_TABLE {
@@ -404,7 +410,15 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
 
     /// Retire the old content `old` of the entry at `level` covering `gpa` (already replaced):
     /// record the flush and detach any subtree.
-    fn retire(&self, level: Level, gpa: u64, old: u64, batch: &mut FlushBatch, d: &mut Delta, visit: &mut dyn FnMut(&Leaf)) {
+    fn retire(
+        &self,
+        level: Level,
+        gpa: u64,
+        old: u64,
+        batch: &mut FlushBatch,
+        d: &mut Delta,
+        visit: &mut dyn FnMut(&Leaf),
+    ) {
         if old == F::FROZEN || !F::is_present(old) {
             return;
         }
@@ -445,7 +459,14 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     /// there. Huge leaves in the way are split (same translation) first; tables in the way of a
     /// huge leaf are detached. Obligations go into `batch`; `bbm` is called for immediate
     /// invalidations on break-before-make formats.
-    pub fn map(&mut self, gpa: u64, len: u64, m: &Mapping, batch: &mut FlushBatch, bbm: &mut dyn FnMut(FlushRange)) -> Result<(), PtError> {
+    pub fn map(
+        &mut self,
+        gpa: u64,
+        len: u64,
+        m: &Mapping,
+        batch: &mut FlushBatch,
+        bbm: &mut dyn FnMut(FlushRange),
+    ) -> Result<(), PtError> {
         self.check_mapping(m)?;
         self.check_range(gpa, len, m.size)?;
         let mut d = Delta::default();
@@ -455,7 +476,18 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn map_in(&self, table: u64, level: Level, start: u64, end: u64, offset: u64, m: &Mapping, batch: &mut FlushBatch, bbm: &mut dyn FnMut(FlushRange), d: &mut Delta) -> Result<(), PtError> {
+    fn map_in(
+        &self,
+        table: u64,
+        level: Level,
+        start: u64,
+        end: u64,
+        offset: u64,
+        m: &Mapping,
+        batch: &mut FlushBatch,
+        bbm: &mut dyn FnMut(FlushRange),
+        d: &mut Delta,
+    ) -> Result<(), PtError> {
         let t = self.table_ptr(table);
         let target = m.size.level();
         let size = level_bytes(level);
@@ -509,7 +541,13 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     /// Remove every leaf overlapping `gpa..gpa+len` (a huge leaf that overlaps the range only in
     /// part is removed whole), detach tables the range covers entirely, and call `visit` for each
     /// removed leaf (for example to carry its dirty bit to the host).
-    pub fn unmap(&mut self, gpa: u64, len: u64, batch: &mut FlushBatch, visit: &mut dyn FnMut(&Leaf)) -> Result<(), PtError> {
+    pub fn unmap(
+        &mut self,
+        gpa: u64,
+        len: u64,
+        batch: &mut FlushBatch,
+        visit: &mut dyn FnMut(&Leaf),
+    ) -> Result<(), PtError> {
         self.check_range(gpa, len, PageSize::Size4K)?;
         let mut d = Delta::default();
         self.unmap_in(self.root, F::ROOT_LEVEL, gpa, gpa + len, batch, visit, &mut d);
@@ -518,7 +556,16 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn unmap_in(&self, table: u64, level: Level, start: u64, end: u64, batch: &mut FlushBatch, visit: &mut dyn FnMut(&Leaf), d: &mut Delta) {
+    fn unmap_in(
+        &self,
+        table: u64,
+        level: Level,
+        start: u64,
+        end: u64,
+        batch: &mut FlushBatch,
+        visit: &mut dyn FnMut(&Leaf),
+        d: &mut Delta,
+    ) {
         let t = self.table_ptr(table);
         let size = level_bytes(level);
         let entries = Self::entries_at(level);
@@ -544,7 +591,13 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     /// new attributes or `None` to leave the leaf alone. Narrowing changes (fewer permissions, a
     /// different memory type, cleared dirty state) are recorded for flushing. Returns the number
     /// of leaves changed.
-    pub fn update_leaves(&mut self, gpa: u64, len: u64, batch: &mut FlushBatch, mut f: impl FnMut(&Leaf) -> Option<LeafAttrs>) -> Result<u64, PtError> {
+    pub fn update_leaves(
+        &mut self,
+        gpa: u64,
+        len: u64,
+        batch: &mut FlushBatch,
+        mut f: impl FnMut(&Leaf) -> Option<LeafAttrs>,
+    ) -> Result<u64, PtError> {
         self.check_range(gpa, len, PageSize::Size4K)?;
         let mut changed = 0;
         self.visit(gpa, gpa + len, &mut |lgpa, level, e| {
@@ -555,7 +608,9 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
                 if new != attrs {
                     e.store(F::leaf(level, pa, &new), Ordering::Release);
                     changed += 1;
-                    let narrowed = !new.perms.contains(attrs.perms) || new.mem_type != attrs.mem_type || (attrs.dirty && !new.dirty);
+                    let narrowed = !new.perms.contains(attrs.perms)
+                        || new.mem_type != attrs.mem_type
+                        || (attrs.dirty && !new.dirty);
                     if narrowed {
                         batch.add(lgpa, size.bytes(), size);
                     }
@@ -628,17 +683,36 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     /// Split every leaf larger than `target` overlapping the range (1G leaves go down through
     /// 2M to 4K when `target` is 4K), allocating at most `max_tables` page-table pages; resume
     /// from [`SplitProgress::resume_at`] to continue. Translations never change.
-    pub fn split_range(&mut self, gpa: u64, len: u64, target: PageSize, max_tables: u64, bbm: &mut dyn FnMut(FlushRange)) -> Result<SplitProgress, PtError> {
+    pub fn split_range(
+        &mut self,
+        gpa: u64,
+        len: u64,
+        target: PageSize,
+        max_tables: u64,
+        bbm: &mut dyn FnMut(FlushRange),
+    ) -> Result<SplitProgress, PtError> {
         self.check_range(gpa, len, PageSize::Size4K)?;
         let mut p = SplitProgress::default();
         let mut d = Delta::default();
-        let r = self.split_in(self.root, F::ROOT_LEVEL, gpa, gpa + len, target.level(), max_tables, bbm, &mut p, &mut d);
+        let r =
+            self.split_in(self.root, F::ROOT_LEVEL, gpa, gpa + len, target.level(), max_tables, bbm, &mut p, &mut d);
         self.apply(&d);
         r.map(|()| p)
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn split_in(&self, table: u64, level: Level, start: u64, end: u64, target: Level, max: u64, bbm: &mut dyn FnMut(FlushRange), p: &mut SplitProgress, d: &mut Delta) -> Result<(), PtError> {
+    fn split_in(
+        &self,
+        table: u64,
+        level: Level,
+        start: u64,
+        end: u64,
+        target: Level,
+        max: u64,
+        bbm: &mut dyn FnMut(FlushRange),
+        p: &mut SplitProgress,
+        d: &mut Delta,
+    ) -> Result<(), PtError> {
         if level <= target {
             return Ok(());
         }
@@ -681,10 +755,19 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     /// `size`-aligned output, and their permissions, memory type and software bits must match.
     /// The new leaf is accessed/dirty if any child was. The old table is detached into `batch`
     /// with a flush of the whole block.
-    pub fn collapse(&mut self, gpa: u64, size: PageSize, batch: &mut FlushBatch, bbm: &mut dyn FnMut(FlushRange)) -> Result<(), CollapseError> {
+    pub fn collapse(
+        &mut self,
+        gpa: u64,
+        size: PageSize,
+        batch: &mut FlushBatch,
+        bbm: &mut dyn FnMut(FlushRange),
+    ) -> Result<(), CollapseError> {
         let level = size.level();
         let base = size.align_down(gpa);
-        if level == 0 || !F::leaf_allowed(level) || base.checked_add(size.bytes()).is_none_or(|e| e > self.input_limit()) {
+        if level == 0
+            || !F::leaf_allowed(level)
+            || base.checked_add(size.bytes()).is_none_or(|e| e > self.input_limit())
+        {
             return Err(CollapseError::LeafNotAllowed { size });
         }
         let Some(e) = self.entry_at(base, level) else {
@@ -776,7 +859,13 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     /// into `batch`, with a flush of the whole block). An identical leaf already present is left
     /// as is (attributes are updated if they differ). A frozen entry on the path returns
     /// [`PtError::Busy`]: retry the fault.
-    pub fn install(&self, gpa: u64, m: &Mapping, batch: &mut FlushBatch, bbm: &mut dyn FnMut(FlushRange)) -> Result<Installed, PtError> {
+    pub fn install(
+        &self,
+        gpa: u64,
+        m: &Mapping,
+        batch: &mut FlushBatch,
+        bbm: &mut dyn FnMut(FlushRange),
+    ) -> Result<Installed, PtError> {
         self.check_mapping(m)?;
         let base = m.size.align_down(gpa);
         self.check_range(base, m.size.bytes(), m.size)?;
@@ -1083,6 +1172,10 @@ impl<F: Format, A: FrameAllocator> Drop for PageTable<F, A> {
 
 impl<F: Format, A: FrameAllocator> core::fmt::Debug for PageTable<F, A> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("PageTable").field("format", &F::NAME).field("root", &format_args!("{:#x}", self.root)).field("counts", &self.counts()).finish()
+        f.debug_struct("PageTable")
+            .field("format", &F::NAME)
+            .field("root", &format_args!("{:#x}", self.root))
+            .field("counts", &self.counts())
+            .finish()
     }
 }

@@ -39,11 +39,8 @@ impl Oracle {
         while a < gpa + len {
             // Split larger leaves in the way until the block is free of them.
             loop {
-                let big: Vec<u64> = self
-                    .overlapping(a, a + size.bytes())
-                    .into_iter()
-                    .filter(|g| self.leaves[g].0 > size)
-                    .collect();
+                let big: Vec<u64> =
+                    self.overlapping(a, a + size.bytes()).into_iter().filter(|g| self.leaves[g].0 > size).collect();
                 if big.is_empty() {
                     break;
                 }
@@ -77,9 +74,7 @@ impl Oracle {
         if s0 != small || !size.is_aligned(pa0) {
             return false;
         }
-        (0..512).all(|i| {
-            self.leaves.get(&(gpa + i * small.bytes())) == Some(&(small, pa0 + i * small.bytes(), p0))
-        })
+        (0..512).all(|i| self.leaves.get(&(gpa + i * small.bytes())) == Some(&(small, pa0 + i * small.bytes(), p0)))
     }
 
     fn collapse(&mut self, gpa: u64, size: PageSize) {
@@ -101,14 +96,37 @@ impl Oracle {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Map { gpa: u64, n: u64, pa: u64, size: PageSize, perms: Perms },
-    Unmap { gpa: u64, len: u64 },
-    Protect { gpa: u64, len: u64, perms: Perms },
-    Split { gpa: u64, size: PageSize },
-    Collapse { gpa: u64, size: PageSize },
+    Map {
+        gpa: u64,
+        n: u64,
+        pa: u64,
+        size: PageSize,
+        perms: Perms,
+    },
+    Unmap {
+        gpa: u64,
+        len: u64,
+    },
+    Protect {
+        gpa: u64,
+        len: u64,
+        perms: Perms,
+    },
+    Split {
+        gpa: u64,
+        size: PageSize,
+    },
+    Collapse {
+        gpa: u64,
+        size: PageSize,
+    },
     /// Map a contiguous aligned run of small leaves then collapse it (makes collapse succeed
     /// often enough to matter).
-    MapThenCollapse { gpa: u64, pa: u64, size: PageSize },
+    MapThenCollapse {
+        gpa: u64,
+        pa: u64,
+        size: PageSize,
+    },
 }
 
 fn size() -> impl Strategy<Value = PageSize> {

@@ -102,13 +102,7 @@ fn ept_decode(level: Level, raw: u64, frozen: u64) -> Pte {
     sw.set(SwBits::DIRTY_LOG_WP, raw & SW_DIRTY_LOG_WP != 0);
     Pte::Leaf {
         pa: raw & ADDR_MASK,
-        attrs: LeafAttrs {
-            perms,
-            mem_type: mt_decode(raw),
-            accessed: raw & A != 0,
-            dirty: raw & D != 0,
-            sw,
-        },
+        attrs: LeafAttrs { perms, mem_type: mt_decode(raw), accessed: raw & A != 0, dirty: raw & D != 0, sw },
     }
 }
 
