@@ -1,12 +1,45 @@
 //! # slat-mmu: a hypervisor stage-2 MMU with huge pages
+//!
+//! The part of a hypervisor that maps guest-physical memory to host-physical memory, built on
+//! `slat-pt`: memslots and their large-page bookkeeping, the fault path, the invalidation
+//! protocol, dirty logging with huge pages, recovery of huge leaves, the NX huge-page workaround,
+//! statistics with KVM's names, an explanation of every leaf-size decision, and an audit of the
+//! invariants.
+//!
+//! It talks to the host only through [`HostMemory`] (and receives the host's changes through
+//! [`MmuNotifier`]), and to the CPU only through [`Tlb`]. Locks come from `lock_api`, so a
+//! `no_std` embedder brings its own; the default is a spin lock.
+//!
+//! See [`Mmu`] for an example that embeds the MMU.
 #![no_std]
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 extern crate alloc;
 
+pub mod audit;
+pub mod config;
+mod dirty;
+mod fault;
 pub mod host;
+mod invalidate;
+pub mod memslot;
+mod mmu;
+pub mod notifier;
+pub mod reason;
+mod recover;
+pub mod stats;
+pub mod testing;
 pub mod tlb;
 
+pub use audit::{AuditError, AuditReport, Invariant, Violation, WhyReport};
+pub use config::{DirtyLogMode, HarvestMode, MmuConfig, NxPolicy, RecoveryPolicy};
+pub use fault::{FaultError, FaultOutcome};
 pub use host::{BackingKind, HostError, HostMemory, HostPage};
+pub use memslot::{MemslotError, MemslotInfo, MemslotSpec};
+pub use mmu::{DefaultRawLock, Mmu, MmuError};
+pub use notifier::MmuNotifier;
+pub use reason::{Decision, Explanation, ReasonSet, WhyNotHuge};
+pub use recover::RecoveryReport;
+pub use stats::Stats;
 pub use tlb::Tlb;

@@ -1,0 +1,245 @@
+//! Checking the MMU against its contract (I1 isolation, I2 legal huge leaves, I6 accounting),
+//! explaining single gfns, and the current why-not-huge picture.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use lock_api::RawRwLock;
+use slat_pt::{Format, FrameAllocator, Leaf, PageSize, Perms, PAGE_SIZE};
+
+use crate::config::DirtyLogMode;
+use crate::host::HostMemory;
+use crate::mmu::Mmu;
+use crate::reason::{Explanation, WhyNotHuge};
+use crate::tlb::Tlb;
+
+/// Which invariant a violation breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Invariant {
+    /// I1: a leaf maps something other than what the host maps, or wider permissions.
+    Isolation,
+    /// I2: a huge leaf that the rules do not allow.
+    LegalHugeLeaf,
+    /// I6: counters differ from a recount, or frames leak.
+    Accounting,
+}
+
+/// One broken invariant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The invariant.
+    pub invariant: Invariant,
+    /// Guest-physical address of the offending leaf (0 for global checks).
+    pub gpa: u64,
+    /// What is wrong.
+    pub detail: String,
+}
+
+/// The audit failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} invariant violation(s); first: {:?} at gpa {:#x}: {}", .violations.len(), .violations[0].invariant, .violations[0].gpa, .violations[0].detail)]
+pub struct AuditError {
+    /// Every violation found.
+    pub violations: Vec<Violation>,
+}
+
+/// What an audit looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AuditReport {
+    /// Leaves checked.
+    pub leaves: u64,
+    /// Page-table pages counted.
+    pub table_pages: u64,
+}
+
+/// The current why-not-huge picture: guest pages mapped below 1 GiB, by reason.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WhyReport {
+    /// 4 KiB pages mapped by any leaf.
+    pub mapped_pages: u64,
+    /// Pages mapped by leaves below 1 GiB, by the primary reason (index = `WhyNotHuge as usize`).
+    pub pages: [u64; WhyNotHuge::COUNT],
+    /// The same per memslot: `(slot id, pages by reason)`.
+    pub by_slot: Vec<(u32, [u64; WhyNotHuge::COUNT])>,
+}
+
+impl WhyReport {
+    /// Pages held below 1 GiB by `r`.
+    pub fn pages(&self, r: WhyNotHuge) -> u64 {
+        self.pages[r as usize]
+    }
+}
+
+impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A, H, T, R> {
+    /// Why is `gfn` mapped at the size it is? Recomputes the decision against the current host
+    /// mapping and slot state.
+    pub fn explain(&self, gfn: u64) -> Explanation {
+        let slot = self.slots.read().find_gfn(gfn).cloned();
+        let mapped = self.tables.read().translate(gfn * PAGE_SIZE).map(|t| t.size);
+        let Some(slot) = slot else {
+            let d = self.decide_none();
+            return Explanation { gfn, slot: None, mapped, decision: d, host: None };
+        };
+        let host = self.host.lookup(slot.hva_of(gfn));
+        let decision = self.decide(&slot, gfn, host.as_ref(), false);
+        Explanation { gfn, slot: Some(slot.id), mapped, decision, host }
+    }
+
+    fn decide_none(&self) -> crate::reason::Decision {
+        crate::reason::Decision {
+            size: PageSize::Size4K,
+            not_1g: crate::reason::ReasonSet::EMPTY,
+            not_2m: crate::reason::ReasonSet::EMPTY,
+        }
+    }
+
+    /// Pages mapped below 1 GiB right now, by primary reason (per slot and overall). A leaf
+    /// smaller than what the rules allow now counts as [`WhyNotHuge::Unrecovered`].
+    pub fn why_not_huge(&self) -> WhyReport {
+        let slots = self.slots.read();
+        let pt = self.tables.read();
+        let mut report = WhyReport::default();
+        for slot in slots.iter() {
+            let mut per = [0u64; WhyNotHuge::COUNT];
+            let mut last_block: Option<(u64, crate::reason::Decision)> = None;
+            pt.for_each_leaf(slot.base_gfn * PAGE_SIZE, slot.npages * PAGE_SIZE, |l| {
+                report.mapped_pages += l.size.pages();
+                if l.size == PageSize::Size1G {
+                    return;
+                }
+                let gfn = l.gpa / PAGE_SIZE;
+                // One decision per 2M block is enough: everything in it shares the answer
+                // except the host mapping, which is looked up at the block's first leaf.
+                let b = gfn & !(PageSize::Size2M.pages() - 1);
+                let d = match last_block {
+                    Some((lb, d)) if lb == b => d,
+                    _ => {
+                        let d = self.decide(slot, gfn, self.host.lookup(slot.hva_of(gfn)).as_ref(), false);
+                        last_block = Some((b, d));
+                        d
+                    }
+                };
+                let reason = if d.size > l.size {
+                    Some(WhyNotHuge::Unrecovered)
+                } else if l.size == PageSize::Size4K {
+                    d.not_2m.primary()
+                } else {
+                    d.not_1g.primary()
+                };
+                if let Some(r) = reason {
+                    per[r as usize] += l.size.pages();
+                }
+            });
+            for (t, p) in report.pages.iter_mut().zip(per) {
+                *t += p;
+            }
+            report.by_slot.push((slot.id, per));
+        }
+        report
+    }
+
+    /// Recount and check I1 (every leaf maps exactly what the host maps, with no wider
+    /// permissions), I2 (every huge leaf is legal) and I6 (counters equal a recount; frames are
+    /// all accounted for). Call it when no other operation runs.
+    pub fn audit(&self) -> Result<AuditReport, AuditError> {
+        let slots = self.slots.read();
+        let pt = self.tables.read();
+        let mut v: Vec<Violation> = Vec::new();
+        let mut bad = |invariant, gpa, detail: String| v.push(Violation { invariant, gpa, detail });
+
+        // I6: accounting.
+        let counts = pt.counts();
+        let recount = pt.recount();
+        if counts != recount {
+            bad(Invariant::Accounting, 0, format!("counters {counts:?} != recount {recount:?}"));
+        }
+        let parked = self.pending_free.lock().len() as u64;
+        let live = pt.allocator().live_frames() as u64;
+        if live != recount.table_pages + parked {
+            bad(
+                Invariant::Accounting,
+                0,
+                format!("allocator holds {live} frames, tables {} + parked {parked}", recount.table_pages),
+            );
+        }
+
+        // I1 and I2, leaf by leaf.
+        let mut leaves = 0;
+        let limit = pt.input_limit();
+        let mut check = |l: &Leaf| {
+            leaves += 1;
+            let gfn = l.gpa / PAGE_SIZE;
+            let pages = l.size.pages();
+            let Some(slot) = slots.find_gfn(gfn) else {
+                bad(Invariant::Isolation, l.gpa, format!("{} leaf outside every memslot", l.size));
+                return;
+            };
+            if gfn + pages > slot.end_gfn() {
+                bad(Invariant::LegalHugeLeaf, l.gpa, format!("{} leaf crosses the end of memslot {}", l.size, slot.id));
+            }
+            let hva = slot.hva_of(gfn);
+            let Some(host) = self.host.lookup(hva) else {
+                bad(Invariant::Isolation, l.gpa, format!("host no longer maps hva {hva:#x}"));
+                return;
+            };
+            if host.pfn * PAGE_SIZE != l.pa {
+                bad(
+                    Invariant::Isolation,
+                    l.gpa,
+                    format!("leaf maps pa {:#x}, host maps hva {hva:#x} to {:#x}", l.pa, host.pfn * PAGE_SIZE),
+                );
+            }
+            let writable = l.attrs.perms.contains(Perms::WRITE);
+            if writable && (slot.readonly || !host.writable) {
+                bad(Invariant::Isolation, l.gpa, format!("writable leaf over read-only memory (slot {})", slot.id));
+            }
+            if writable
+                && slot.is_logging()
+                && self.config.dirty_log != DirtyLogMode::HardwareDirty
+                && !slot.is_marked_dirty(gfn)
+            {
+                bad(
+                    Invariant::Isolation,
+                    l.gpa,
+                    "writable leaf in a dirty-logged slot for a page not in the log".into(),
+                );
+            }
+            if writable && slot.is_write_tracked(gfn) {
+                bad(Invariant::Isolation, l.gpa, "writable leaf over a write-tracked gfn".into());
+            }
+            if l.size == PageSize::Size4K {
+                return;
+            }
+            // I2: a huge leaf must be legal now.
+            if host.size < l.size {
+                bad(Invariant::LegalHugeLeaf, l.gpa, format!("{} leaf but host maps {}", l.size, host.size));
+            }
+            if !slot.congruent(l.size) {
+                bad(Invariant::LegalHugeLeaf, l.gpa, format!("{} leaf but gfn and hva are not congruent", l.size));
+            }
+            if l.size > self.config.max_leaf || self.config.cap.is_some_and(|c| l.size > c) {
+                bad(Invariant::LegalHugeLeaf, l.gpa, format!("{} leaf above the configured limit", l.size));
+            }
+            if slot.is_logging() && writable {
+                bad(Invariant::LegalHugeLeaf, l.gpa, format!("writable {} leaf in a dirty-logged slot", l.size));
+            }
+            if self.config.nx.is_some() && l.attrs.perms.contains(Perms::EXEC) {
+                bad(Invariant::LegalHugeLeaf, l.gpa, format!("executable {} leaf with the NX workaround on", l.size));
+            }
+            if slot.disallow_count(gfn, l.size) > 0 {
+                bad(Invariant::LegalHugeLeaf, l.gpa, format!("{} leaf over a write-tracked gfn", l.size));
+            }
+            if slot.mixed(gfn, l.size) {
+                bad(Invariant::LegalHugeLeaf, l.gpa, format!("{} leaf over mixed memory attributes", l.size));
+            }
+        };
+        pt.for_each_leaf(0, limit, &mut check);
+        drop(check);
+        if v.is_empty() {
+            Ok(AuditReport { leaves, table_pages: recount.table_pages })
+        } else {
+            Err(AuditError { violations: v })
+        }
+    }
+}

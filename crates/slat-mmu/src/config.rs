@@ -1,0 +1,89 @@
+//! MMU policy: leaf-size limits, dirty-logging mode, recovery policy, NX workaround.
+
+use slat_pt::PageSize;
+
+/// How huge leaves are handled while a memslot is dirty-logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirtyLogMode {
+    /// Write-protect every leaf; a write to a huge leaf drops it and maps only the written 4 KiB
+    /// page (old x86 "lazily drop large spte", arm64 without eager split).
+    WriteProtect,
+    /// Write-protect every leaf; a write to a huge leaf replaces it with a fully populated table
+    /// of write-protected 4 KiB leaves and makes the written one writable (x86 TDP MMU since 2022).
+    SplitOnFault,
+    /// Split every huge leaf down to 4 KiB when logging starts, at most `chunk_tables` new
+    /// page-table pages per lock hold, then write-protect.
+    EagerSplit {
+        /// Page-table pages allocated per step before the lock is dropped.
+        chunk_tables: u64,
+    },
+    /// Hardware dirty bits (EPT A/D, arm64 DBM, RISC-V D; PML-style): 4 KiB leaves stay
+    /// writable with their dirty state cleared, huge leaves are write-protected (and split on the
+    /// first write); harvests read the dirty bits.
+    HardwareDirty,
+}
+
+/// How the dirty log is harvested.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HarvestMode {
+    /// `get_dirty_log` returns the bitmap, clears it and re-protects the pages it reported.
+    GetAndClear,
+    /// `get_dirty_log` only reads; `clear_dirty_log` clears 64-page-aligned masks and
+    /// re-protects only what it clears. With `initially_set`, the bitmap starts all ones and
+    /// nothing is protected until the first clear.
+    ManualClear {
+        /// Start with every page reported dirty and defer all protection to the first clear.
+        initially_set: bool,
+    },
+}
+
+/// How huge leaves come back when dirty logging stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryPolicy {
+    /// Zap the small leaves of every block that could be huge; the next faults rebuild huge
+    /// leaves (the 2015 lazy-collapse design).
+    Zap,
+    /// Build the huge leaf directly from the host mapping when the host maps the whole block huge
+    /// and congruent; one flush per memslot.
+    InPlace,
+}
+
+/// NX huge-page workaround (iTLB multihit): executable memory gets 4 KiB leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NxPolicy {
+    /// Each recovery pass zaps `ceil(tracked / recovery_ratio)` split blocks (KVM default 60).
+    pub recovery_ratio: u32,
+}
+
+/// MMU configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MmuConfig {
+    /// Largest leaf the CPU supports (e.g. 2M on CPUs without 1 GiB EPT pages).
+    pub max_leaf: PageSize,
+    /// Largest leaf the policy allows (`None`: no cap).
+    pub cap: Option<PageSize>,
+    /// Huge-page handling while dirty logging.
+    pub dirty_log: DirtyLogMode,
+    /// Harvest protocol.
+    pub harvest: HarvestMode,
+    /// Recovery when logging stops.
+    pub recovery: RecoveryPolicy,
+    /// NX huge-page workaround (`None`: off).
+    pub nx: Option<NxPolicy>,
+    /// Blocks recovered per lock hold before the lock is dropped (forward progress for faults).
+    pub recovery_batch: u64,
+}
+
+impl Default for MmuConfig {
+    fn default() -> Self {
+        MmuConfig {
+            max_leaf: PageSize::Size1G,
+            cap: None,
+            dirty_log: DirtyLogMode::SplitOnFault,
+            harvest: HarvestMode::GetAndClear,
+            recovery: RecoveryPolicy::InPlace,
+            nx: None,
+            recovery_batch: 64,
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! The fault path: find the memslot, ask the host, decide the leaf size (recording why it is not
+//! larger), re-check against invalidations under the shared lock, install with compare-and-swap.
+
+use slat_pt::{
+    Access, FlushBatch, Format, FrameAllocator, LeafAttrs, Mapping, PageSize, PageTable, Perms, PtError, SwBits,
+    PAGE_SIZE,
+};
+
+use lock_api::RawRwLock;
+
+use crate::config::DirtyLogMode;
+use crate::host::{BackingKind, HostError, HostMemory, HostPage};
+use crate::memslot::Memslot;
+use crate::mmu::Mmu;
+use crate::reason::{Decision, ReasonSet, WhyNotHuge};
+use crate::stats::Counters;
+use crate::tlb::Tlb;
+
+/// What a fault did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultOutcome {
+    /// A leaf of `size` now translates the address.
+    Mapped {
+        /// Leaf size installed (or found).
+        size: PageSize,
+        /// A new leaf was installed (false: the translation was already there, or only its
+        /// permissions changed).
+        new_leaf: bool,
+        /// Huge leaves split on the way.
+        splits: u32,
+    },
+    /// The fault raced an invalidation (or met an entry being changed): resume the guest, which
+    /// faults again.
+    Retry,
+    /// A write to a write-tracked gfn: the page is mapped read-only; the hypervisor must emulate
+    /// the write.
+    WriteTracked,
+}
+
+/// Faults the MMU cannot resolve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FaultError {
+    /// No memslot covers the address: an MMIO exit for the hypervisor.
+    #[error("no memslot covers gpa {gpa:#x} (MMIO)")]
+    NoMemslot {
+        /// The address.
+        gpa: u64,
+    },
+    /// A write to a read-only memslot.
+    #[error("write to read-only memslot {slot} at gpa {gpa:#x}")]
+    ReadOnly {
+        /// The address.
+        gpa: u64,
+        /// The slot.
+        slot: u32,
+    },
+    /// The host could not provide the page.
+    #[error("host: {0}")]
+    Host(HostError),
+    /// The page table refused (for example out of frames).
+    #[error("page table: {0}")]
+    Table(PtError),
+}
+
+impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A, H, T, R> {
+    /// Largest leaf allowed for `gfn` of `slot` given the host mapping, with the reasons for
+    /// each step below 1 GiB. `exec`: the access is an instruction fetch.
+    pub(crate) fn decide(&self, slot: &Memslot, gfn: u64, host: Option<&HostPage>, exec: bool) -> Decision {
+        let mut not = [ReasonSet::EMPTY; 2];
+        let nx_on = self.config.nx.is_some();
+        for (i, size) in [(0, PageSize::Size2M), (1, PageSize::Size1G)] {
+            let r = &mut not[i];
+            if size > self.config.max_leaf || !F::leaf_allowed(size.level()) {
+                r.insert(WhyNotHuge::FormatLimit);
+            }
+            if self.config.cap.is_some_and(|c| size > c) {
+                r.insert(WhyNotHuge::PolicyCap);
+            }
+            if slot.is_logging() {
+                r.insert(WhyNotHuge::DirtyLogging);
+            }
+            if nx_on && (exec || self.nx.lock().contains(gfn, size)) {
+                r.insert(WhyNotHuge::NxHugePage);
+            }
+            if !slot.block_inside(gfn, size) {
+                r.insert(WhyNotHuge::CrossesSlot);
+            }
+            if !slot.congruent(size) {
+                r.insert(WhyNotHuge::Misaligned);
+            }
+            if slot.block_inside(gfn, size) {
+                if slot.disallow_count(gfn, size) > 0 {
+                    r.insert(WhyNotHuge::WriteTracking);
+                }
+                if slot.mixed(gfn, size) {
+                    r.insert(WhyNotHuge::MixedAttributes);
+                }
+            }
+            match host {
+                None => r.insert(WhyNotHuge::HostMapsSmall),
+                Some(h) if h.size < size => r.insert(if h.kind == BackingKind::PfnMap {
+                    WhyNotHuge::PfnMap
+                } else if h.size == PageSize::Size4K {
+                    WhyNotHuge::HostMapsSmall
+                } else {
+                    WhyNotHuge::HostLeaf2M
+                }),
+                Some(_) => {}
+            }
+        }
+        // Whatever forbids 2M forbids 1G.
+        for r in not[0].iter() {
+            not[1].insert(r);
+        }
+        let size = if not[1].is_empty() {
+            PageSize::Size1G
+        } else if not[0].is_empty() {
+            PageSize::Size2M
+        } else {
+            PageSize::Size4K
+        };
+        Decision { size, not_1g: not[1], not_2m: not[0] }
+    }
+
+    /// Handle a stage-2 fault at `gpa` for `access`.
+    pub fn handle_fault(&self, gpa: u64, access: Access) -> Result<FaultOutcome, FaultError> {
+        Counters::inc(&self.counters.faults);
+        let gfn = gpa / PAGE_SIZE;
+        // (2) Snapshot the invalidation sequence before asking the host.
+        let seq = self.inval.snapshot();
+        let Some(slot) = self.slots.read().find_gfn(gfn).cloned() else {
+            Counters::inc(&self.counters.mmio);
+            return Err(FaultError::NoMemslot { gpa });
+        };
+        let write = access == Access::Write;
+        if write && slot.readonly {
+            return Err(FaultError::ReadOnly { gpa, slot: slot.id });
+        }
+        let tracked = slot.disallow_count(gfn, PageSize::Size2M) > 0 && slot.is_write_tracked(gfn);
+        let host = match self.host.fault_in(slot.hva_of(gfn), write && !tracked) {
+            Ok(h) => h,
+            Err(HostError::Again { .. }) => {
+                Counters::inc(&self.counters.retries);
+                return Ok(FaultOutcome::Retry);
+            }
+            Err(e) => return Err(FaultError::Host(e)),
+        };
+
+        // (3) Leaf size and why not larger.
+        let decision = self.decide(&slot, gfn, Some(&host), access == Access::Exec);
+        let mut size = decision.size;
+        if (host.pfn ^ gfn) & (size.pages() - 1) != 0 {
+            // The host broke its own contract (a huge leaf must map a size-aligned block);
+            // never install a leaf that would translate the wrong pages.
+            size = PageSize::Size4K;
+        }
+        if let Some(r) = decision.primary() {
+            Counters::inc(&self.counters.why[r as usize]);
+        }
+        let logging = slot.is_logging();
+        let hw_dirty = self.config.dirty_log == DirtyLogMode::HardwareDirty && F::HW_DIRTY;
+        let writable_ok = host.writable && !slot.readonly && !tracked;
+        let grant_write = writable_ok && (write || !logging || hw_dirty);
+        let mut perms = Perms::READ | Perms::EXEC;
+        if self.config.nx.is_some() && size > PageSize::Size4K {
+            perms.remove(Perms::EXEC);
+        }
+        if grant_write {
+            perms.insert(Perms::WRITE);
+        }
+        let mut sw = SwBits::empty();
+        if writable_ok {
+            sw.insert(SwBits::HOST_WRITABLE);
+            if logging && !grant_write {
+                sw.insert(SwBits::DIRTY_LOG_WP);
+            }
+        }
+        let attrs = LeafAttrs { perms, mem_type: slot.mem_type(gfn), accessed: true, dirty: write && grant_write, sw };
+        let mask = size.pages() - 1;
+        let block = gfn & !mask;
+        let m = Mapping { pa: (host.pfn & !mask) * PAGE_SIZE, size, attrs };
+
+        // A write while logging is recorded before the leaf becomes writable, so it can't be
+        // missed by a harvest (harvests hold the lock exclusively and can't interleave).
+        if logging && write && grant_write {
+            slot.mark_dirty(gfn);
+        }
+
+        // (4) Under the shared lock: retry on a racing invalidation over the whole block.
+        let pt = self.tables.read();
+        if self.inval.must_retry(seq, block, block + size.pages()) {
+            Counters::inc(&self.counters.retries);
+            return Ok(FaultOutcome::Retry);
+        }
+        let existing = pt.translate(block * PAGE_SIZE).map(|t| t.size);
+        let result = if logging && write && self.config.dirty_log == DirtyLogMode::WriteProtect && existing > Some(size)
+        {
+            // Lazily drop the large leaf: zap it and map only the written page.
+            drop(pt);
+            let mut pt = self.tables.write();
+            if self.inval.must_retry(seq, block, block + size.pages()) {
+                Counters::inc(&self.counters.retries);
+                return Ok(FaultOutcome::Retry);
+            }
+            let big = existing.unwrap_or(PageSize::Size4K);
+            let b = gfn & !(big.pages() - 1);
+            let mut batch = FlushBatch::new();
+            self.zap(&mut pt, b, b + big.pages(), &mut batch);
+            let r = self.install(&pt, block, &m, &mut batch);
+            self.finish(&pt, batch);
+            r
+        } else {
+            let mut batch = FlushBatch::new();
+            let r = self.install(&pt, block, &m, &mut batch);
+            self.flush(&batch);
+            self.pending_free.lock().extend(batch.into_detached());
+            r
+        };
+        let installed = match result {
+            Ok(i) => i,
+            Err(PtError::Busy) => {
+                Counters::inc(&self.counters.retries);
+                return Ok(FaultOutcome::Retry);
+            }
+            Err(e) => return Err(FaultError::Table(e)),
+        };
+
+        // (5) Accounting.
+        if !installed.new_leaf {
+            Counters::inc(&self.counters.spurious);
+        }
+        Counters::add(&self.counters.splits, installed.splits as u64);
+        if installed.replaced_table {
+            Counters::inc(&self.counters.huge_on_fault);
+        }
+        if self.config.nx.is_some() && access == Access::Exec && installed.splits > 0 {
+            if let Some(big) = existing.filter(|s| *s > size) {
+                let b = gfn & !(big.pages() - 1);
+                let mut nx = self.nx.lock();
+                if !nx.contains(b, big) {
+                    nx.queue.push_back((b, big));
+                }
+            }
+        }
+        self.host.mark_accessed(host.pfn, 1);
+        if write && grant_write {
+            self.host.mark_dirty(host.pfn, 1);
+        }
+        if tracked && write {
+            return Ok(FaultOutcome::WriteTracked);
+        }
+        Ok(FaultOutcome::Mapped { size, new_leaf: installed.new_leaf, splits: installed.splits })
+    }
+
+    fn install(
+        &self,
+        pt: &PageTable<F, A>,
+        block: u64,
+        m: &Mapping,
+        batch: &mut FlushBatch,
+    ) -> Result<slat_pt::Installed, PtError> {
+        pt.install(block * PAGE_SIZE, m, batch, &mut |r| self.flush_now(r))
+    }
+}

@@ -1,0 +1,441 @@
+//! The [`Mmu`]: one guest's stage-2 tables with their memslots, host and TLB.
+//!
+//! # Locks
+//! Two reader-writer locks from the embedder's `lock_api` implementation, always taken in this
+//! order: `slots` (the memslot set), then `tables` (the page table). Faults hold `tables` shared
+//! and install with compare-and-swap; zaps, protection changes, harvests, recovery and memslot
+//! changes hold it exclusively. Page-table pages a fault detaches (a table replaced by a huge
+//! leaf) are flushed by that fault and parked in `pending_free`; they are freed by the next
+//! exclusive section, when no shared walker can still hold them. Every exclusive section ends
+//! with [`Mmu::finish`]: one flush for everything it changed, then frees.
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+
+use lock_api::{RawRwLock, RwLock};
+use slat_pt::{
+    Detached, FlushBatch, FlushRange, Format, FrameAllocator, Leaf, MemType, PageSize, PageTable, PtError, PAGE_SIZE,
+};
+
+use crate::config::MmuConfig;
+use crate::host::HostMemory;
+use crate::invalidate::Invalidation;
+use crate::memslot::{Memslot, MemslotError, MemslotInfo, MemslotSpec, Memslots};
+use crate::notifier::MmuNotifier;
+use crate::stats::{Counters, Stats};
+use crate::tlb::{self, Tlb};
+
+/// Errors of MMU operations other than faults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MmuError {
+    /// A memslot request was invalid.
+    #[error(transparent)]
+    Memslot(#[from] MemslotError),
+    /// The page table refused an operation (out of frames, misaligned).
+    #[error(transparent)]
+    Table(#[from] PtError),
+    /// The memslot is not dirty-logged.
+    #[error("memslot {id} is not dirty-logged")]
+    NotLogging {
+        /// Slot id.
+        id: u32,
+    },
+    /// The configuration is inconsistent.
+    #[error("invalid MMU configuration: {what}")]
+    Config {
+        /// What is wrong.
+        what: &'static str,
+    },
+    /// A gfn outside every memslot.
+    #[error("gfn {gfn:#x} is in no memslot")]
+    NoMemslot {
+        /// The gfn.
+        gfn: u64,
+    },
+}
+
+/// The raw lock used when the embedder does not choose one: a spin lock, usable without `std`.
+pub type DefaultRawLock = spin::RwLock<()>;
+
+/// NX huge-page splits awaiting recovery: (block gfn, size of the huge leaf that was split).
+#[derive(Debug, Default)]
+pub(crate) struct NxTracker {
+    pub(crate) queue: VecDeque<(u64, PageSize)>,
+}
+
+impl NxTracker {
+    pub(crate) fn contains(&self, gfn: u64, size: PageSize) -> bool {
+        let b = gfn & !(size.pages() - 1);
+        self.queue.iter().any(|&(g, s)| s == size && g == b)
+    }
+}
+
+/// A hypervisor stage-2 MMU.
+///
+/// * `F`: hardware format of the tables; `A`: where page-table frames come from;
+/// * `H`: the host memory manager; `T`: the TLB;
+/// * `R`: the raw reader-writer lock (`spin` by default; any `lock_api::RawRwLock`).
+///
+/// ```
+/// use slat_mmu::testing::{FakeHost, RecordingTlb};
+/// use slat_mmu::{Mmu, MmuConfig, MemslotSpec, FaultOutcome};
+/// use slat_pt::{format::Ept4, Access, PageSize, SimFrameAllocator};
+///
+/// // A host that backs 64 MiB at hva 0x7f00_0000_0000 with 2 MiB THPs.
+/// let host = FakeHost::new();
+/// host.map_range(0x7f00_0000_0000, 64 << 20, 0x1_0000_0000, PageSize::Size2M, true);
+/// let mmu = Mmu::<Ept4, _, _, _>::new(
+///     MmuConfig::default(),
+///     SimFrameAllocator::new(0x100_0000_0000, 1 << 30),
+///     host,
+///     RecordingTlb::default(),
+/// ).unwrap();
+/// mmu.add_memslot(MemslotSpec {
+///     id: 0, base_gfn: 0x40000, npages: (64 << 20) >> 12, hva: 0x7f00_0000_0000,
+///     readonly: false, log_dirty: false,
+/// }).unwrap();
+///
+/// // A guest write at 1 GiB + 4 KiB faults; the MMU maps the whole 2 MiB block.
+/// let out = mmu.handle_fault(0x4000_1000, Access::Write).unwrap();
+/// assert!(matches!(out, FaultOutcome::Mapped { size: PageSize::Size2M, .. }));
+/// assert_eq!(mmu.stats().pages_2m, 1);
+/// // ...and explains why not 1 GiB: the host leaf is only 2 MiB.
+/// println!("{}", mmu.explain(0x40001));
+/// mmu.audit().unwrap();
+/// ```
+pub struct Mmu<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock = DefaultRawLock> {
+    pub(crate) tables: RwLock<R, PageTable<F, A>>,
+    pub(crate) slots: RwLock<R, Memslots>,
+    pub(crate) host: H,
+    pub(crate) tlb: T,
+    pub(crate) config: MmuConfig,
+    pub(crate) inval: Invalidation,
+    pub(crate) counters: Counters,
+    pub(crate) pending_free: spin::Mutex<Vec<Detached>>,
+    pub(crate) nx: spin::Mutex<NxTracker>,
+}
+
+impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A, H, T, R> {
+    /// A new MMU with an empty table.
+    pub fn new(config: MmuConfig, alloc: A, host: H, tlb: T) -> Result<Self, MmuError> {
+        if config.max_leaf.level() > F::MAX_LEAF_LEVEL {
+            return Err(MmuError::Config { what: "max_leaf is larger than the format allows" });
+        }
+        if config.recovery_batch == 0 {
+            return Err(MmuError::Config { what: "recovery_batch must be at least 1" });
+        }
+        if let crate::config::DirtyLogMode::EagerSplit { chunk_tables: 0 } = config.dirty_log {
+            return Err(MmuError::Config { what: "eager split chunk_tables must be at least 1" });
+        }
+        if config.nx.is_some_and(|n| n.recovery_ratio == 0) {
+            return Err(MmuError::Config { what: "nx recovery_ratio must be at least 1" });
+        }
+        Ok(Mmu {
+            tables: RwLock::new(PageTable::new(alloc)?),
+            slots: RwLock::new(Memslots::default()),
+            host,
+            tlb,
+            config,
+            inval: Invalidation::default(),
+            counters: Counters::default(),
+            pending_free: spin::Mutex::new(Vec::new()),
+            nx: spin::Mutex::new(NxTracker::default()),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &MmuConfig {
+        &self.config
+    }
+
+    /// The host.
+    pub fn host(&self) -> &H {
+        &self.host
+    }
+
+    /// The TLB.
+    pub fn tlb(&self) -> &T {
+        &self.tlb
+    }
+
+    /// Run `f` with shared access to the page table (for hardware walkers and inspection).
+    pub fn with_tables<X>(&self, f: impl FnOnce(&PageTable<F, A>) -> X) -> X {
+        f(&self.tables.read())
+    }
+
+    /// Root physical address of the stage-2 table.
+    pub fn root_pa(&self) -> u64 {
+        self.tables.read().root_pa()
+    }
+
+    /// Every memslot.
+    pub fn memslots(&self) -> Vec<MemslotInfo> {
+        self.slots.read().iter().map(|s| MemslotInfo::from(&**s)).collect()
+    }
+
+    /// Bytes of MMU bookkeeping beyond the page tables (bitmaps, per-block words).
+    pub fn bookkeeping_bytes(&self) -> u64 {
+        self.slots.read().iter().map(|s| s.bookkeeping_bytes()).sum()
+    }
+
+    /// A snapshot of every statistic.
+    pub fn stats(&self) -> Stats {
+        use core::sync::atomic::Ordering::Relaxed;
+        let c = &self.counters;
+        let counts = self.tables.read().counts();
+        let mut why = [0; crate::reason::WhyNotHuge::COUNT];
+        for (w, a) in why.iter_mut().zip(&c.why) {
+            *w = a.load(Relaxed);
+        }
+        Stats {
+            pages_4k: counts.leaves[0],
+            pages_2m: counts.leaves[1],
+            pages_1g: counts.leaves[2],
+            remote_tlb_flush: c.remote_tlb_flush.load(Relaxed),
+            remote_tlb_flush_requests: c.remote_tlb_flush_requests.load(Relaxed),
+            nx_lpage_splits: self.nx.lock().queue.len() as u64,
+            faults: c.faults.load(Relaxed),
+            retries: c.retries.load(Relaxed),
+            spurious: c.spurious.load(Relaxed),
+            mmio: c.mmio.load(Relaxed),
+            splits: c.splits.load(Relaxed),
+            eager_splits: c.eager_splits.load(Relaxed),
+            huge_on_fault: c.huge_on_fault.load(Relaxed),
+            recoveries: c.recoveries.load(Relaxed),
+            zapped_leaves: c.zapped_leaves.load(Relaxed),
+            invalidations: c.invalidations.load(Relaxed),
+            write_protected: c.write_protected.load(Relaxed),
+            dirty_pages_harvested: c.dirty_pages_harvested.load(Relaxed),
+            nx_recovered: c.nx_recovered.load(Relaxed),
+            table_pages: counts.table_pages,
+            why_not_huge: why,
+        }
+    }
+
+    // ---- flushing -----------------------------------------------------------------------
+
+    /// Send a batch to the TLB, counting it.
+    pub(crate) fn flush(&self, batch: &FlushBatch) {
+        if batch.is_empty() {
+            return;
+        }
+        Counters::inc(&self.counters.remote_tlb_flush_requests);
+        if tlb::apply(&self.tlb, batch) {
+            let n = if batch.is_all() { 1 } else { batch.ranges().len() as u64 };
+            Counters::add(&self.counters.remote_tlb_flush, n);
+        }
+    }
+
+    /// Break-before-make: invalidate one range now.
+    pub(crate) fn flush_now(&self, r: FlushRange) {
+        Counters::inc(&self.counters.remote_tlb_flush_requests);
+        Counters::inc(&self.counters.remote_tlb_flush);
+        self.tlb.flush_range(&r);
+    }
+
+    /// End of an exclusive section: flush everything the section changed, then free the pages it
+    /// detached and the pages faults parked earlier.
+    pub(crate) fn finish(&self, pt: &PageTable<F, A>, batch: FlushBatch) {
+        self.flush(&batch);
+        let parked: Vec<Detached> = core::mem::take(&mut *self.pending_free.lock());
+        // SAFETY: the caller holds the tables lock exclusively, so no shared operation walks the
+        // tree; the flush above retired every translation cached from `batch`'s pages, and the
+        // parked pages were flushed by the faults that detached them before they were parked.
+        unsafe {
+            pt.free_detached(batch.into_detached());
+            pt.free_detached(parked);
+        }
+    }
+
+    // ---- zapping ------------------------------------------------------------------------
+
+    /// Remove every leaf overlapping gfns `g0..g1` of `slot`, carrying dirty/accessed state to
+    /// the host. Obligations go into `batch`.
+    pub(crate) fn zap(&self, pt: &mut PageTable<F, A>, g0: u64, g1: u64, batch: &mut FlushBatch) {
+        let mut zapped = 0;
+        let host = &self.host;
+        let r = pt.unmap(g0 * PAGE_SIZE, (g1 - g0) * PAGE_SIZE, batch, &mut |l: &Leaf| {
+            zapped += 1;
+            let pfn = l.pa / PAGE_SIZE;
+            if l.attrs.dirty || l.attrs.perms.contains(slat_pt::Perms::WRITE) {
+                host.mark_dirty(pfn, l.size.pages());
+            }
+            if l.attrs.accessed {
+                host.mark_accessed(pfn, l.size.pages());
+            }
+        });
+        debug_assert!(r.is_ok(), "zap range is page aligned and inside the space");
+        Counters::add(&self.counters.zapped_leaves, zapped);
+        // NX-split blocks wholly zapped are no longer split.
+        let mut nx = self.nx.lock();
+        nx.queue.retain(|&(g, s)| !(g >= g0 && g + s.pages() <= g1));
+    }
+
+    /// An MMU-initiated invalidation of gfns `g0..g1`: racing faults retry, leaves are zapped,
+    /// one flush, then `change` runs (still under the exclusive lock, before faults may proceed).
+    pub(crate) fn invalidate_gfns(&self, g0: u64, g1: u64, change: impl FnOnce()) {
+        let mut pt = self.tables.write();
+        self.inval.begin(g0, g1);
+        let mut batch = FlushBatch::new();
+        self.zap(&mut pt, g0, g1, &mut batch);
+        change();
+        Counters::inc(&self.counters.invalidations);
+        self.finish(&pt, batch);
+        drop(pt);
+        self.inval.end();
+    }
+
+    // ---- memslots -----------------------------------------------------------------------
+
+    /// Add a memslot after validating it (size, alignment, overlap, address width).
+    pub fn add_memslot(&self, spec: MemslotSpec) -> Result<(), MmuError> {
+        let mut slots = self.slots.write();
+        slots.validate(&spec, F::INPUT_BITS)?;
+        let slot = Memslot::new(&spec);
+        if spec.log_dirty {
+            slot.fill_dirty(self.initially_set());
+        }
+        slots.insert(slot);
+        Ok(())
+    }
+
+    /// Delete a memslot: its leaves are zapped through the invalidation protocol.
+    pub fn delete_memslot(&self, id: u32) -> Result<(), MmuError> {
+        let mut slots = self.slots.write();
+        let slot = slots.get(id).ok_or(MemslotError::NotFound { id })?.clone();
+        self.invalidate_gfns(slot.base_gfn, slot.end_gfn(), || {
+            slots.remove(id);
+        });
+        Ok(())
+    }
+
+    /// Move a memslot to a new base gfn (same host range): the old range is zapped; on a
+    /// validation error the slot stays where it was.
+    pub fn move_memslot(&self, id: u32, new_base_gfn: u64) -> Result<(), MmuError> {
+        let mut slots = self.slots.write();
+        let old = slots.get(id).ok_or(MemslotError::NotFound { id })?.clone();
+        let spec = MemslotSpec {
+            id,
+            base_gfn: new_base_gfn,
+            npages: old.npages,
+            hva: old.hva,
+            readonly: old.readonly,
+            log_dirty: old.is_logging(),
+        };
+        slots.remove(id);
+        if let Err(e) = slots.validate(&spec, F::INPUT_BITS) {
+            slots.insert(Memslot::new(&MemslotSpec { base_gfn: old.base_gfn, ..spec }));
+            return Err(e.into());
+        }
+        self.invalidate_gfns(old.base_gfn, old.end_gfn(), || {});
+        let slot = Memslot::new(&spec);
+        if spec.log_dirty {
+            slot.fill_dirty(true);
+        }
+        slots.insert(slot);
+        Ok(())
+    }
+
+    pub(crate) fn slot(&self, id: u32) -> Result<alloc::sync::Arc<Memslot>, MmuError> {
+        Ok(self.slots.read().get(id).ok_or(MemslotError::NotFound { id })?.clone())
+    }
+
+    pub(crate) fn initially_set(&self) -> bool {
+        matches!(self.config.harvest, crate::config::HarvestMode::ManualClear { initially_set: true })
+    }
+
+    // ---- write tracking and attributes ----------------------------------------------------
+
+    /// Write-track `gfn`: no huge leaf may cover it and guest writes to it fault
+    /// ([`FaultOutcome::WriteTracked`](crate::FaultOutcome::WriteTracked)). Counts nest.
+    pub fn write_track(&self, gfn: u64) -> Result<(), MmuError> {
+        let slot = self.slot_of(gfn)?;
+        self.invalidate_gfns(gfn, gfn + 1, || {
+            slot.track(gfn, true);
+        });
+        Ok(())
+    }
+
+    /// Drop one write-tracking reference to `gfn`.
+    pub fn write_untrack(&self, gfn: u64) -> Result<(), MmuError> {
+        let slot = self.slot_of(gfn)?;
+        slot.track(gfn, false);
+        Ok(())
+    }
+
+    /// Set the memory type of `npages` gfns from `gfn` (all in one slot). The invalidation covers
+    /// the huge blocks straddling the range's edges, so faults next to it retry too.
+    pub fn set_memory_type(&self, gfn: u64, npages: u64, mem_type: MemType) -> Result<(), MmuError> {
+        let slot = self.slot_of(gfn)?;
+        if npages == 0 || gfn + npages > slot.end_gfn() {
+            return Err(MemslotError::OutOfSlot { id: slot.id, gfn, npages }.into());
+        }
+        let g = PageSize::Size1G.pages();
+        let (w0, w1) = ((gfn & !(g - 1)).max(slot.base_gfn), ((gfn + npages).div_ceil(g) * g).min(slot.end_gfn()));
+        let mut pt = self.tables.write();
+        self.inval.begin(w0, w1);
+        let mut batch = FlushBatch::new();
+        self.zap(&mut pt, gfn, gfn + npages, &mut batch);
+        slot.set_mem_type(gfn, npages, mem_type);
+        Counters::inc(&self.counters.invalidations);
+        self.finish(&pt, batch);
+        drop(pt);
+        self.inval.end();
+        Ok(())
+    }
+
+    pub(crate) fn slot_of(&self, gfn: u64) -> Result<alloc::sync::Arc<Memslot>, MmuError> {
+        self.slots.read().find_gfn(gfn).cloned().ok_or(MmuError::NoMemslot { gfn })
+    }
+}
+
+impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> MmuNotifier for Mmu<F, A, H, T, R> {
+    fn invalidate_range_start(&self, start: u64, end: u64) {
+        let slots = self.slots.read();
+        let hits = slots.hva_to_gfns(start, end);
+        if hits.is_empty() {
+            // Nothing of the guest is affected; keep begin/end balanced without the lock.
+            self.inval.begin(u64::MAX, 0);
+            return;
+        }
+        let mut pt = self.tables.write();
+        self.inval.begin(u64::MAX, 0);
+        let mut batch = FlushBatch::new();
+        for (_, g0, g1) in &hits {
+            self.inval.add_range(*g0, *g1);
+            self.zap(&mut pt, *g0, *g1, &mut batch);
+        }
+        Counters::inc(&self.counters.invalidations);
+        self.finish(&pt, batch);
+    }
+
+    fn invalidate_range_end(&self, _start: u64, _end: u64) {
+        self.inval.end();
+    }
+
+    fn clear_young(&self, start: u64, end: u64) -> bool {
+        let slots = self.slots.read();
+        let pt = self.tables.read();
+        let mut young = false;
+        for (_, g0, g1) in slots.hva_to_gfns(start, end) {
+            young |= pt.clear_young(g0 * PAGE_SIZE, (g1 - g0) * PAGE_SIZE);
+        }
+        young
+    }
+
+    fn test_young(&self, start: u64, end: u64) -> bool {
+        let slots = self.slots.read();
+        let pt = self.tables.read();
+        slots.hva_to_gfns(start, end).iter().any(|(_, g0, g1)| pt.test_young(g0 * PAGE_SIZE, (g1 - g0) * PAGE_SIZE))
+    }
+}
+
+impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> core::fmt::Debug for Mmu<F, A, H, T, R> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Mmu")
+            .field("format", &F::NAME)
+            .field("config", &self.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}

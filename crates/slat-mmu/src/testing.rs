@@ -1,0 +1,205 @@
+//! Small in-crate doubles for tests and examples: [`FakeHost`], a host whose mappings are set by
+//! hand, and [`RecordingTlb`], a TLB that records every flush. The realistic host lives in
+//! `slat-sim`.
+
+use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::vec::Vec;
+
+use slat_pt::{FlushRange, PageSize, PAGE_SIZE};
+
+use crate::host::{BackingKind, HostError, HostMemory, HostPage};
+use crate::tlb::Tlb;
+
+#[derive(Debug, Clone, Copy)]
+struct HostLeaf {
+    pfn: u64,
+    size: PageSize,
+    writable: bool,
+    kind: BackingKind,
+}
+
+/// Hook run inside [`HostMemory::fault_in`], to interleave events with a fault in tests.
+pub type FaultHook = Box<dyn FnMut(u64) + Send>;
+
+/// A host whose mappings tests set directly. Mutating methods do not notify the MMU: tests call
+/// `invalidate_range_start` / `end` around them, which is exactly the contract a host follows.
+#[derive(Default)]
+pub struct FakeHost {
+    leaves: spin::Mutex<BTreeMap<u64, HostLeaf>>,
+    dirty: spin::Mutex<BTreeSet<u64>>,
+    accessed: spin::Mutex<BTreeSet<u64>>,
+    hook: spin::Mutex<Option<FaultHook>>,
+}
+
+impl FakeHost {
+    /// An empty host.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Map `len` bytes at `hva` to physical `pa` with host leaves of `size` (anonymous memory,
+    /// THP-backed when `size` is 2M, hugetlbfs when 1G).
+    pub fn map_range(&self, hva: u64, len: u64, pa: u64, size: PageSize, writable: bool) {
+        let kind = match size {
+            PageSize::Size4K | PageSize::Size2M => BackingKind::Anonymous,
+            PageSize::Size1G => BackingKind::Hugetlbfs,
+        };
+        self.map_kind(hva, len, pa, size, writable, kind);
+    }
+
+    /// [`map_range`](Self::map_range) with an explicit backing kind.
+    pub fn map_kind(&self, hva: u64, len: u64, pa: u64, size: PageSize, writable: bool, kind: BackingKind) {
+        assert!(size.is_aligned(hva) && size.is_aligned(pa) && size.is_aligned(len), "FakeHost: misaligned map");
+        let mut l = self.leaves.lock();
+        let mut off = 0;
+        while off < len {
+            l.insert(hva + off, HostLeaf { pfn: (pa + off) / PAGE_SIZE, size, writable, kind });
+            off += size.bytes();
+        }
+    }
+
+    /// Remove every host leaf overlapping `hva..hva+len` (whole leaves).
+    pub fn unmap_range(&self, hva: u64, len: u64) {
+        let mut l = self.leaves.lock();
+        let keys: Vec<u64> = l
+            .range(hva.saturating_sub(PageSize::Size1G.bytes())..hva + len)
+            .filter(|(k, v)| **k + v.size.bytes() > hva)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in keys {
+            l.remove(&k);
+        }
+    }
+
+    /// Split the host leaf containing `hva` into 4 KiB leaves with the same pfns.
+    pub fn split(&self, hva: u64) {
+        let mut l = self.leaves.lock();
+        let Some((&k, &leaf)) = l.range(..=hva).next_back() else { return };
+        if k + leaf.size.bytes() <= hva || leaf.size == PageSize::Size4K {
+            return;
+        }
+        l.remove(&k);
+        for i in 0..leaf.size.pages() {
+            l.insert(k + i * PAGE_SIZE, HostLeaf { pfn: leaf.pfn + i, size: PageSize::Size4K, ..leaf });
+        }
+    }
+
+    /// Run `hook(hva)` at the start of every `fault_in` (until replaced with `None`).
+    pub fn set_fault_hook(&self, hook: Option<FaultHook>) {
+        *self.hook.lock() = hook;
+    }
+
+    /// Whether the guest dirtied pfn.
+    pub fn is_dirty(&self, pfn: u64) -> bool {
+        self.dirty.lock().contains(&pfn)
+    }
+
+    /// Number of dirty pfns.
+    pub fn dirty_count(&self) -> usize {
+        self.dirty.lock().len()
+    }
+
+    fn find(&self, hva: u64) -> Option<HostPage> {
+        let l = self.leaves.lock();
+        let (&k, leaf) = l.range(..=hva).next_back()?;
+        (hva < k + leaf.size.bytes()).then(|| HostPage {
+            pfn: leaf.pfn + (hva - k) / PAGE_SIZE,
+            size: leaf.size,
+            writable: leaf.writable,
+            kind: leaf.kind,
+        })
+    }
+}
+
+impl HostMemory for FakeHost {
+    fn fault_in(&self, hva: u64, write: bool) -> Result<HostPage, HostError> {
+        let hook = self.hook.lock().take();
+        if let Some(mut h) = hook {
+            h(hva);
+            let mut slot = self.hook.lock();
+            if slot.is_none() {
+                *slot = Some(h);
+            }
+        }
+        let p = self.find(hva).ok_or(HostError::NotMapped { hva })?;
+        if write && !p.writable {
+            return Err(HostError::ReadOnly { hva });
+        }
+        Ok(p)
+    }
+
+    fn lookup(&self, hva: u64) -> Option<HostPage> {
+        self.find(hva)
+    }
+
+    fn mark_dirty(&self, pfn: u64, pages: u64) {
+        self.dirty.lock().extend(pfn..pfn + pages);
+    }
+
+    fn mark_accessed(&self, pfn: u64, pages: u64) {
+        let mut a = self.accessed.lock();
+        if pages <= 512 {
+            a.extend(pfn..pfn + pages);
+        } else {
+            a.insert(pfn);
+        }
+    }
+}
+
+/// One flush the TLB received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// A range flush.
+    Range(FlushRange),
+    /// A full flush.
+    All,
+}
+
+/// A TLB that records every flush.
+#[derive(Debug, Default)]
+pub struct RecordingTlb {
+    log: spin::Mutex<Vec<Flush>>,
+}
+
+impl RecordingTlb {
+    /// Every flush so far.
+    pub fn flushes(&self) -> Vec<Flush> {
+        self.log.lock().clone()
+    }
+
+    /// Forget recorded flushes.
+    pub fn clear(&self) {
+        self.log.lock().clear();
+    }
+
+    /// Whether the recorded flushes cover every byte of `gpa..gpa+len`.
+    pub fn covered(&self, gpa: u64, len: u64) -> bool {
+        let log = self.log.lock();
+        if log.iter().any(|f| matches!(f, Flush::All)) {
+            return true;
+        }
+        let mut a = gpa;
+        'outer: while a < gpa + len {
+            for f in log.iter() {
+                if let Flush::Range(r) = f {
+                    if a >= r.gpa && a < r.gpa + r.len {
+                        a = r.gpa + r.len;
+                        continue 'outer;
+                    }
+                }
+            }
+            return false;
+        }
+        true
+    }
+}
+
+impl Tlb for RecordingTlb {
+    fn flush_range(&self, range: &FlushRange) {
+        self.log.lock().push(Flush::Range(*range));
+    }
+    fn flush_all(&self) {
+        self.log.lock().push(Flush::All);
+    }
+}
