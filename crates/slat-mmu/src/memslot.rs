@@ -142,7 +142,8 @@ pub struct Memslot {
     pub readonly: bool,
     logging: AtomicBool,
     lpage: [LpageInfo; 2],
-    dirty: Vec<AtomicU64>,
+    /// Dirty bitmap, allocated when logging is first enabled.
+    dirty: spin::Once<Vec<AtomicU64>>,
     tracked: spin::Mutex<BTreeMap<u64, u32>>,
     attrs: spin::Mutex<BTreeMap<u64, (u64, MemType)>>,
 }
@@ -167,7 +168,7 @@ impl Memslot {
             readonly: spec.readonly,
             logging: AtomicBool::new(spec.log_dirty),
             lpage,
-            dirty: (0..spec.npages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            dirty: spin::Once::new(),
             tracked: spin::Mutex::new(BTreeMap::new()),
             attrs: spin::Mutex::new(BTreeMap::new()),
         }
@@ -345,17 +346,21 @@ impl Memslot {
     #[inline]
     pub(crate) fn mark_dirty(&self, gfn: u64) {
         let i = gfn - self.base_gfn;
-        self.dirty[(i / 64) as usize].fetch_or(1 << (i % 64), Ordering::AcqRel);
+        self.bitmap()[(i / 64) as usize].fetch_or(1 << (i % 64), Ordering::AcqRel);
+    }
+
+    fn bitmap(&self) -> &[AtomicU64] {
+        self.dirty.call_once(|| (0..self.npages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect())
     }
 
     /// Whether `gfn` is marked dirty.
     pub fn is_marked_dirty(&self, gfn: u64) -> bool {
         let i = gfn - self.base_gfn;
-        self.dirty[(i / 64) as usize].load(Ordering::Acquire) & (1 << (i % 64)) != 0
+        self.dirty.get().is_some_and(|d| d[(i / 64) as usize].load(Ordering::Acquire) & (1 << (i % 64)) != 0)
     }
 
     pub(crate) fn fill_dirty(&self, value: bool) {
-        for (w, word) in self.dirty.iter().enumerate() {
+        for (w, word) in self.bitmap().iter().enumerate() {
             let valid = (self.npages - w as u64 * 64).min(64);
             let v = if !value {
                 0
@@ -369,17 +374,20 @@ impl Memslot {
     }
 
     pub(crate) fn read_dirty(&self, clear: bool) -> Vec<u64> {
-        self.dirty.iter().map(|w| if clear { w.swap(0, Ordering::AcqRel) } else { w.load(Ordering::Acquire) }).collect()
+        self.bitmap()
+            .iter()
+            .map(|w| if clear { w.swap(0, Ordering::AcqRel) } else { w.load(Ordering::Acquire) })
+            .collect()
     }
 
     /// Clear the bits of `mask` in word `word`; returns the bits that were set and are now clear.
     pub(crate) fn clear_dirty_word(&self, word: usize, mask: u64) -> u64 {
-        self.dirty.get(word).map_or(0, |w| w.fetch_and(!mask, Ordering::AcqRel) & mask)
+        self.bitmap().get(word).map_or(0, |w| w.fetch_and(!mask, Ordering::AcqRel) & mask)
     }
 
     /// Bookkeeping bytes held for this slot (bitmaps and per-block words).
     pub fn bookkeeping_bytes(&self) -> u64 {
-        let words = self.dirty.len() as u64 * 8;
+        let words = self.dirty.get().map_or(0, |d| d.len() as u64 * 8);
         let lp: u64 = self.lpage.iter().map(|l| l.disallow.len() as u64 * 4).sum();
         words + lp + core::mem::size_of::<Self>() as u64
     }
