@@ -124,11 +124,15 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
 
     /// Handle a stage-2 fault at `gpa` for `access`.
     pub fn handle_fault(&self, gpa: u64, access: Access) -> Result<FaultOutcome, FaultError> {
-        Counters::inc(&self.counters.faults);
         let gfn = gpa / PAGE_SIZE;
+        let hot = self.counters.hot(gfn);
+        Counters::inc(&hot.faults);
         // (2) Snapshot the invalidation sequence before asking the host.
         let seq = self.inval.snapshot();
-        let Some(slot) = self.slots.read().find_gfn(gfn).cloned() else {
+        // The memslot set stays read-locked for the whole fault (as under KVM's SRCU): memslot
+        // changes wait for faults in flight, and no per-fault reference count is touched.
+        let slots = self.slots.read();
+        let Some(slot) = slots.find_gfn(gfn) else {
             Counters::inc(&self.counters.mmio);
             return Err(FaultError::NoMemslot { gpa });
         };
@@ -140,14 +144,14 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         let host = match self.host.fault_in(slot.hva_of(gfn), write && !tracked) {
             Ok(h) => h,
             Err(HostError::Again { .. }) => {
-                Counters::inc(&self.counters.retries);
+                Counters::inc(&hot.retries);
                 return Ok(FaultOutcome::Retry);
             }
             Err(e) => return Err(FaultError::Host(e)),
         };
 
         // (3) Leaf size and why not larger.
-        let decision = self.decide(&slot, gfn, Some(&host), access == Access::Exec);
+        let decision = self.decide(slot, gfn, Some(&host), access == Access::Exec);
         let mut size = decision.size;
         if (host.pfn ^ gfn) & (size.pages() - 1) != 0 {
             // The host broke its own contract (a huge leaf must map a size-aligned block);
@@ -155,7 +159,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
             size = PageSize::Size4K;
         }
         if let Some(r) = decision.primary() {
-            Counters::inc(&self.counters.why[r as usize]);
+            Counters::inc(&hot.why[r as usize]);
         }
         let logging = slot.is_logging();
         let hw_dirty = self.config.dirty_log == DirtyLogMode::HardwareDirty && F::HW_DIRTY;
@@ -189,7 +193,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         // (4) Under the shared lock: retry on a racing invalidation over the whole block.
         let pt = self.tables.read();
         if self.inval.must_retry(seq, block, block + size.pages()) {
-            Counters::inc(&self.counters.retries);
+            Counters::inc(&hot.retries);
             return Ok(FaultOutcome::Retry);
         }
         let existing = pt.translate(block * PAGE_SIZE).map(|t| t.size);
@@ -199,7 +203,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
             drop(pt);
             let mut pt = self.tables.write();
             if self.inval.must_retry(seq, block, block + size.pages()) {
-                Counters::inc(&self.counters.retries);
+                Counters::inc(&hot.retries);
                 return Ok(FaultOutcome::Retry);
             }
             let big = existing.unwrap_or(PageSize::Size4K);
@@ -213,13 +217,15 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
             let mut batch = FlushBatch::new();
             let r = self.install(&pt, block, &m, &mut batch);
             self.flush(&batch);
-            self.pending_free.lock().extend(batch.into_detached());
+            if !batch.detached().is_empty() {
+                self.pending_free.lock().extend(batch.into_detached());
+            }
             r
         };
         let installed = match result {
             Ok(i) => i,
             Err(PtError::Busy) => {
-                Counters::inc(&self.counters.retries);
+                Counters::inc(&hot.retries);
                 return Ok(FaultOutcome::Retry);
             }
             Err(e) => return Err(FaultError::Table(e)),
@@ -227,11 +233,11 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
 
         // (5) Accounting.
         if !installed.new_leaf {
-            Counters::inc(&self.counters.spurious);
+            Counters::inc(&hot.spurious);
         }
-        Counters::add(&self.counters.splits, installed.splits as u64);
+        Counters::add(&hot.splits, installed.splits as u64);
         if installed.replaced_table {
-            Counters::inc(&self.counters.huge_on_fault);
+            Counters::inc(&hot.huge_on_fault);
         }
         if self.config.nx.is_some() && access == Access::Exec && installed.splits > 0 {
             if let Some(big) = existing.filter(|s| *s > size) {

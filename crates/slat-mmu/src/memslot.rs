@@ -146,6 +146,8 @@ pub struct Memslot {
     dirty: spin::Once<Vec<AtomicU64>>,
     tracked: spin::Mutex<BTreeMap<u64, u32>>,
     attrs: spin::Mutex<BTreeMap<u64, (u64, MemType)>>,
+    /// Whether any memory type other than write-back was ever set (fast path for faults).
+    has_attrs: AtomicBool,
 }
 
 impl Memslot {
@@ -171,6 +173,7 @@ impl Memslot {
             dirty: spin::Once::new(),
             tracked: spin::Mutex::new(BTreeMap::new()),
             attrs: spin::Mutex::new(BTreeMap::new()),
+            has_attrs: AtomicBool::new(false),
         }
     }
 
@@ -280,6 +283,9 @@ impl Memslot {
 
     /// Memory type of `gfn` (write-back unless set otherwise).
     pub fn mem_type(&self, gfn: u64) -> MemType {
+        if !self.has_attrs.load(Ordering::Acquire) {
+            return MemType::WriteBack;
+        }
         let a = self.attrs.lock();
         match a.range(..=gfn).next_back() {
             Some((_, &(end, mt))) if gfn < end => mt,
@@ -291,6 +297,7 @@ impl Memslot {
     /// block the range touches.
     pub(crate) fn set_mem_type(&self, gfn: u64, npages: u64, mt: MemType) {
         let end = gfn + npages;
+        self.has_attrs.store(true, Ordering::Release);
         {
             let mut a = self.attrs.lock();
             // Cut existing ranges at gfn and end, drop what lies inside, insert the new range.

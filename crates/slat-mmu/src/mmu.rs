@@ -184,8 +184,8 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         let c = &self.counters;
         let counts = self.tables.read().counts();
         let mut why = [0; crate::reason::WhyNotHuge::COUNT];
-        for (w, a) in why.iter_mut().zip(&c.why) {
-            *w = a.load(Relaxed);
+        for (i, w) in why.iter_mut().enumerate() {
+            *w = c.sum(|h| &h.why[i]);
         }
         Stats {
             pages_4k: counts.leaves[0],
@@ -194,13 +194,13 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
             remote_tlb_flush: c.remote_tlb_flush.load(Relaxed),
             remote_tlb_flush_requests: c.remote_tlb_flush_requests.load(Relaxed),
             nx_lpage_splits: self.nx.lock().queue.len() as u64,
-            faults: c.faults.load(Relaxed),
-            retries: c.retries.load(Relaxed),
-            spurious: c.spurious.load(Relaxed),
+            faults: c.sum(|h| &h.faults),
+            retries: c.sum(|h| &h.retries),
+            spurious: c.sum(|h| &h.spurious),
             mmio: c.mmio.load(Relaxed),
-            splits: c.splits.load(Relaxed),
+            splits: c.sum(|h| &h.splits),
             eager_splits: c.eager_splits.load(Relaxed),
-            huge_on_fault: c.huge_on_fault.load(Relaxed),
+            huge_on_fault: c.sum(|h| &h.huge_on_fault),
             recoveries: c.recoveries.load(Relaxed),
             zapped_leaves: c.zapped_leaves.load(Relaxed),
             invalidations: c.invalidations.load(Relaxed),

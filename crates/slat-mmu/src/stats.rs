@@ -4,16 +4,28 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::reason::WhyNotHuge;
 
-/// Live counters (atomics, updated by every operation).
+/// Stripes of the fault-path counters.
+pub(crate) const STRIPES: usize = 8;
+
+/// Counters the fault path updates, one stripe per cache line, chosen by the fault's 2 MiB
+/// block, so vCPUs faulting on different memory do not bounce one line between them.
 #[derive(Debug, Default)]
-pub(crate) struct Counters {
+#[repr(align(64))]
+pub(crate) struct Hot {
     pub faults: AtomicU64,
     pub retries: AtomicU64,
     pub spurious: AtomicU64,
-    pub mmio: AtomicU64,
     pub splits: AtomicU64,
-    pub eager_splits: AtomicU64,
     pub huge_on_fault: AtomicU64,
+    pub why: [AtomicU64; WhyNotHuge::COUNT],
+}
+
+/// Live counters (atomics, updated by every operation).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub hot: [Hot; STRIPES],
+    pub mmio: AtomicU64,
+    pub eager_splits: AtomicU64,
     pub recoveries: AtomicU64,
     pub zapped_leaves: AtomicU64,
     pub invalidations: AtomicU64,
@@ -22,10 +34,20 @@ pub(crate) struct Counters {
     pub write_protected: AtomicU64,
     pub dirty_pages_harvested: AtomicU64,
     pub nx_recovered: AtomicU64,
-    pub why: [AtomicU64; WhyNotHuge::COUNT],
 }
 
 impl Counters {
+    /// The stripe for a fault at `gfn`.
+    #[inline]
+    pub(crate) fn hot(&self, gfn: u64) -> &Hot {
+        &self.hot[((gfn >> 9) as usize) % STRIPES]
+    }
+
+    /// Sum of one hot counter over all stripes.
+    pub(crate) fn sum(&self, f: impl Fn(&Hot) -> &AtomicU64) -> u64 {
+        self.hot.iter().map(|h| f(h).load(Ordering::Relaxed)).sum()
+    }
+
     #[inline]
     pub(crate) fn inc(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);

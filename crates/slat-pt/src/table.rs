@@ -251,12 +251,27 @@ struct Delta {
     tables: i64,
 }
 
+/// Counter stripes: concurrent faults on different 2 MiB blocks update different cache lines.
+const STRIPES: usize = 8;
+
+/// One stripe of the leaf and table counters, alone on its cache line.
+#[repr(align(64))]
+#[derive(Default)]
+struct Stripe {
+    leaves: [AtomicI64; 3],
+    tables: AtomicI64,
+}
+
+#[inline]
+fn stripe_of(gpa: u64) -> usize {
+    ((gpa >> 21) as usize) % STRIPES
+}
+
 /// A stage-2 page table of format `F` with frames from `A`.
 pub struct PageTable<F: Format, A: FrameAllocator> {
     root: u64,
     alloc: A,
-    leaves: [AtomicI64; 3],
-    tables: AtomicI64,
+    stripes: [Stripe; STRIPES],
     _format: PhantomData<F>,
 }
 
@@ -270,13 +285,9 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     pub fn new(alloc: A) -> Result<Self, PtError> {
         debug_assert!(Self::ROOT_FRAMES <= ROOT_FRAMES_MAX);
         let root = alloc.alloc_zeroed(Self::ROOT_FRAMES).ok_or(PtError::OutOfFrames)?;
-        Ok(PageTable {
-            root: root.pa,
-            alloc,
-            leaves: Default::default(),
-            tables: AtomicI64::new(Self::ROOT_FRAMES as i64),
-            _format: PhantomData,
-        })
+        let stripes: [Stripe; STRIPES] = Default::default();
+        stripes[0].tables.store(Self::ROOT_FRAMES as i64, Ordering::Relaxed);
+        Ok(PageTable { root: root.pa, alloc, stripes, _format: PhantomData })
     }
 
     /// Physical address of the root table (what goes into EPTP / nCR3 / VTTBR / hgatp).
@@ -322,14 +333,16 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         Ok(self.alloc.alloc_zeroed(1).ok_or(PtError::OutOfFrames)?.pa)
     }
 
-    fn apply(&self, d: &Delta) {
-        for (c, v) in self.leaves.iter().zip(d.leaves) {
+    /// Add a change to the counters of the stripe for `gpa`.
+    fn apply(&self, gpa: u64, d: &Delta) {
+        let s = &self.stripes[stripe_of(gpa)];
+        for (c, v) in s.leaves.iter().zip(d.leaves) {
             if v != 0 {
                 c.fetch_add(v, Ordering::Relaxed);
             }
         }
         if d.tables != 0 {
-            self.tables.fetch_add(d.tables, Ordering::Relaxed);
+            s.tables.fetch_add(d.tables, Ordering::Relaxed);
         }
     }
 
@@ -471,7 +484,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         self.check_range(gpa, len, m.size)?;
         let mut d = Delta::default();
         let r = self.map_in(self.root, F::ROOT_LEVEL, gpa, gpa + len, m.pa.wrapping_sub(gpa), m, batch, bbm, &mut d);
-        self.apply(&d);
+        self.apply(gpa, &d);
         r
     }
 
@@ -551,7 +564,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         self.check_range(gpa, len, PageSize::Size4K)?;
         let mut d = Delta::default();
         self.unmap_in(self.root, F::ROOT_LEVEL, gpa, gpa + len, batch, visit, &mut d);
-        self.apply(&d);
+        self.apply(gpa, &d);
         Ok(())
     }
 
@@ -676,7 +689,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         d.leaves[level as usize] -= 1;
         d.leaves[level as usize - 1] += ENTRIES_PER_TABLE as i64;
         d.tables += 1;
-        self.apply(&d);
+        self.apply(base, &d);
         Ok(())
     }
 
@@ -696,7 +709,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         let mut d = Delta::default();
         let r =
             self.split_in(self.root, F::ROOT_LEVEL, gpa, gpa + len, target.level(), max_tables, bbm, &mut p, &mut d);
-        self.apply(&d);
+        self.apply(gpa, &d);
         r.map(|()| p)
     }
 
@@ -814,7 +827,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         let mut d = Delta::default();
         d.leaves[level as usize] += 1;
         self.retire(level, base, old, batch, &mut d, &mut |_| {});
-        self.apply(&d);
+        self.apply(base, &d);
         Ok(())
     }
 
@@ -969,7 +982,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
             t = self.table_ptr(next);
             level -= 1;
         };
-        self.apply(&d);
+        self.apply(base, &d);
         r.map(|()| out)
     }
 
@@ -1120,8 +1133,11 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
 
     /// Leaf and table-page counts, from counters kept by every operation.
     pub fn counts(&self) -> Counts {
-        let l = |i: usize| self.leaves[i].load(Ordering::Relaxed).max(0) as u64;
-        Counts { leaves: [l(0), l(1), l(2)], table_pages: self.tables.load(Ordering::Relaxed).max(0) as u64 }
+        let sum = |f: &dyn Fn(&Stripe) -> i64| self.stripes.iter().map(f).sum::<i64>().max(0) as u64;
+        Counts {
+            leaves: [0, 1, 2].map(|i| sum(&|s| s.leaves[i].load(Ordering::Relaxed))),
+            table_pages: sum(&|s| s.tables.load(Ordering::Relaxed)),
+        }
     }
 
     /// Leaf and table-page counts by walking the whole tree (for audits: must equal
