@@ -235,7 +235,6 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
             }
         };
         pt.for_each_leaf(0, limit, &mut check);
-        drop(check);
         if v.is_empty() {
             Ok(AuditReport { leaves, table_pages: recount.table_pages })
         } else {

@@ -10,7 +10,8 @@ use slat_pt::{Access, MemType, PageSize, Perms};
 fn memslot_validation_names_the_problem() {
     let m = mmu(MmuConfig::default());
     m.add_memslot(slot(0, GIB, GIB, HVA)).unwrap();
-    let cases: [(MemslotSpec, fn(&MmuError) -> bool); 5] = [
+    type Check = fn(&MmuError) -> bool;
+    let cases: [(MemslotSpec, Check); 5] = [
         (slot(1, GIB + 4096, 4096, HVA + 2 * GIB), |e| {
             matches!(e, MmuError::Memslot(MemslotError::Overlap { other: 0, .. }))
         }),
@@ -169,7 +170,7 @@ fn concurrent_faults_and_invalidations_stay_consistent() {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
-                    let gpa = GIB + (x % (64 * MIB)) & !0xfff;
+                    let gpa = GIB + ((x % (64 * MIB)) & !0xfff);
                     let access = if x % 3 == 0 { Access::Write } else { Access::Read };
                     let _ = m.handle_fault(gpa, access).unwrap();
                 }

@@ -902,13 +902,29 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
                     d.leaves[level as usize] += 1;
                     out.new_leaf = true;
                 } else if F::is_leaf(level, old) && F::addr(level, old) == m.pa {
+                    // Same output: a fault only ever widens. Keep the permissions and the hardware
+                    // accessed/dirty state the entry has, so a refault never loses a dirty bit or
+                    // narrows access (narrowing is an exclusive operation and needs a flush).
+                    let new = match F::decode(level, old) {
+                        Pte::Leaf { attrs: was, .. } => {
+                            let mut a = m.attrs;
+                            a.perms |= was.perms;
+                            a.accessed |= was.accessed;
+                            a.dirty |= was.dirty && a.perms.contains(Perms::WRITE);
+                            if a.perms.contains(Perms::WRITE) {
+                                a.sw.remove(crate::attrs::SwBits::DIRTY_LOG_WP);
+                            }
+                            F::leaf(level, m.pa, &a)
+                        }
+                        _ => new,
+                    };
                     if old != new {
                         if e.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire).is_err() {
                             continue;
                         }
                         let was = F::decode(level, old);
                         if let Pte::Leaf { attrs, .. } = was {
-                            if !m.attrs.perms.contains(attrs.perms) || m.attrs.mem_type != attrs.mem_type {
+                            if m.attrs.mem_type != attrs.mem_type {
                                 batch.add(base, m.size.bytes(), m.size);
                             }
                         }
