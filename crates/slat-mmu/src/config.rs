@@ -83,7 +83,7 @@ impl Default for MmuConfig {
             harvest: HarvestMode::GetAndClear,
             recovery: RecoveryPolicy::InPlace,
             nx: None,
-            recovery_batch: 64,
+            recovery_batch: 4096,
         }
     }
 }

@@ -104,3 +104,33 @@ pub trait HostMemory {
     /// The guest accessed these pages (for host reclaim aging).
     fn mark_accessed(&self, pfn: u64, pages: u64);
 }
+
+impl<T: HostMemory + ?Sized> HostMemory for &T {
+    fn fault_in(&self, hva: u64, write: bool) -> Result<HostPage, HostError> {
+        (**self).fault_in(hva, write)
+    }
+    fn lookup(&self, hva: u64) -> Option<HostPage> {
+        (**self).lookup(hva)
+    }
+    fn mark_dirty(&self, pfn: u64, pages: u64) {
+        (**self).mark_dirty(pfn, pages)
+    }
+    fn mark_accessed(&self, pfn: u64, pages: u64) {
+        (**self).mark_accessed(pfn, pages)
+    }
+}
+
+impl<T: HostMemory + ?Sized> HostMemory for alloc::sync::Arc<T> {
+    fn fault_in(&self, hva: u64, write: bool) -> Result<HostPage, HostError> {
+        (**self).fault_in(hva, write)
+    }
+    fn lookup(&self, hva: u64) -> Option<HostPage> {
+        (**self).lookup(hva)
+    }
+    fn mark_dirty(&self, pfn: u64, pages: u64) {
+        (**self).mark_dirty(pfn, pages)
+    }
+    fn mark_accessed(&self, pfn: u64, pages: u64) {
+        (**self).mark_accessed(pfn, pages)
+    }
+}

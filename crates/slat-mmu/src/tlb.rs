@@ -24,3 +24,21 @@ pub fn apply<T: Tlb + ?Sized>(tlb: &T, batch: &FlushBatch) -> bool {
         !batch.ranges().is_empty()
     }
 }
+
+impl<T: Tlb + ?Sized> Tlb for &T {
+    fn flush_range(&self, range: &FlushRange) {
+        (**self).flush_range(range)
+    }
+    fn flush_all(&self) {
+        (**self).flush_all()
+    }
+}
+
+impl<T: Tlb + ?Sized> Tlb for alloc::sync::Arc<T> {
+    fn flush_range(&self, range: &FlushRange) {
+        (**self).flush_range(range)
+    }
+    fn flush_all(&self) {
+        (**self).flush_all()
+    }
+}

@@ -1,0 +1,271 @@
+//! Turning a scenario into a host, an MMU and hardware.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use slat_mmu::{HostMemory, MemslotSpec, Mmu};
+use slat_pt::{Format, PageSize, SimFrameAllocator};
+
+use super::{Engine, EngineCounters, SlotMap, SlotPlace};
+use crate::host::{
+    Backing as HostBacking, HostConfig, MmapRequest, Placement, Prot as HostProt, ShmemHuge as HostShmem, SimHost,
+    ThpAdvice, ThpMode,
+};
+use crate::hw::{GuestPaging, GuestRegion, GuestTables, Hardware, HwConfig, TlbArrayConfig, WalkRecord};
+use crate::report::RunReport;
+use crate::scenario::{Backing, Memslot, Scenario, ShmemHuge, Thp, TlbArray};
+
+/// Physical base of the stage-2 page-table frames (apart from host RAM, DAX and host tables).
+const STAGE2_TABLE_BASE: u64 = 0x3000_0000_0000;
+/// Physical base of PFN-mapped MMIO regions.
+const MMIO_BASE: u64 = 0x3800_0000_0000;
+
+/// A scenario that cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The host configuration is invalid.
+    #[error("{file}: [host]: {message}")]
+    Host {
+        /// Scenario file.
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A memslot's host mapping could not be created.
+    #[error("{file}: memslot {slot}: cannot map {size} bytes of {backing} memory on the host: {message}")]
+    Mmap {
+        /// Scenario file.
+        file: String,
+        /// Memslot id.
+        slot: u32,
+        /// Size.
+        size: u64,
+        /// Backing name.
+        backing: &'static str,
+        /// Host error.
+        message: String,
+    },
+    /// The MMU refused the configuration or a memslot.
+    #[error("{file}: {message}")]
+    Mmu {
+        /// Scenario file.
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The guest page tables or TLB configuration are invalid.
+    #[error("{file}: [vm]: {message}")]
+    Hardware {
+        /// Scenario file.
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn host_config(s: &Scenario) -> HostConfig {
+    let h = &s.host;
+    HostConfig {
+        memory: h.memory.0,
+        fragmentation: h.fragmentation,
+        fragmentation_1g: h.fragmentation_1g,
+        hugetlb_2m_pages: h.hugetlb_2m,
+        hugetlb_1g_pages: h.hugetlb_1g,
+        khugepaged_max_ptes_none: h.khugepaged_max_ptes_none,
+        seed: s.seed,
+        dax_size: h.dax_size.0,
+        ..HostConfig::default()
+    }
+}
+
+/// The host mapping request for a memslot.
+fn mmap_request(s: &Scenario, m: &Memslot, dax_offset: &mut u64, mmio_offset: &mut u64) -> MmapRequest {
+    let thp = match s.host.thp {
+        Thp::Never => ThpMode::Never,
+        Thp::Madvise => ThpMode::Madvise,
+        Thp::Always => ThpMode::Always,
+    };
+    // The mapping is naturally aligned; the memslot starts `hva_offset` bytes into it (what a
+    // VMM does when it registers part of a larger mapping). Round the mapping to the backing's
+    // page size so hugetlbfs and DAX lengths stay whole pages.
+    let granule = match m.backing {
+        Backing::Hugetlbfs1G => PageSize::Size1G.bytes(),
+        Backing::Hugetlbfs2M => PageSize::Size2M.bytes(),
+        Backing::Dax => s.host.dax_align.bytes(),
+        _ => PageSize::Size4K.bytes(),
+    };
+    let len = (m.size.0 + m.hva_offset.0).next_multiple_of(granule);
+    let backing = match m.backing {
+        Backing::Anonymous | Backing::AnonymousThp => HostBacking::Anonymous { thp },
+        Backing::Shmem => HostBacking::Shmem {
+            huge: match s.host.shmem_huge {
+                ShmemHuge::Never => HostShmem::Never,
+                ShmemHuge::Always => HostShmem::Always,
+                ShmemHuge::WithinSize => HostShmem::WithinSize,
+                ShmemHuge::Advise => HostShmem::Advise,
+            },
+            file_offset: 0,
+            file_size: None,
+        },
+        Backing::Hugetlbfs2M => HostBacking::Hugetlbfs { page_size: PageSize::Size2M, file_offset: 0 },
+        Backing::Hugetlbfs1G => HostBacking::Hugetlbfs { page_size: PageSize::Size1G, file_offset: 0 },
+        Backing::PageCache => {
+            HostBacking::PageCache { max_folio_order: s.host.page_cache_max_order, file_offset: 0, file_size: None }
+        }
+        Backing::Dax => {
+            let off = *dax_offset;
+            *dax_offset += len.next_multiple_of(s.host.dax_align.bytes());
+            HostBacking::Dax { max_leaf: s.host.dax_align, file_offset: off }
+        }
+        Backing::PfnMap => {
+            let pa = MMIO_BASE + *mmio_offset;
+            *mmio_offset += len.next_multiple_of(PageSize::Size1G.bytes());
+            HostBacking::PfnMap { pa, max_leaf: PageSize::Size2M }
+        }
+    };
+    let advice =
+        if m.madvise_hugepage || m.backing == Backing::AnonymousThp { ThpAdvice::HugePage } else { ThpAdvice::None };
+    let prot = if m.readonly { HostProt::ReadOnly } else { HostProt::ReadWrite };
+    MmapRequest { placement: Placement::Aligned { offset: 0 }, ..MmapRequest::new(len, backing) }
+        .with_prot(prot)
+        .with_advice(advice)
+}
+
+fn tlb_array(a: &Option<TlbArray>, default: TlbArrayConfig) -> TlbArrayConfig {
+    a.as_ref().map_or(default, |a| TlbArrayConfig { entries: a.entries as usize, ways: a.ways as usize })
+}
+
+impl<'s, F: Format> Engine<'s, F> {
+    pub(crate) fn new(s: &'s Scenario) -> Result<Self, SetupError> {
+        let file = || s.file.clone();
+        let host = Arc::new(
+            SimHost::new(host_config(s)).map_err(|e| SetupError::Host { file: file(), message: e.to_string() })?,
+        );
+
+        // Host mappings for every memslot (also those added later by events).
+        let slots: SlotMap = Arc::new(Mutex::new(BTreeMap::new()));
+        let (mut dax_offset, mut mmio_offset) = (0, 0);
+        for m in &s.memslots {
+            let req = mmap_request(s, m, &mut dax_offset, &mut mmio_offset);
+            let hva = host.mmap(&req).map_err(|e| SetupError::Mmap {
+                file: file(),
+                slot: m.id,
+                size: m.size.0,
+                backing: m.backing.name(),
+                message: e.to_string(),
+            })?;
+            let hva = hva + m.hva_offset.0;
+            slots.lock().unwrap().insert(m.id, SlotPlace { gpa: m.gpa.0, size: m.size.0, hva, present: false });
+        }
+
+        // Guest page tables live at the top of the first boot memslot.
+        let regions: Vec<GuestRegion> = s
+            .guest_regions()
+            .iter()
+            .map(|g| GuestRegion { gva: g.gva.0, len: g.len.0, page_size: g.size, gpa: g.gpa() })
+            .collect();
+        let reserve: u64 = regions.iter().map(|r| r.len / (2 << 20) + r.len / (1 << 30) + 8).sum::<u64>() * 4096;
+        let reserve = reserve.next_multiple_of(2 << 20);
+        let first = s.memslots.iter().find(|m| m.at_boot).ok_or_else(|| SetupError::Hardware {
+            file: file(),
+            message: "no memslot is present at boot (at_boot = true): the guest page tables need one".into(),
+        })?;
+        if reserve >= first.size.0 {
+            return Err(SetupError::Hardware {
+                file: file(),
+                message: format!(
+                    "memslot {} ({} bytes) is too small to hold the guest page tables ({reserve} bytes)",
+                    first.id, first.size.0
+                ),
+            });
+        }
+        let paging = if F::INPUT_BITS > 48 { GuestPaging::FiveLevel } else { GuestPaging::FourLevel };
+        let guest = GuestTables::new(paging, first.gpa_end() - reserve, regions)
+            .map_err(|e| SetupError::Hardware { file: file(), message: e.to_string() })?;
+        let d = HwConfig::default();
+        let t = &s.vm.tlb;
+        let hw_config = HwConfig {
+            l1_4k: tlb_array(&t.l1_4k, d.l1_4k),
+            l1_2m: tlb_array(&t.l1_2m, d.l1_2m),
+            l1_1g: tlb_array(&t.l1_1g, d.l1_1g),
+            stlb: tlb_array(&t.stlb, d.stlb),
+            stlb_1g: tlb_array(&t.stlb_1g, d.stlb_1g),
+            walk_caches: t.walk_caches.unwrap_or(d.walk_caches),
+            ..d
+        };
+        let mut hw = Hardware::new(hw_config, s.vm.vcpus as usize, guest)
+            .map_err(|e| SetupError::Hardware { file: file(), message: e.to_string() })?;
+
+        // I1 on every walk: the translation equals what the host maps at the slot's hva.
+        let (checker_host, checker_slots) = (host.clone(), slots.clone());
+        hw.set_walk_checker(Some(Box::new(move |w: &WalkRecord| check_walk(&checker_host, &checker_slots, w))));
+
+        let mmu = Mmu::new(
+            s.policy.mmu_config(),
+            SimFrameAllocator::new(STAGE2_TABLE_BASE, 64 << 30),
+            host.clone(),
+            hw.tlb_handle(),
+        )
+        .map_err(|e| SetupError::Mmu { file: file(), message: format!("[policy]: {e}") })?;
+
+        let mut engine = Engine {
+            s,
+            host,
+            mmu,
+            hw,
+            slots,
+            counters: EngineCounters::default(),
+            written: BTreeMap::new(),
+            balloon: BTreeMap::new(),
+            report: RunReport::default(),
+            done: 0,
+            last_hw: Default::default(),
+            last_sample_access: 0,
+            peak_4k: 0,
+            audit_detail: None,
+            phase_metrics: Vec::new(),
+        };
+        for m in s.memslots.iter().filter(|m| m.at_boot) {
+            engine.add_slot(m.id).map_err(|message| SetupError::Mmu { file: file(), message })?;
+        }
+        Ok(engine)
+    }
+
+    /// Register memslot `id` (already mmapped) with the MMU.
+    pub(crate) fn add_slot(&mut self, id: u32) -> Result<(), String> {
+        let m = self.s.memslot(id).ok_or_else(|| format!("memslot {id} is not declared"))?;
+        let mut slots = self.slots.lock().unwrap();
+        let place = slots.get_mut(&id).ok_or_else(|| format!("memslot {id} has no host mapping"))?;
+        let spec = MemslotSpec {
+            id,
+            base_gfn: place.gpa >> 12,
+            npages: place.size >> 12,
+            hva: place.hva,
+            readonly: m.readonly,
+            log_dirty: false,
+        };
+        self.mmu.add_memslot(spec).map_err(|e| e.to_string())?;
+        place.present = true;
+        Ok(())
+    }
+}
+
+fn check_walk(host: &SimHost, slots: &SlotMap, w: &WalkRecord) -> Result<(), String> {
+    let slots = slots.lock().unwrap();
+    let Some((id, p)) = slots.iter().find(|(_, p)| p.present && w.gpa >= p.gpa && w.gpa < p.gpa + p.size) else {
+        return Err(format!("walk translated gpa {:#x}, which is in no memslot", w.gpa));
+    };
+    let hva = p.hva + (w.gpa - p.gpa);
+    match host.lookup(hva & !0xfff) {
+        Some(h) if (h.pfn << 12) | (w.gpa & 0xfff) == w.hpa => Ok(()),
+        Some(h) => Err(format!(
+            "memslot {id}: gpa {:#x} translated to {:#x}, host maps hva {hva:#x} to {:#x}",
+            w.gpa,
+            w.hpa,
+            (h.pfn << 12) | (w.gpa & 0xfff)
+        )),
+        None => {
+            Err(format!("memslot {id}: gpa {:#x} translated to {:#x}, host no longer maps hva {hva:#x}", w.gpa, w.hpa))
+        }
+    }
+}

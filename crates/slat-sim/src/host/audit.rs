@@ -1,0 +1,110 @@
+//! A recount of the host's state against its invariants, for tests and debugging.
+
+use std::collections::BTreeMap;
+
+use slat_pt::PageSize;
+
+use super::config::PAGE;
+use super::folio::{FolioKind, Owner};
+use super::state::HostState;
+use super::vma::Backing;
+
+/// The first inconsistency [`SimHost::audit`](super::SimHost::audit) found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("host state inconsistent: {problem}")]
+pub struct HostAuditError {
+    /// What is wrong, with the addresses involved.
+    pub problem: String,
+}
+
+fn fail<T>(problem: String) -> Result<T, HostAuditError> {
+    Err(HostAuditError { problem })
+}
+
+impl HostState {
+    /// Check: every leaf lies in a VMA and maps what the VMA's object or device holds there;
+    /// folio map counts equal the leaves plus other processes' PTEs; RAM pages are free, in one
+    /// folio, or in a hugetlb pool.
+    pub fn audit(&self) -> Result<(), HostAuditError> {
+        // (pte, pmd, pud) per folio head, recounted from the leaves.
+        let mut maps: BTreeMap<u64, (u32, u32, u32)> = BTreeMap::new();
+        let mut leaves_seen = [0u64; 3];
+        for v in self.vmas.iter() {
+            for l in self.pt.leaves(v.start, v.end) {
+                let end = l.gpa + l.size.bytes();
+                if l.gpa < v.start || end > v.end {
+                    return fail(format!(
+                        "{} leaf at hva {:#x} crosses VMA {:#x}..{:#x}",
+                        l.size, l.gpa, v.start, v.end
+                    ));
+                }
+                leaves_seen[l.size.level() as usize] += 1;
+                let pfn = l.pa / PAGE;
+                let index = v.index_of(l.gpa);
+                let expected = match v.backing {
+                    Backing::Dax { .. } => Some(v.device_pfn + index),
+                    Backing::PfnMap { .. } => Some(index),
+                    _ if self.is_ksm_pfn(pfn) => Some(pfn),
+                    _ => v.object.and_then(|o| self.objects.get(&o)).and_then(|o| o.pfn_of(index)),
+                };
+                if expected != Some(pfn) {
+                    return fail(format!("leaf at hva {:#x} maps pfn {pfn:#x}, expected {expected:?}", l.gpa));
+                }
+                if let Some((head, f)) = self.folios.find(pfn) {
+                    if l.size != PageSize::Size4K && (head != pfn || f.pages() < l.size.pages()) {
+                        return fail(format!("{} leaf at hva {:#x} does not map a whole folio", l.size, l.gpa));
+                    }
+                    if let Owner::Ksm { hvas } = &f.owner {
+                        if !hvas.contains(&l.gpa) {
+                            return fail(format!("KSM page {pfn:#x} does not know hva {:#x}", l.gpa));
+                        }
+                    }
+                    let e = maps.entry(head).or_default();
+                    match l.size {
+                        PageSize::Size4K => e.0 += 1,
+                        PageSize::Size2M => e.1 += 1,
+                        PageSize::Size1G => e.2 += 1,
+                    }
+                }
+            }
+        }
+        let counts = self.pt.counts();
+        if counts.leaves != leaves_seen {
+            return fail(format!("host page tables hold {:?} leaves, VMAs cover {leaves_seen:?}", counts.leaves));
+        }
+        let mut folio_pages = 0;
+        for (head, f) in self.folios.iter() {
+            let (pte, pmd, pud) = maps.get(&head).copied().unwrap_or_default();
+            let foreign = self.folios.foreign_in(head, head + f.pages());
+            if (f.pte_mapped, f.pmd_mapped, f.pud_mapped) != (pte + foreign, pmd, pud) {
+                return fail(format!(
+                    "folio {head:#x} counts pte/pmd/pud {}/{}/{}, recount {}/{pmd}/{pud}",
+                    f.pte_mapped,
+                    f.pmd_mapped,
+                    f.pud_mapped,
+                    pte + foreign
+                ));
+            }
+            if let Owner::Object { object, index } = f.owner {
+                let held = self.objects.get(&object).and_then(|o| o.pages.get(&index).copied());
+                if held != Some((head, f.order)) {
+                    return fail(format!("folio {head:#x} is not at index {index} of its object"));
+                }
+            }
+            if f.kind != FolioKind::Hugetlb {
+                folio_pages += f.pages();
+            }
+        }
+        let pool_pages =
+            self.pools.stats(PageSize::Size2M).total * 512 + self.pools.stats(PageSize::Size1G).total * 512 * 512;
+        let accounted = self.buddy.free_pages() + folio_pages + pool_pages;
+        if accounted != self.buddy.total_pages() {
+            return fail(format!(
+                "free {} + folios {folio_pages} + pools {pool_pages} pages != {} pages of RAM",
+                self.buddy.free_pages(),
+                self.buddy.total_pages()
+            ));
+        }
+        Ok(())
+    }
+}
