@@ -184,11 +184,14 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         let block = gfn & !mask;
         let m = Mapping { pa: (host.pfn & !mask) * PAGE_SIZE, size, attrs };
 
-        // A write while logging is recorded before the leaf becomes writable, so it can't be
-        // missed by a harvest (harvests hold the lock exclusively and can't interleave).
-        if logging && write && grant_write {
-            slot.mark_dirty(gfn);
-        }
+        // A write while logging is recorded in the log right before the leaf that makes it
+        // writable is installed, under the same lock hold: a harvest (which holds the lock
+        // exclusively) either runs before both or after both, never in between.
+        let mark = || {
+            if logging && write && grant_write {
+                slot.mark_dirty(gfn);
+            }
+        };
 
         // (4) Under the shared lock: retry on a racing invalidation over the whole block.
         let pt = self.tables.read();
@@ -210,11 +213,13 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
             let b = gfn & !(big.pages() - 1);
             let mut batch = FlushBatch::new();
             self.zap(&mut pt, b, b + big.pages(), &mut batch);
+            mark();
             let r = self.install(&pt, block, &m, &mut batch);
             self.finish(&pt, batch);
             r
         } else {
             let mut batch = FlushBatch::new();
+            mark();
             let r = self.install(&pt, block, &m, &mut batch);
             self.flush(&batch);
             if !batch.detached().is_empty() {

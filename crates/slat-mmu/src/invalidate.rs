@@ -2,19 +2,41 @@
 //!
 //! Protocol (as in KVM's `mmu_invalidate_*`): a fault snapshots `seq` (acquire) *before* asking
 //! the host for the page; under the MMU lock it retries if an invalidation is in progress over
-//! any gfn of the candidate block, or if `seq` moved. `begin` runs under the exclusive lock
-//! before zapping; `end` increments `seq` and *then* drops the in-progress count (release), so a
-//! fault that sees the count drop also sees the new sequence.
+//! any gfn of the candidate block, or if `seq` moved. `begin` runs before zapping; `end`
+//! increments `seq` and *then* drops the in-progress count (release), so a fault that sees the
+//! count drop also sees the new sequence.
+//!
+//! The count and the merged range change together under one small lock, because `end` (and
+//! `begin` for a host range outside every memslot) runs without the MMU lock: a bare atomic
+//! reset of the range there could wipe the range of an invalidation that began meanwhile. Faults
+//! read an atomic mirror of the count and take the small lock only while an invalidation is in
+//! flight.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+#[derive(Debug)]
+struct Range {
+    count: u64,
+    start: u64,
+    end: u64,
+}
+
 /// Sequence count and merged in-progress gfn range.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Invalidation {
     seq: AtomicU64,
     in_progress: AtomicU64,
-    start: AtomicU64,
-    end: AtomicU64,
+    range: spin::Mutex<Range>,
+}
+
+impl Default for Invalidation {
+    fn default() -> Self {
+        Invalidation {
+            seq: AtomicU64::new(0),
+            in_progress: AtomicU64::new(0),
+            range: spin::Mutex::new(Range { count: 0, start: u64::MAX, end: 0 }),
+        }
+    }
 }
 
 impl Invalidation {
@@ -24,40 +46,47 @@ impl Invalidation {
         self.seq.load(Ordering::Acquire)
     }
 
-    /// Start an invalidation of gfns `start..end` (call with the MMU lock held exclusively).
+    /// Start an invalidation of gfns `start..end` (an empty range, `start >= end`, for host
+    /// ranges that hit no memslot: counted so begin/end stay balanced, never retried on).
     pub(crate) fn begin(&self, start: u64, end: u64) {
-        if self.in_progress.fetch_add(1, Ordering::AcqRel) == 0 {
-            self.start.store(start, Ordering::Release);
-            self.end.store(end, Ordering::Release);
-        } else {
-            self.start.fetch_min(start, Ordering::AcqRel);
-            self.end.fetch_max(end, Ordering::AcqRel);
+        let mut r = self.range.lock();
+        if r.count == 0 {
+            (r.start, r.end) = (u64::MAX, 0);
         }
+        r.count += 1;
+        if start < end {
+            r.start = r.start.min(start);
+            r.end = r.end.max(end);
+        }
+        self.in_progress.store(r.count, Ordering::Release);
     }
 
     /// Widen the in-progress range (an invalidation that hits several slots).
     pub(crate) fn add_range(&self, start: u64, end: u64) {
-        self.start.fetch_min(start, Ordering::AcqRel);
-        self.end.fetch_max(end, Ordering::AcqRel);
+        let mut r = self.range.lock();
+        debug_assert!(r.count > 0, "add_range outside begin/end");
+        r.start = r.start.min(start);
+        r.end = r.end.max(end);
     }
 
     /// Finish an invalidation.
     pub(crate) fn end(&self) {
         self.seq.fetch_add(1, Ordering::Release);
-        let prev = self.in_progress.fetch_sub(1, Ordering::AcqRel);
-        debug_assert!(prev > 0, "invalidate end without begin");
-        if prev == 1 {
-            self.start.store(u64::MAX, Ordering::Release);
-            self.end.store(0, Ordering::Release);
+        let mut r = self.range.lock();
+        debug_assert!(r.count > 0, "invalidate end without begin");
+        r.count -= 1;
+        if r.count == 0 {
+            (r.start, r.end) = (u64::MAX, 0);
         }
+        self.in_progress.store(r.count, Ordering::Release);
     }
 
     /// Whether a fault that snapshotted `seq` and wants gfns `start..end` must retry.
     #[inline]
     pub(crate) fn must_retry(&self, seq: u64, start: u64, end: u64) -> bool {
         if self.in_progress.load(Ordering::Acquire) > 0 {
-            let (s, e) = (self.start.load(Ordering::Acquire), self.end.load(Ordering::Acquire));
-            if start < e && s < end {
+            let r = self.range.lock();
+            if r.count > 0 && start < r.end && r.start < end {
                 return true;
             }
         }

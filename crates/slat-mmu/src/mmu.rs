@@ -394,7 +394,8 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> MmuNotif
         let slots = self.slots.read();
         let hits = slots.hva_to_gfns(start, end);
         if hits.is_empty() {
-            // Nothing of the guest is affected; keep begin/end balanced without the lock.
+            // Nothing of the guest is affected: count it (begin/end stay balanced) with an
+            // empty range, without the MMU lock.
             self.inval.begin(u64::MAX, 0);
             return;
         }

@@ -914,19 +914,19 @@ fn harvest_vs_writes(mode: DirtyLogMode, tlb: ModelTlb) {
 // reported by no harvest. (Hardware-dirty mode is immune: the D bit is set at the write.) Run
 // them with `cargo test -p slat-mmu --test model -- --include-ignored`.
 #[test]
-#[ignore = "finds a lost-write bug (I5): handle_fault marks dirty before taking the lock; un-ignore once fixed"]
+
 fn harvest_vs_writes_write_protect() {
     explore(|| harvest_vs_writes(DirtyLogMode::WriteProtect, ModelTlb::default()), 1000, 1000);
 }
 
 #[test]
-#[ignore = "finds a lost-write bug (I5): handle_fault marks dirty before taking the lock; un-ignore once fixed"]
+
 fn harvest_vs_writes_split_on_fault() {
     explore(|| harvest_vs_writes(DirtyLogMode::SplitOnFault, ModelTlb::default()), 1000, 1000);
 }
 
 #[test]
-#[ignore = "finds a lost-write bug (I5): handle_fault marks dirty before taking the lock; un-ignore once fixed"]
+
 fn harvest_vs_writes_eager_split() {
     explore(|| harvest_vs_writes(DirtyLogMode::EagerSplit { chunk_tables: 1 }, ModelTlb::default()), 1000, 1000);
 }

@@ -186,7 +186,7 @@ impl<'s, F: Format> Engine<'s, F> {
         let mut mmu: Vec<(String, u64)> = s.named().iter().map(|(n, v)| (n.to_string(), *v)).collect();
         mmu.append(&mut why);
         Totals {
-            accesses: hw.accesses,
+            accesses: self.done,
             mmu,
             hw: hw_named,
             host: named_numbers(&self.host.stats()),

@@ -1,0 +1,145 @@
+//! Command-line arguments (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Scenario argument help, shared by `run` and `compare`.
+const SCENARIO_HELP: &str = "Embedded scenario name (see `slat scenarios`) or a TOML file. \
+An argument containing '/' or ending in '.toml' is a file path; anything else names an embedded scenario. \
+Default: the embedded `default` scenario";
+
+/// slat: simulate a hypervisor's stage-2 MMU (EPT/NPT/arm64/RISC-V) on a modelled host and guest,
+/// and see what happens to the VM's huge pages.
+#[derive(Debug, Parser)]
+#[command(name = "slat", version, propagate_version = true, max_term_width = 110)]
+#[command(after_help = "Exit codes: 0 all expectations held, 1 an expectation failed, 2 bad input, 3 internal error.")]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a scenario and summarise what happened to guest memory.
+    #[command(after_help = "Examples:\n  slat run\n  slat run default --set policy.recover=zap --report out.html\n  \
+slat run ./my.toml --json -\n  slat run --trace lackey.out --quiet")]
+    Run(RunArgs),
+    /// Run variants of a scenario on identical inputs and show them side by side.
+    #[command(after_help = "Example:\n  slat compare default --vary policy.recover=zap,in-place --report cmp.html")]
+    Compare(CompareArgs),
+    /// List the embedded scenarios, or print one's TOML.
+    Scenarios(ScenariosArgs),
+}
+
+/// Which scenario, and how to change it.
+#[derive(Debug, Clone, Args)]
+pub struct ScenarioArgs {
+    /// Scenario to run.
+    #[arg(value_name = "SCENARIO", help = SCENARIO_HELP)]
+    pub scenario: Option<String>,
+    /// Override a scenario field (repeatable), e.g. `--set policy.recover=zap`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Seed for every random choice (default: the scenario's).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Replay a valgrind lackey trace (`valgrind --tool=lackey --trace-mem=yes`) on the scenario's VM:
+    /// its workload phases are replaced by one phase replaying the trace once (its events and
+    /// expectations, which belong to that workload, are dropped).
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+}
+
+/// Where results go.
+#[derive(Debug, Clone, Args)]
+pub struct OutputArgs {
+    /// Write the results as pretty JSON to FILE (`-` for stdout, which then carries only the JSON).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write a self-contained HTML report (inline CSS and SVG charts, no scripts) to FILE.
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
+    /// Hide the progress bar (it is also hidden when stderr is not a terminal).
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Points in the time series (charts and JSON).
+    #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(2..=100_000))]
+    pub samples: u32,
+}
+
+/// `slat run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// The scenario.
+    #[command(flatten)]
+    pub scenario: ScenarioArgs,
+    /// The outputs.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `slat compare`.
+#[derive(Debug, Clone, Args)]
+pub struct CompareArgs {
+    /// The scenario.
+    #[command(flatten)]
+    pub scenario: ScenarioArgs,
+    /// Vary a field over values (repeatable; several give their cartesian product), e.g.
+    /// `--vary policy.recover=zap,in-place`.
+    #[arg(long = "vary", value_name = "KEY=V1,V2,...", required = true)]
+    pub vary: Vec<String>,
+    /// The outputs.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `slat scenarios`.
+#[derive(Debug, Clone, Args)]
+pub struct ScenariosArgs {
+    /// Without a subcommand: list the embedded scenarios.
+    #[command(subcommand)]
+    pub command: Option<ScenariosCommand>,
+}
+
+/// `slat scenarios show`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ScenariosCommand {
+    /// Print an embedded scenario's TOML (a starting point for your own: `slat scenarios show default > my.toml`).
+    Show {
+        /// Scenario name.
+        name: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn arguments_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_run_and_compare() {
+        let c = Cli::try_parse_from(["slat", "run", "x.toml", "--set", "a=1", "--set", "b=2", "--json", "-", "-q"])
+            .unwrap();
+        let Command::Run(r) = c.command else { panic!() };
+        assert_eq!(r.scenario.scenario.as_deref(), Some("x.toml"));
+        assert_eq!(r.scenario.set, ["a=1", "b=2"]);
+        assert!(r.output.quiet);
+        assert_eq!(r.output.samples, 200);
+        let c = Cli::try_parse_from(["slat", "compare", "default", "--vary", "a=1,2"]).unwrap();
+        assert!(matches!(c.command, Command::Compare(_)));
+        assert!(Cli::try_parse_from(["slat", "compare", "default"]).is_err());
+        let c = Cli::try_parse_from(["slat", "scenarios", "show", "default"]).unwrap();
+        assert!(matches!(
+            c.command,
+            Command::Scenarios(ScenariosArgs { command: Some(ScenariosCommand::Show { .. }) })
+        ));
+    }
+}

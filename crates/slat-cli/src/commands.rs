@@ -1,0 +1,287 @@
+//! The subcommands: `run`, `compare` and `scenarios`, from parsed arguments to output and exit
+//! code. Everything that can be checked before the simulation starts (scenario, overrides,
+//! variants, trace, output directories) is checked first, so bad input fails in milliseconds.
+
+use std::io::{self, Write};
+use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use serde::Serialize;
+use slat_sim::report::{RunReport, SCHEMA_VERSION};
+use slat_sim::scenario::{library, Location, Scenario, ScenarioError, ScenarioSource};
+
+use crate::cli::{Cli, Command, CompareArgs, OutputArgs, RunArgs, ScenariosArgs, ScenariosCommand};
+use crate::compare::{self, Comparison, Variant};
+use crate::error::{CliError, EXIT_EXPECTATION};
+use crate::load;
+use crate::progress::Progress;
+use crate::sim::simulate;
+use crate::style::Style;
+use crate::summary;
+use crate::table::{Align, TextTable};
+use crate::{html, style};
+
+/// Exit code for an internal error (a panic: a bug in slat).
+pub const EXIT_INTERNAL: u8 = 3;
+
+/// Run the command and turn its outcome into an exit code, printing any error as one
+/// `error: ...` line on stderr. A panic (a bug) is reported the same way, without a backtrace.
+pub fn main(cli: Cli) -> ExitCode {
+    panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".into());
+        let place = info.location().map(|l| format!(" ({}:{})", l.file(), l.line())).unwrap_or_default();
+        eprintln!("error: internal error: {msg}{place}; this is a bug in slat, please report it");
+    }));
+    match panic::catch_unwind(AssertUnwindSafe(|| dispatch(cli))) {
+        Ok(Ok(code)) => ExitCode::from(code),
+        Ok(Err(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.code)
+        }
+        Err(_) => ExitCode::from(EXIT_INTERNAL),
+    }
+}
+
+/// Run the command; `Ok` carries the exit code (0 or 1).
+pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
+    match cli.command {
+        Command::Run(args) => run(&args),
+        Command::Compare(args) => compare(&args),
+        Command::Scenarios(args) => scenarios(&args),
+    }
+}
+
+/// Write `text` to stdout; a closed pipe (`| head`) is not an error.
+fn emit(text: &str) -> Result<(), CliError> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(CliError::input(format!("cannot write to stdout: {e}"))),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `--json -` sends JSON to stdout (which then carries nothing else).
+fn json_to_stdout(out: &OutputArgs) -> bool {
+    out.json.as_deref() == Some(Path::new("-"))
+}
+
+/// Fail early if an output file's directory does not exist.
+fn check_output(path: &Path) -> Result<(), CliError> {
+    if path == Path::new("-") {
+        return Ok(());
+    }
+    if path.is_dir() {
+        return Err(CliError::input(format!("cannot write {}: it is a directory", path.display())));
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !parent.is_dir() {
+        return Err(CliError::input(format!("cannot write {}: no directory {}", path.display(), parent.display())));
+    }
+    Ok(())
+}
+
+fn check_outputs(out: &OutputArgs) -> Result<(), CliError> {
+    if out.report.as_deref() == Some(Path::new("-")) {
+        return Err(CliError::input("--report needs a file name (the report is a whole HTML file)"));
+    }
+    for p in out.json.iter().chain(out.report.iter()) {
+        check_output(p)?;
+    }
+    Ok(())
+}
+
+/// Write the JSON and HTML outputs that were asked for.
+fn write_outputs(out: &OutputArgs, json: &impl Serialize, html: impl FnOnce() -> String) -> Result<(), CliError> {
+    if let Some(path) = &out.json {
+        let mut text =
+            serde_json::to_string_pretty(json).map_err(|e| CliError::input(format!("cannot encode JSON: {e}")))?;
+        text.push('\n');
+        if path == Path::new("-") {
+            emit(&text)?;
+        } else {
+            std::fs::write(path, text).map_err(|e| CliError::io("write", path, &e))?;
+            note(out, &format!("JSON written to {}", path.display()));
+        }
+    }
+    if let Some(path) = &out.report {
+        std::fs::write(path, html()).map_err(|e| CliError::io("write", path, &e))?;
+        note(out, &format!("HTML report written to {}", path.display()));
+    }
+    Ok(())
+}
+
+/// A line for the user on stderr (not with `--quiet`).
+fn note(out: &OutputArgs, text: &str) {
+    if !out.quiet {
+        eprintln!("{text}");
+    }
+}
+
+/// The exit code for a verdict; with the summary not shown, the failures go to stderr.
+fn verdict_code(passed: bool, failures: &[String], summary_shown: bool) -> u8 {
+    if passed {
+        return 0;
+    }
+    if !summary_shown {
+        for f in failures {
+            eprintln!("FAIL: {f}");
+        }
+    }
+    EXIT_EXPECTATION
+}
+
+/// Load, override and validate the scenario of `run`/`compare` (without variants).
+fn prepare(scenario: Option<&str>, sets: &[String]) -> Result<ScenarioSource, CliError> {
+    let mut source = load::source(scenario)?;
+    load::apply_sets(&mut source, sets)?;
+    Ok(source)
+}
+
+/// `slat run`.
+fn run(args: &RunArgs) -> Result<u8, CliError> {
+    let a = &args.scenario;
+    let source = prepare(a.scenario.as_deref(), &a.set)?;
+    let scenario = load::build(&source, a.seed, a.trace.as_deref())?;
+    check_outputs(&args.output)?;
+
+    let progress = Progress::new(args.output.quiet, &scenario.name, scenario.total_accesses());
+    let report = simulate(&scenario, args.output.samples as usize, &progress)?;
+    progress.finish();
+
+    let shown = !json_to_stdout(&args.output);
+    if shown {
+        emit(&summary::render(&report, Style::for_stdout()))?;
+    }
+    write_outputs(&args.output, &report, || html::run_report(&report))?;
+    Ok(verdict_code(report.passed(), &summary::failures(&report), shown))
+}
+
+/// A scenario error about a `--vary` value, worded as such (the library words it as `--set`).
+fn vary_error(e: ScenarioError) -> CliError {
+    if let Location::Override { file, key, value } = &e.location {
+        let full = e.to_string();
+        let tail = full.strip_prefix(&format!("{}: ", e.location)).unwrap_or(&full);
+        return CliError::input(format!("{file} (--vary {key}={value}): {tail}"));
+    }
+    load::scenario_error(e)
+}
+
+/// `slat compare`.
+fn compare(args: &CompareArgs) -> Result<u8, CliError> {
+    let a = &args.scenario;
+    let source = prepare(a.scenario.as_deref(), &a.set)?;
+    let specs = args.vary.iter().map(|s| compare::parse_vary(s)).collect::<Result<Vec<_>, _>>()?;
+    let combos = compare::expand(&specs)?;
+    // Build and validate every variant before running any.
+    let mut planned: Vec<(Vec<(String, String)>, Scenario)> = Vec::with_capacity(combos.len());
+    for settings in combos {
+        let mut s = source.clone();
+        for (k, v) in &settings {
+            s.set(k, v).map_err(vary_error)?;
+        }
+        let scenario = load::build(&s, a.seed, a.trace.as_deref())
+            .map_err(|e| e.context(format!("variant {}", compare::label(&settings))))?;
+        planned.push((settings, scenario));
+    }
+    check_outputs(&args.output)?;
+
+    let n = planned.len();
+    let bar_label = |i: usize, settings: &[(String, String)]| format!("[{}/{n}] {}", i + 1, compare::label(settings));
+    let first_total = planned.first().map_or(0, |(_, s)| s.total_accesses());
+    let progress = Progress::new(
+        args.output.quiet,
+        &planned.first().map(|(s, _)| bar_label(0, s)).unwrap_or_default(),
+        first_total,
+    );
+    let mut variants = Vec::with_capacity(n);
+    let mut name = String::new();
+    for (i, (settings, scenario)) in planned.into_iter().enumerate() {
+        let label = compare::label(&settings);
+        if i > 0 {
+            progress.restart(&bar_label(i, &settings), scenario.total_accesses());
+        }
+        let report: RunReport = simulate(&scenario, args.output.samples as usize, &progress)?;
+        name = scenario.name.clone();
+        variants.push(Variant { label, settings, report });
+    }
+    progress.finish();
+
+    let cmp = Comparison {
+        schema: SCHEMA_VERSION,
+        scenario: name,
+        keys: specs.iter().map(|s| s.key.clone()).collect(),
+        common: a.set.clone(),
+        variants,
+    };
+    let shown = !json_to_stdout(&args.output);
+    if shown {
+        emit(&compare::render(&cmp, Style::for_stdout()))?;
+    }
+    write_outputs(&args.output, &cmp, || html::compare_report(&cmp))?;
+    let failures: Vec<String> = cmp
+        .variants
+        .iter()
+        .flat_map(|v| summary::failures(&v.report).into_iter().map(move |f| format!("{}: {f}", v.label)))
+        .collect();
+    Ok(verdict_code(cmp.passed(), &failures, shown))
+}
+
+/// `slat scenarios` and `slat scenarios show NAME`.
+fn scenarios(args: &ScenariosArgs) -> Result<u8, CliError> {
+    match &args.command {
+        None => {
+            let st = style::Style::for_stdout();
+            let mut t = TextTable::new(&[("name", Align::Left), ("description", Align::Left)]);
+            for e in library() {
+                t.row([e.name, e.description]);
+            }
+            let mut text = String::new();
+            for (i, line) in t.lines().iter().enumerate() {
+                text.push_str(&if i < 2 { st.dim(line) } else { line.clone() });
+                text.push('\n');
+            }
+            text.push_str(&st.dim("\nRun one with `slat run NAME`; print its TOML with `slat scenarios show NAME`.\n"));
+            emit(&text)?;
+        }
+        Some(ScenariosCommand::Show { name }) => {
+            let entry = library().iter().find(|e| e.name == name).ok_or_else(|| load::unknown_scenario(name))?;
+            emit(entry.toml)?;
+            if !entry.toml.ends_with('\n') {
+                emit("\n")?;
+            }
+        }
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_directories_are_checked() {
+        assert!(check_output(Path::new("-")).is_ok());
+        assert!(check_output(Path::new("out.html")).is_ok());
+        let e = check_output(Path::new("/nonexistent/dir/out.html")).unwrap_err();
+        assert_eq!(e.message, "cannot write /nonexistent/dir/out.html: no directory /nonexistent/dir");
+        assert!(check_output(Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn vary_errors_say_vary() {
+        let mut s = load::source(None).unwrap();
+        let e = s.set("policy.recover", "inplace").unwrap_err();
+        let c = vary_error(e);
+        assert!(c.message.contains("(--vary policy.recover=inplace)"), "{}", c.message);
+        assert!(!c.message.contains("--set"), "{}", c.message);
+    }
+}

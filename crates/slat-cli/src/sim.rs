@@ -1,0 +1,21 @@
+//! The one place that drives the simulator: [`slat_sim::engine::run`] with the progress bar.
+
+use slat_sim::engine::{self, RunOptions};
+use slat_sim::report::RunReport;
+use slat_sim::scenario::Scenario;
+
+use crate::error::CliError;
+use crate::progress::Progress;
+
+/// Run `scenario`, sampling about `samples` time-series points, reporting progress to
+/// `progress`. The report's `overrides` list the scenario's `--set`/`--vary` overrides when the
+/// engine leaves them empty.
+pub fn simulate(scenario: &Scenario, samples: usize, progress: &Progress) -> Result<RunReport, CliError> {
+    let mut on_progress = |done: u64, total: u64| progress.update(done, total);
+    let opts = RunOptions { progress: Some(&mut on_progress), samples };
+    let mut report = engine::run(scenario, opts).map_err(|e| CliError::from_error(&e))?;
+    if report.overrides.is_empty() {
+        report.overrides = scenario.overrides.iter().map(|o| format!("{}={}", o.key, o.value)).collect();
+    }
+    Ok(report)
+}
