@@ -100,7 +100,11 @@ impl NxTracker {
 /// assert!(matches!(out, FaultOutcome::Mapped { size: PageSize::Size2M, .. }));
 /// assert_eq!(mmu.stats().pages_2m, 1);
 /// // ...and explains why not 1 GiB: the host leaf is only 2 MiB.
-/// println!("{}", mmu.explain(0x40001));
+/// assert_eq!(
+///     mmu.explain(0x40001).to_string(),
+///     "gfn 0x40001 (slot 0): mapped 2M, allowed 2M (host anonymous 2M leaf); \
+///      not 1G: block crosses the memslot boundary, host leaf is 2M (1G wanted)"
+/// );
 /// mmu.audit().unwrap();
 /// ```
 pub struct Mmu<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock = DefaultRawLock> {
