@@ -43,3 +43,23 @@ pub use reason::{Decision, Explanation, ReasonSet, WhyNotHuge};
 pub use recover::RecoveryReport;
 pub use stats::Stats;
 pub use tlb::Tlb;
+
+/// An [`Mmu`] with a blocking reader-writer lock (`parking_lot`), for hosted hypervisors whose
+/// vCPU threads may be descheduled while holding the MMU lock. `no_std` embedders use [`Mmu`]
+/// with the default spin lock or their own `lock_api` lock.
+///
+/// ```
+/// use slat_mmu::testing::{FakeHost, RecordingTlb};
+/// use slat_mmu::{MmuConfig, StdMmu};
+/// use slat_pt::{format::Npt, SimFrameAllocator};
+/// let mmu: StdMmu<Npt, _, _, _> = StdMmu::new(
+///     MmuConfig::default(),
+///     SimFrameAllocator::new(0x100_0000_0000, 1 << 30),
+///     FakeHost::new(),
+///     RecordingTlb::default(),
+/// )
+/// .unwrap();
+/// assert_eq!(mmu.stats().table_pages, 1);
+/// ```
+#[cfg(feature = "std")]
+pub type StdMmu<F, A, H, T> = Mmu<F, A, H, T, parking_lot::RawRwLock>;

@@ -46,6 +46,17 @@ impl<'s, F: Format> Engine<'s, F> {
         Ok((p.hva + r.offset, r.len))
     }
 
+    /// The host range of `r`, or of every present slot when `r` is `None`.
+    fn hva_ranges(&self, r: Option<&SlotRange>) -> Result<Vec<(u64, u64)>, String> {
+        match r {
+            Some(r) => Ok(vec![self.hva_range(r)?]),
+            None => {
+                let slots = self.slots.lock().unwrap();
+                Ok(slots.values().filter(|p| p.present).map(|p| (p.hva, p.size)).collect())
+            }
+        }
+    }
+
     fn host_event(&mut self, ev: HostEvent) -> Result<String, String> {
         let r = self.host.apply(&ev, &self.mmu).map_err(|e| e.to_string())?;
         Ok(format!("{}: {} pages, {} ranges invalidated", ev.name(), r.pages, r.invalidated.len()))
@@ -163,13 +174,7 @@ impl<'s, F: Format> Engine<'s, F> {
                 self.host_event(HostEvent::Madvise { hva, len, advice: Advice::Collapse })
             }
             Action::Khugepaged(r) => {
-                let ranges: Vec<(u64, u64)> = match r {
-                    Some(r) => vec![self.hva_range(r)?],
-                    None => {
-                        let slots = self.slots.lock().unwrap();
-                        slots.values().filter(|p| p.present).map(|p| (p.hva, p.size)).collect()
-                    }
-                };
+                let ranges = self.hva_ranges(r.as_ref())?;
                 let mut out = Vec::new();
                 for (hva, len) in ranges {
                     let ev = HostEvent::Khugepaged {
@@ -229,13 +234,7 @@ impl<'s, F: Format> Engine<'s, F> {
                 self.host_event(HostEvent::ForeignMap { hva, len })
             }
             Action::ReclaimAge(r) => {
-                let ranges: Vec<(u64, u64)> = match r {
-                    Some(r) => vec![self.hva_range(r)?],
-                    None => {
-                        let slots = self.slots.lock().unwrap();
-                        slots.values().filter(|p| p.present).map(|p| (p.hva, p.size)).collect()
-                    }
-                };
+                let ranges = self.hva_ranges(r.as_ref())?;
                 let mut out = Vec::new();
                 for (hva, len) in ranges {
                     out.push(self.host_event(HostEvent::Age { hva, len, clear: true })?);
