@@ -32,7 +32,7 @@ impl Tlb for NoTlb {
     fn flush_all(&self) {}
 }
 
-type BenchMmu = Mmu<Ept4, SimFrameAllocator, InstantHost, NoTlb>;
+type BenchMmu = Mmu<Ept4, SimFrameAllocator, InstantHost, NoTlb, slat_mmu::sharded::ShardedRawRwLock>;
 
 fn vm(host_size: PageSize) -> BenchMmu {
     let m =

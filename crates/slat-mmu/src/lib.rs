@@ -16,6 +16,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
 
 pub mod audit;
 pub mod config;
@@ -28,6 +30,8 @@ mod mmu;
 pub mod notifier;
 pub mod reason;
 mod recover;
+#[cfg(feature = "std")]
+pub mod sharded;
 pub mod stats;
 pub mod testing;
 pub mod tlb;
