@@ -212,7 +212,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
             let big = existing.unwrap_or(PageSize::Size4K);
             let b = gfn & !(big.pages() - 1);
             let mut batch = FlushBatch::new();
-            self.zap(&mut pt, b, b + big.pages(), &mut batch);
+            self.zap(&mut pt, Some(slot), b, b + big.pages(), &mut batch);
             mark();
             let r = self.install(&pt, block, &m, &mut batch);
             self.finish(&pt, batch);

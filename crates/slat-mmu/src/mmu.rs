@@ -254,20 +254,37 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     // ---- zapping ------------------------------------------------------------------------
 
     /// Remove every leaf overlapping gfns `g0..g1` of `slot`, carrying dirty/accessed state to
-    /// the host. Obligations go into `batch`.
-    pub(crate) fn zap(&self, pt: &mut PageTable<F, A>, g0: u64, g1: u64, batch: &mut FlushBatch) {
+    /// the host (and to the dirty log when the slot is logged: a zapped writable leaf may have
+    /// been written through the TLB without a fault). Obligations go into `batch`.
+    pub(crate) fn zap(
+        &self,
+        pt: &mut PageTable<F, A>,
+        slot: Option<&Memslot>,
+        g0: u64,
+        g1: u64,
+        batch: &mut FlushBatch,
+    ) {
         let mut zapped = 0;
         let host = &self.host;
-        let r = pt.unmap(g0 * PAGE_SIZE, (g1 - g0) * PAGE_SIZE, batch, &mut |l: &Leaf| {
+        let logged = slot.filter(|s| s.is_logging());
+        let mut visit = |l: &Leaf| {
             zapped += 1;
             let pfn = l.pa / PAGE_SIZE;
-            if l.attrs.dirty || l.attrs.perms.contains(slat_pt::Perms::WRITE) {
+            let written = l.attrs.dirty || l.attrs.perms.contains(slat_pt::Perms::WRITE);
+            if written {
                 host.mark_dirty(pfn, l.size.pages());
+                if let Some(s) = logged {
+                    let gfn = l.gpa / PAGE_SIZE;
+                    for g in gfn.max(s.base_gfn)..(gfn + l.size.pages()).min(s.end_gfn()) {
+                        s.mark_dirty(g);
+                    }
+                }
             }
             if l.attrs.accessed {
                 host.mark_accessed(pfn, l.size.pages());
             }
-        });
+        };
+        let r = pt.unmap(g0 * PAGE_SIZE, (g1 - g0) * PAGE_SIZE, batch, Some(&mut visit));
         debug_assert!(r.is_ok(), "zap range is page aligned and inside the space");
         Counters::add(&self.counters.zapped_leaves, zapped);
         // NX-split blocks wholly zapped are no longer split.
@@ -277,11 +294,11 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
 
     /// An MMU-initiated invalidation of gfns `g0..g1`: racing faults retry, leaves are zapped,
     /// one flush, then `change` runs (still under the exclusive lock, before faults may proceed).
-    pub(crate) fn invalidate_gfns(&self, g0: u64, g1: u64, change: impl FnOnce()) {
+    pub(crate) fn invalidate_gfns(&self, slot: Option<&Memslot>, g0: u64, g1: u64, change: impl FnOnce()) {
         let mut pt = self.tables.write();
         self.inval.begin(g0, g1);
         let mut batch = FlushBatch::new();
-        self.zap(&mut pt, g0, g1, &mut batch);
+        self.zap(&mut pt, slot, g0, g1, &mut batch);
         change();
         Counters::inc(&self.counters.invalidations);
         self.finish(&pt, batch);
@@ -307,7 +324,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     pub fn delete_memslot(&self, id: u32) -> Result<(), MmuError> {
         let mut slots = self.slots.write();
         let slot = slots.get(id).ok_or(MemslotError::NotFound { id })?.clone();
-        self.invalidate_gfns(slot.base_gfn, slot.end_gfn(), || {
+        self.invalidate_gfns(Some(&slot), slot.base_gfn, slot.end_gfn(), || {
             slots.remove(id);
         });
         Ok(())
@@ -331,7 +348,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
             slots.insert(Memslot::new(&MemslotSpec { base_gfn: old.base_gfn, ..spec }));
             return Err(e.into());
         }
-        self.invalidate_gfns(old.base_gfn, old.end_gfn(), || {});
+        self.invalidate_gfns(Some(&old), old.base_gfn, old.end_gfn(), || {});
         let slot = Memslot::new(&spec);
         if spec.log_dirty {
             slot.fill_dirty(true);
@@ -354,7 +371,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     /// ([`FaultOutcome::WriteTracked`](crate::FaultOutcome::WriteTracked)). Counts nest.
     pub fn write_track(&self, gfn: u64) -> Result<(), MmuError> {
         let slot = self.slot_of(gfn)?;
-        self.invalidate_gfns(gfn, gfn + 1, || {
+        self.invalidate_gfns(Some(&slot), gfn, gfn + 1, || {
             slot.track(gfn, true);
         });
         Ok(())
@@ -379,7 +396,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         let mut pt = self.tables.write();
         self.inval.begin(w0, w1);
         let mut batch = FlushBatch::new();
-        self.zap(&mut pt, gfn, gfn + npages, &mut batch);
+        self.zap(&mut pt, Some(&slot), gfn, gfn + npages, &mut batch);
         slot.set_mem_type(gfn, npages, mem_type);
         Counters::inc(&self.counters.invalidations);
         self.finish(&pt, batch);
@@ -406,9 +423,9 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> MmuNotif
         let mut pt = self.tables.write();
         self.inval.begin(u64::MAX, 0);
         let mut batch = FlushBatch::new();
-        for (_, g0, g1) in &hits {
+        for (slot, g0, g1) in &hits {
             self.inval.add_range(*g0, *g1);
-            self.zap(&mut pt, *g0, *g1, &mut batch);
+            self.zap(&mut pt, Some(slot), *g0, *g1, &mut batch);
         }
         Counters::inc(&self.counters.invalidations);
         self.finish(&pt, batch);

@@ -114,7 +114,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         }
         match self.config.recovery {
             RecoveryPolicy::Zap => {
-                self.zap(pt, block, block + size.pages(), batch);
+                self.zap(pt, Some(slot), block, block + size.pages(), batch);
             }
             RecoveryPolicy::InPlace => {
                 // Carry dirty state of the small leaves to the host before they go.
@@ -160,8 +160,8 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         for (gfn, size) in todo {
             match self.slot_of(gfn) {
                 Ok(slot) if slot.is_logging() => self.nx.lock().queue.push_back((gfn, size)),
-                Ok(_) => {
-                    self.invalidate_gfns(gfn, gfn + size.pages(), || {});
+                Ok(slot) => {
+                    self.invalidate_gfns(Some(&slot), gfn, gfn + size.pages(), || {});
                     zapped += 1;
                 }
                 Err(_) => {}

@@ -236,7 +236,7 @@ fn bench_unmap<F: Format>(g: &mut BenchmarkGroup<'_, WallTime>, frames: &SimFram
             || mapped::<F>(frames, shape),
             |mut pt| {
                 let mut batch = FlushBatch::new();
-                pt.unmap(0, black_box(shape.len), &mut batch, &mut |_| {}).expect("unmap");
+                pt.unmap(0, black_box(shape.len), &mut batch, None).expect("unmap");
                 // SAFETY: no TLB or walker exists in this benchmark.
                 unsafe { pt.free_detached(batch.into_detached()) };
                 pt

@@ -28,7 +28,7 @@
 //! assert_eq!(pt.counts().leaves, [0, 2, 0]);
 //!
 //! // Unmapping hands back a flush to perform before the tables can be freed.
-//! pt.unmap(0x4000_0000, 4 << 20, &mut batch, &mut |_| {}).unwrap();
+//! pt.unmap(0x4000_0000, 4 << 20, &mut batch, None).unwrap();
 //! assert!(batch.covers(0x4020_0000));
 //! // SAFETY: no TLB or walker in this example holds the detached tables.
 //! unsafe { pt.free_detached(batch.into_detached()) };

@@ -386,35 +386,51 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         Ok(child)
     }
 
-    /// Swap every entry under the table at `pa` (level `level`) to frozen, count what was
-    /// there, and hand every table frame to `batch`. Returns the smallest leaf level seen.
-    fn freeze_subtree(
+    /// Detach the subtree under the table at `pa` (level `level`, covering from `base`): count
+    /// what was there, hand every table frame to `batch`, and show each leaf to `visit`. Returns
+    /// the smallest leaf level seen.
+    ///
+    /// `freeze` (shared operations): swap every entry to frozen, so a racing installer that still
+    /// holds a pointer into the subtree fails its compare-and-swap. Exclusive operations have no
+    /// such racer and only read. Either way hardware may still set A/D bits through cached
+    /// translations until the flush: callers that care treat every writable leaf as dirty.
+    #[allow(clippy::too_many_arguments)]
+    fn detach_subtree<'v>(
         &self,
         pa: u64,
         level: Level,
+        base: u64,
+        freeze: bool,
         batch: &mut FlushBatch,
         d: &mut Delta,
-        visit: &mut dyn FnMut(&Leaf),
-        base: u64,
+        mut visit: Option<&mut (dyn FnMut(&Leaf) + 'v)>,
     ) -> Level {
         let t = self.table_ptr(pa);
         let mut min = level;
+        let mut leaves = 0;
         for i in 0..ENTRIES_PER_TABLE {
-            let old = self.entry(t, i).swap(F::FROZEN, Ordering::AcqRel);
+            let e = self.entry(t, i);
+            let old = if freeze { e.swap(F::FROZEN, Ordering::AcqRel) } else { e.load(Ordering::Relaxed) };
             if old == F::FROZEN || !F::is_present(old) {
                 continue;
             }
             let gpa = base + i as u64 * level_bytes(level);
             if F::is_leaf(level, old) {
-                d.leaves[level as usize] -= 1;
-                min = min.min(level);
-                if let Pte::Leaf { pa, attrs } = F::decode(level, old) {
-                    visit(&Leaf { gpa, size: PageSize::from_level(level).unwrap(), pa, attrs });
+                leaves += 1;
+                if let Some(v) = visit.as_deref_mut() {
+                    if let Pte::Leaf { pa, attrs } = F::decode(level, old) {
+                        v(&Leaf { gpa, size: PageSize::from_level(level).unwrap(), pa, attrs });
+                    }
                 }
             } else {
-                let m = self.freeze_subtree(F::addr(level, old), level - 1, batch, d, visit, gpa);
+                let m =
+                    self.detach_subtree(F::addr(level, old), level - 1, gpa, freeze, batch, d, visit.as_deref_mut());
                 min = min.min(m);
             }
+        }
+        if leaves > 0 {
+            d.leaves[level as usize] -= leaves;
+            min = min.min(level);
         }
         d.tables -= 1;
         batch.push_detached(Detached { pa, level });
@@ -422,15 +438,17 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     }
 
     /// Retire the old content `old` of the entry at `level` covering `gpa` (already replaced):
-    /// record the flush and detach any subtree.
-    fn retire(
+    /// record the flush and detach any subtree (`freeze`: see [`Self::detach_subtree`]).
+    #[allow(clippy::too_many_arguments)]
+    fn retire<'v>(
         &self,
         level: Level,
         gpa: u64,
         old: u64,
+        freeze: bool,
         batch: &mut FlushBatch,
         d: &mut Delta,
-        visit: &mut dyn FnMut(&Leaf),
+        visit: Option<&mut (dyn FnMut(&Leaf) + 'v)>,
     ) {
         if old == F::FROZEN || !F::is_present(old) {
             return;
@@ -438,12 +456,12 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         let size = level_bytes(level);
         if F::is_leaf(level, old) {
             d.leaves[level as usize] -= 1;
-            if let Pte::Leaf { pa, attrs } = F::decode(level, old) {
-                visit(&Leaf { gpa, size: PageSize::from_level(level).unwrap(), pa, attrs });
+            if let (Some(v), Pte::Leaf { pa, attrs }) = (visit, F::decode(level, old)) {
+                v(&Leaf { gpa, size: PageSize::from_level(level).unwrap(), pa, attrs });
             }
             batch.add(gpa, size, PageSize::from_level(level).unwrap());
         } else {
-            let min = self.freeze_subtree(F::addr(level, old), level - 1, batch, d, visit, gpa);
+            let min = self.detach_subtree(F::addr(level, old), level - 1, gpa, freeze, batch, d, visit);
             batch.add(gpa, size, PageSize::from_level(min).unwrap_or(PageSize::Size1G));
         }
     }
@@ -517,7 +535,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
                     e.store(new, Ordering::Release);
                 } else {
                     Self::replace_live(e, old, new, level, a, bbm);
-                    self.retire(level, a, old, batch, d, &mut |_| {});
+                    self.retire(level, a, old, false, batch, d, None);
                 }
                 fresh += 1;
                 a += size;
@@ -552,31 +570,33 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     }
 
     /// Remove every leaf overlapping `gpa..gpa+len` (a huge leaf that overlaps the range only in
-    /// part is removed whole), detach tables the range covers entirely, and call `visit` for each
-    /// removed leaf (for example to carry its dirty bit to the host).
+    /// part is removed whole), detach tables the range covers entirely, and call `visit` (if any)
+    /// for each removed leaf, for example to carry its dirty state to the host. Leaves inside
+    /// detached tables are read without being cleared; hardware may still dirty a writable one
+    /// until the flush, so treat writable leaves as dirty.
     pub fn unmap(
         &mut self,
         gpa: u64,
         len: u64,
         batch: &mut FlushBatch,
-        visit: &mut dyn FnMut(&Leaf),
+        mut visit: Option<&mut dyn FnMut(&Leaf)>,
     ) -> Result<(), PtError> {
         self.check_range(gpa, len, PageSize::Size4K)?;
         let mut d = Delta::default();
-        self.unmap_in(self.root, F::ROOT_LEVEL, gpa, gpa + len, batch, visit, &mut d);
+        self.unmap_in(self.root, F::ROOT_LEVEL, gpa, gpa + len, batch, &mut visit, &mut d);
         self.apply(gpa, &d);
         Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn unmap_in(
+    fn unmap_in<'v>(
         &self,
         table: u64,
         level: Level,
         start: u64,
         end: u64,
         batch: &mut FlushBatch,
-        visit: &mut dyn FnMut(&Leaf),
+        visit: &mut Option<&mut (dyn FnMut(&Leaf) + 'v)>,
         d: &mut Delta,
     ) {
         let t = self.table_ptr(table);
@@ -590,8 +610,9 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
             let old = e.load(Ordering::Relaxed);
             if old != F::FROZEN && F::is_present(old) {
                 if F::is_leaf(level, old) || (base >= start && base + size <= end) {
-                    e.store(0, Ordering::Release);
-                    self.retire(level, base, old, batch, d, visit);
+                    // Swap, not store: hardware may have set the dirty bit since the load.
+                    let old = e.swap(0, Ordering::AcqRel);
+                    self.retire(level, base, old, false, batch, d, visit.as_deref_mut());
                 } else {
                     self.unmap_in(F::addr(level, old), level - 1, a, stop, batch, visit, d);
                 }
@@ -826,7 +847,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         Self::replace_live(e, old, new, level, base, bbm);
         let mut d = Delta::default();
         d.leaves[level as usize] += 1;
-        self.retire(level, base, old, batch, &mut d, &mut |_| {});
+        self.retire(level, base, old, false, batch, &mut d, None);
         self.apply(base, &d);
         Ok(())
     }
@@ -937,7 +958,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
                     }
                     out.replaced_table = !F::is_leaf(level, old);
                     let mut local = FlushBatch::new();
-                    self.retire(level, base, old, &mut local, &mut d, &mut |_| {});
+                    self.retire(level, base, old, true, &mut local, &mut d, None);
                     if F::BREAK_BEFORE_MAKE {
                         if local.is_all() {
                             bbm(FlushRange { gpa: base, len: m.size.bytes(), size: PageSize::Size4K });

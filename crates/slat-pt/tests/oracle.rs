@@ -186,7 +186,7 @@ fn run<F: Format>(ops: Vec<Op>) {
                     o.map(gpa, n * size.bytes(), pa, size, perms);
                 }
                 Op::Unmap { gpa, len } => {
-                    pt.unmap(gpa, len, &mut batch, &mut |_| {}).unwrap();
+                    pt.unmap(gpa, len, &mut batch, None).unwrap();
                     o.unmap(gpa, len);
                 }
                 Op::Protect { gpa, len, perms } => {

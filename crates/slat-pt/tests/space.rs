@@ -37,7 +37,7 @@ fn check<F: Format>(gib: u64, size: PageSize) {
 
         // Unmap everything: tables the range covers entirely are detached and go back after the
         // flush; the tables above them (which also cover unmapped space) stay, one per level.
-        pt.unmap(0, gib * GIB, &mut batch, &mut |_| {}).unwrap();
+        pt.unmap(0, gib * GIB, &mut batch, None).unwrap();
         assert_eq!(pt.counts().leaves, [0; 3]);
         assert_eq!(pt.recount(), pt.counts());
         assert!(pt.counts().table_pages < root_frames + F::ROOT_LEVEL as u64);

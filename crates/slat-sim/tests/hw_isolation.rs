@@ -23,7 +23,7 @@ fn setup(config: HwConfig, s2_size: PageSize) -> (Hardware, Stage2<Ept4>) {
 /// Unmap `len` bytes at `gpa` from stage 2 and hand back the flush obligations.
 fn unmap(pt: &mut Stage2<Ept4>, gpa: u64, len: u64) -> FlushBatch {
     let mut batch = FlushBatch::new();
-    pt.unmap(gpa, len, &mut batch, &mut |_| {}).unwrap();
+    pt.unmap(gpa, len, &mut batch, None).unwrap();
     assert!(!batch.is_empty());
     batch
 }

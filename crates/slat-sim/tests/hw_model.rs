@@ -66,7 +66,7 @@ fn mutate(rng: &mut ChaCha8Rng, pt: &mut Stage2<Ept4>, tlb: &SimTlb) {
         }
         3 => {
             let len = if rng.gen_bool(0.5) { 4096 } else { MB2 };
-            pt.unmap(block + rng.gen_range(0..512u64) * 4096 / len * len, len, &mut batch, &mut |_| {}).unwrap();
+            pt.unmap(block + rng.gen_range(0..512u64) * 4096 / len * len, len, &mut batch, None).unwrap();
         }
         4 => {
             pt.protect(block, MB2, perms, &mut batch).unwrap();

@@ -78,7 +78,7 @@ fn a_stale_walk_cache_entry_is_caught() {
     refs(&mut hw, 0, GVA, &pt);
     let pt_page = hw.guest().table_gpa(0, GVA).unwrap();
     let mut batch = FlushBatch::new();
-    pt.unmap(pt_page, 4096, &mut batch, &mut |_| {}).unwrap();
+    pt.unmap(pt_page, 4096, &mut batch, None).unwrap();
     // Not flushed: the PDE cache still points at the page table's old host page.
     drop(batch);
     hw.access(0, GVA + 0x3000, Access::Read, &pt).unwrap();
@@ -90,7 +90,7 @@ fn a_stale_walk_cache_entry_is_caught() {
     let (mut hw, mut pt) = setup(PageSize::Size4K);
     refs(&mut hw, 0, GVA, &pt);
     let mut batch = FlushBatch::new();
-    pt.unmap(pt_page, 4096, &mut batch, &mut |_| {}).unwrap();
+    pt.unmap(pt_page, 4096, &mut batch, None).unwrap();
     slat_mmu::tlb::apply(&hw.tlb_handle(), &batch);
     let out = hw.access(0, GVA + 0x3000, Access::Read, &pt).unwrap();
     let AccessOutcome::Stage2Fault(f) = out else { panic!("{out:?}") };

@@ -99,7 +99,7 @@ impl VmmPageTable {
         }
         let mut removed = Vec::new();
         let mut batch = FlushBatch::new();
-        let r = self.pt.unmap(start, end - start, &mut batch, &mut |l| removed.push(*l));
+        let r = self.pt.unmap(start, end - start, &mut batch, Some(&mut |l: &slat_pt::Leaf| removed.push(*l)));
         self.retire(batch);
         r?;
         removed.sort_by_key(|l| l.gpa);
