@@ -55,6 +55,39 @@ pub struct NxPolicy {
     pub recovery_ratio: u32,
 }
 
+/// Per-vCPU dirty rings (KVM's `KVM_CAP_DIRTY_LOG_RING`), kept beside the dirty bitmap.
+///
+/// A write fault that makes a page of a logged memslot writable records `(slot id, page
+/// offset)` in the faulting vCPU's ring (and, as always, in the slot's bitmap). When a ring holds
+/// `soft_limit` records the vCPU must exit (`KVM_EXIT_DIRTY_RING_FULL`): the hypervisor checks
+/// [`Mmu::dirty_ring_soft_full`](crate::Mmu::dirty_ring_soft_full) before entering the guest and
+/// calls [`Mmu::harvest_dirty_ring`](crate::Mmu::harvest_dirty_ring). The `entries -
+/// soft_limit` records above the soft limit are the reserve for writes made before that exit; a
+/// write fault finding the ring completely full is refused with
+/// [`FaultOutcome::Retry`](crate::FaultOutcome::Retry).
+///
+/// The ring only sees writes that fault, so it cannot be combined with
+/// [`DirtyLogMode::HardwareDirty`] (4 KiB leaves stay writable) or with
+/// `HarvestMode::ManualClear { initially_set: true }` (nothing is protected until the first
+/// clear); [`Mmu::new`](crate::Mmu::new) refuses both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirtyRingConfig {
+    /// Records per ring (a power of two, as KVM requires).
+    pub entries: u32,
+    /// Records at which the vCPU must exit for a harvest (`1..=entries`; KVM keeps a reserve of
+    /// 64 entries below `entries`).
+    pub soft_limit: u32,
+    /// vCPU ids `0..max_vcpus` may fault with a ring; rings are created on first use.
+    pub max_vcpus: u32,
+}
+
+impl Default for DirtyRingConfig {
+    /// 4096 records, soft limit 4096 - 64 (KVM's reserve), 64 vCPUs.
+    fn default() -> Self {
+        DirtyRingConfig { entries: 4096, soft_limit: 4096 - 64, max_vcpus: 64 }
+    }
+}
+
 /// MMU configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MmuConfig {
@@ -72,6 +105,8 @@ pub struct MmuConfig {
     pub nx: Option<NxPolicy>,
     /// Blocks recovered per lock hold before the lock is dropped (forward progress for faults).
     pub recovery_batch: u64,
+    /// Per-vCPU dirty rings beside the bitmap (`None`: bitmap only).
+    pub dirty_ring: Option<DirtyRingConfig>,
 }
 
 impl Default for MmuConfig {
@@ -84,6 +119,7 @@ impl Default for MmuConfig {
             recovery: RecoveryPolicy::InPlace,
             nx: None,
             recovery_batch: 4096,
+            dirty_ring: None,
         }
     }
 }

@@ -177,32 +177,97 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         bits: &[u64],
         batch: &mut FlushBatch,
     ) {
+        let pages = bits.iter().enumerate().flat_map(|(w, &word)| {
+            let base = first_page + w as u64 * 64;
+            let mut word = word;
+            core::iter::from_fn(move || {
+                (word != 0).then(|| {
+                    let b = word.trailing_zeros() as u64;
+                    word &= word - 1;
+                    base + b
+                })
+            })
+        });
+        self.reprotect_pages(pt, slot, pages, batch);
+    }
+
+    /// Re-protect `pages` (offsets in the slot, ascending), one protection pass per run of
+    /// consecutive pages; offsets past the slot's end are ignored.
+    fn reprotect_pages(
+        &self,
+        pt: &mut PageTable<F, A>,
+        slot: &Memslot,
+        pages: impl IntoIterator<Item = u64>,
+        batch: &mut FlushBatch,
+    ) {
         let mut run: Option<(u64, u64)> = None;
         let flush_run = |pt: &mut PageTable<F, A>, run: (u64, u64), batch: &mut FlushBatch| {
             let g0 = slot.base_gfn + run.0;
             self.protect_for_logging(pt, slot, g0, g0 + run.1, batch);
         };
-        for (w, word) in bits.iter().enumerate() {
-            let mut word = *word;
-            while word != 0 {
-                let b = word.trailing_zeros() as u64;
-                word &= word - 1;
-                let page = first_page + w as u64 * 64 + b;
-                if page >= slot.npages {
-                    break;
+        for page in pages.into_iter().take_while(|&p| p < slot.npages) {
+            run = match run {
+                Some((s, n)) if s + n == page => Some((s, n + 1)),
+                Some(r) => {
+                    flush_run(pt, r, batch);
+                    Some((page, 1))
                 }
-                run = match run {
-                    Some((s, n)) if s + n == page => Some((s, n + 1)),
-                    Some(r) => {
-                        flush_run(pt, r, batch);
-                        Some((page, 1))
-                    }
-                    None => Some((page, 1)),
-                };
-            }
+                None => Some((page, 1)),
+            };
         }
         if let Some(r) = run {
             flush_run(pt, r, batch);
         }
+    }
+
+    // ---- dirty rings --------------------------------------------------------------------
+
+    /// Collect and reset `vcpu`'s dirty ring (`KVM_RESET_DIRTY_RINGS` for one vCPU): returns
+    /// every `(slot id, page offset)` recorded since the last harvest, sorted and without
+    /// duplicates, and, under the exclusive lock with one flush, re-protects exactly those pages
+    /// (the same path as [`clear_dirty_log`](Self::clear_dirty_log)) and clears their bits in
+    /// the slots' bitmaps. Records of slots since deleted, no longer logged, or shrunk below the
+    /// offset are returned but re-protect nothing.
+    ///
+    /// The bitmap is kept beside the rings because [`get_dirty_log`](Self::get_dirty_log) and
+    /// zaps use it; a page can therefore be reported by both a ring and the bitmap, never by
+    /// neither. Empty without a ring or for a vCPU id at or above `max_vcpus`.
+    pub fn harvest_dirty_ring(&self, vcpu: u32) -> Vec<(u32, u64)> {
+        let Some(rings) = &self.rings else {
+            return Vec::new();
+        };
+        let slots = self.slots.read();
+        let mut pt = self.tables.write();
+        let mut got = rings.drain(vcpu);
+        got.sort_unstable();
+        got.dedup();
+        let mut batch = FlushBatch::new();
+        for group in got.chunk_by(|a, b| a.0 == b.0) {
+            let Some(slot) = slots.get(group[0].0).filter(|s| s.is_logging()) else {
+                continue;
+            };
+            let pages: Vec<u64> = group.iter().map(|&(_, p)| p).filter(|&p| p < slot.npages).collect();
+            for word in pages.chunk_by(|a, b| a / 64 == b / 64) {
+                let mask = word.iter().fold(0u64, |m, p| m | 1 << (p % 64));
+                slot.clear_dirty_word((word[0] / 64) as usize, mask);
+            }
+            self.reprotect_pages(&mut pt, slot, pages, &mut batch);
+        }
+        Counters::add(&self.counters.dirty_pages_harvested, got.len() as u64);
+        self.finish(&pt, batch);
+        got
+    }
+
+    /// Whether `vcpu`'s dirty ring holds at least its soft limit of records: the vCPU must not
+    /// re-enter the guest before [`harvest_dirty_ring`](Self::harvest_dirty_ring) (KVM's
+    /// `KVM_REQ_DIRTY_RING_SOFT_FULL` check, which exits with `KVM_EXIT_DIRTY_RING_FULL`).
+    /// False without a ring.
+    pub fn dirty_ring_soft_full(&self, vcpu: u32) -> bool {
+        self.rings.as_ref().is_some_and(|r| r.soft_full(vcpu))
+    }
+
+    /// Records waiting in `vcpu`'s dirty ring (0 without a ring).
+    pub fn dirty_ring_len(&self, vcpu: u32) -> usize {
+        self.rings.as_ref().map_or(0, |r| r.len(vcpu))
     }
 }

@@ -13,6 +13,7 @@ use crate::host::{BackingKind, HostError, HostMemory, HostPage};
 use crate::memslot::Memslot;
 use crate::mmu::Mmu;
 use crate::reason::{Decision, ReasonSet, WhyNotHuge};
+use crate::ring::Push;
 use crate::stats::Counters;
 use crate::tlb::Tlb;
 
@@ -29,8 +30,10 @@ pub enum FaultOutcome {
         /// Huge leaves split on the way.
         splits: u32,
     },
-    /// The fault raced an invalidation (or met an entry being changed): resume the guest, which
-    /// faults again.
+    /// The fault raced an invalidation (or met an entry being changed), or it is a write that
+    /// would make a page writable while the vCPU's dirty ring is completely full: resume the
+    /// guest, which faults again (after the hypervisor honoured
+    /// [`Mmu::dirty_ring_soft_full`](crate::Mmu::dirty_ring_soft_full) and harvested the ring).
     Retry,
     /// A write to a write-tracked gfn: the page is mapped read-only; the hypervisor must emulate
     /// the write.
@@ -60,6 +63,14 @@ pub enum FaultError {
     /// The page table refused (for example out of frames).
     #[error("page table: {0}")]
     Table(PtError),
+    /// A vCPU id at or above [`DirtyRingConfig::max_vcpus`](crate::DirtyRingConfig::max_vcpus).
+    #[error("vCPU {vcpu} has no dirty ring (max_vcpus is {max_vcpus})")]
+    NoVcpu {
+        /// The vCPU id.
+        vcpu: u32,
+        /// The configured limit.
+        max_vcpus: u32,
+    },
 }
 
 impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A, H, T, R> {
@@ -122,8 +133,27 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         Decision { size, not_1g: not[1], not_2m: not[0] }
     }
 
-    /// Handle a stage-2 fault at `gpa` for `access`.
+    /// Handle a stage-2 fault at `gpa` for `access` on vCPU 0 (see
+    /// [`handle_fault_on`](Self::handle_fault_on)).
     pub fn handle_fault(&self, gpa: u64, access: Access) -> Result<FaultOutcome, FaultError> {
+        self.handle_fault_on(0, gpa, access)
+    }
+
+    /// Handle a stage-2 fault at `gpa` for `access` taken by vCPU `vcpu`.
+    ///
+    /// With [`MmuConfig::dirty_ring`](crate::MmuConfig::dirty_ring) set, a write that makes a
+    /// page of a logged memslot writable is recorded in `vcpu`'s dirty ring as well as in the
+    /// slot's bitmap. The fault still completes normally when that record reaches the ring's
+    /// soft limit; as with KVM's `KVM_REQ_DIRTY_RING_SOFT_FULL`, the hypervisor checks
+    /// [`dirty_ring_soft_full`](Self::dirty_ring_soft_full) before re-entering the vCPU
+    /// (`KVM_EXIT_DIRTY_RING_FULL`) and harvests. Only if the ring is completely full is the
+    /// write refused with [`FaultOutcome::Retry`]. Without a ring `vcpu` is ignored.
+    pub fn handle_fault_on(&self, vcpu: u32, gpa: u64, access: Access) -> Result<FaultOutcome, FaultError> {
+        if let Some(r) = self.config.dirty_ring {
+            if vcpu >= r.max_vcpus {
+                return Err(FaultError::NoVcpu { vcpu, max_vcpus: r.max_vcpus });
+            }
+        }
         let gfn = gpa / PAGE_SIZE;
         let hot = self.counters.hot(gfn);
         Counters::inc(&hot.faults);
@@ -184,13 +214,26 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         let block = gfn & !mask;
         let m = Mapping { pa: (host.pfn & !mask) * PAGE_SIZE, size, attrs };
 
-        // A write while logging is recorded in the log right before the leaf that makes it
-        // writable is installed, under the same lock hold: a harvest (which holds the lock
-        // exclusively) either runs before both or after both, never in between.
-        let mark = || {
-            if logging && write && grant_write {
-                slot.mark_dirty(gfn);
+        // A write while logging is recorded in the log (and the vCPU's dirty ring) right before
+        // the leaf that makes it writable is installed, under the same lock hold: a harvest
+        // (which holds the lock exclusively) either runs before both or after both, never in
+        // between. `false`: the ring is full, nothing may be made writable.
+        let mark = || -> bool {
+            if !(logging && write && grant_write) {
+                return true;
             }
+            if let Some(rings) = &self.rings {
+                match rings.push(vcpu, (slot.id, gfn - slot.base_gfn)) {
+                    Some(Push::Recorded { reached_soft_limit }) => {
+                        if reached_soft_limit {
+                            Counters::inc(&self.counters.dirty_ring_full);
+                        }
+                    }
+                    Some(Push::Full) | None => return false,
+                }
+            }
+            slot.mark_dirty(gfn);
+            true
         };
 
         // (4) Under the shared lock: retry on a racing invalidation over the whole block.
@@ -209,17 +252,23 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
                 Counters::inc(&hot.retries);
                 return Ok(FaultOutcome::Retry);
             }
+            if !mark() {
+                Counters::inc(&hot.retries);
+                return Ok(FaultOutcome::Retry);
+            }
             let big = existing.unwrap_or(PageSize::Size4K);
             let b = gfn & !(big.pages() - 1);
             let mut batch = FlushBatch::new();
             self.zap(&mut pt, Some(slot), b, b + big.pages(), &mut batch);
-            mark();
             let r = self.install(&pt, block, &m, &mut batch);
             self.finish(&pt, batch);
             r
         } else {
+            if !mark() {
+                Counters::inc(&hot.retries);
+                return Ok(FaultOutcome::Retry);
+            }
             let mut batch = FlushBatch::new();
-            mark();
             let r = self.install(&pt, block, &m, &mut batch);
             self.flush(&batch);
             if !batch.detached().is_empty() {

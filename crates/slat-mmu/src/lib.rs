@@ -2,7 +2,7 @@
 //!
 //! The part of a hypervisor that maps guest-physical memory to host-physical memory, built on
 //! `slat-pt`: memslots and their large-page bookkeeping, the fault path, the invalidation
-//! protocol, dirty logging with huge pages, recovery of huge leaves, the NX huge-page workaround,
+//! protocol, dirty logging with huge pages (bitmap and per-vCPU dirty rings), recovery of huge leaves, the NX huge-page workaround,
 //! statistics with KVM's names, an explanation of every leaf-size decision, and an audit of the
 //! invariants.
 //!
@@ -30,6 +30,7 @@ mod mmu;
 pub mod notifier;
 pub mod reason;
 mod recover;
+mod ring;
 #[cfg(feature = "std")]
 pub mod sharded;
 pub mod stats;
@@ -37,7 +38,7 @@ pub mod testing;
 pub mod tlb;
 
 pub use audit::{AuditError, AuditReport, Invariant, Violation, WhyReport};
-pub use config::{DirtyLogMode, HarvestMode, MmuConfig, NxPolicy, RecoveryPolicy};
+pub use config::{DirtyLogMode, DirtyRingConfig, HarvestMode, MmuConfig, NxPolicy, RecoveryPolicy};
 pub use fault::{FaultError, FaultOutcome};
 pub use host::{BackingKind, HostError, HostMemory, HostPage};
 pub use memslot::{MemslotError, MemslotInfo, MemslotSpec};

@@ -22,6 +22,7 @@ use crate::host::HostMemory;
 use crate::invalidate::Invalidation;
 use crate::memslot::{Memslot, MemslotError, MemslotInfo, MemslotSpec, Memslots};
 use crate::notifier::MmuNotifier;
+use crate::ring::DirtyRings;
 use crate::stats::{Counters, Stats};
 use crate::tlb::{self, Tlb};
 
@@ -117,6 +118,8 @@ pub struct Mmu<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock
     pub(crate) counters: Counters,
     pub(crate) pending_free: spin::Mutex<Vec<Detached>>,
     pub(crate) nx: spin::Mutex<NxTracker>,
+    /// Per-vCPU dirty rings (`None` unless [`MmuConfig::dirty_ring`] is set).
+    pub(crate) rings: Option<DirtyRings>,
 }
 
 impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A, H, T, R> {
@@ -134,6 +137,23 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         if config.nx.is_some_and(|n| n.recovery_ratio == 0) {
             return Err(MmuError::Config { what: "nx recovery_ratio must be at least 1" });
         }
+        if let Some(r) = config.dirty_ring {
+            if !r.entries.is_power_of_two() {
+                return Err(MmuError::Config { what: "dirty ring entries must be a power of two" });
+            }
+            if r.soft_limit == 0 || r.soft_limit > r.entries {
+                return Err(MmuError::Config { what: "dirty ring soft_limit must be in 1..=entries" });
+            }
+            if r.max_vcpus == 0 {
+                return Err(MmuError::Config { what: "dirty ring max_vcpus must be at least 1" });
+            }
+            if config.dirty_log == crate::config::DirtyLogMode::HardwareDirty {
+                return Err(MmuError::Config { what: "dirty ring needs write faults: not with hardware dirty bits" });
+            }
+            if matches!(config.harvest, crate::config::HarvestMode::ManualClear { initially_set: true }) {
+                return Err(MmuError::Config { what: "dirty ring needs write faults: not with an initially-set log" });
+            }
+        }
         Ok(Mmu {
             tables: RwLock::new(PageTable::new(alloc)?),
             slots: RwLock::new(Memslots::default()),
@@ -144,6 +164,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
             counters: Counters::default(),
             pending_free: spin::Mutex::new(Vec::new()),
             nx: spin::Mutex::new(NxTracker::default()),
+            rings: config.dirty_ring.map(DirtyRings::new),
         })
     }
 
@@ -177,9 +198,10 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         self.slots.read().iter().map(|s| MemslotInfo::from(&**s)).collect()
     }
 
-    /// Bytes of MMU bookkeeping beyond the page tables (bitmaps, per-block words).
+    /// Bytes of MMU bookkeeping beyond the page tables (bitmaps, per-block words, dirty rings).
     pub fn bookkeeping_bytes(&self) -> u64 {
-        self.slots.read().iter().map(|s| s.bookkeeping_bytes()).sum()
+        let slots: u64 = self.slots.read().iter().map(|s| s.bookkeeping_bytes()).sum();
+        slots + self.rings.as_ref().map_or(0, DirtyRings::bookkeeping_bytes)
     }
 
     /// A snapshot of every statistic.
@@ -211,6 +233,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
             write_protected: c.write_protected.load(Relaxed),
             dirty_pages_harvested: c.dirty_pages_harvested.load(Relaxed),
             nx_recovered: c.nx_recovered.load(Relaxed),
+            dirty_ring_full: c.dirty_ring_full.load(Relaxed),
             table_pages: counts.table_pages,
             why_not_huge: why,
         }

@@ -34,6 +34,7 @@ pub(crate) struct Counters {
     pub write_protected: AtomicU64,
     pub dirty_pages_harvested: AtomicU64,
     pub nx_recovered: AtomicU64,
+    pub dirty_ring_full: AtomicU64,
 }
 
 impl Counters {
@@ -101,6 +102,9 @@ pub struct Stats {
     pub dirty_pages_harvested: u64,
     /// NX-split blocks zapped for recovery.
     pub nx_recovered: u64,
+    /// Times a vCPU's dirty ring reached its soft limit: each is a `KVM_EXIT_DIRTY_RING_FULL`
+    /// the hypervisor owes before re-entering that vCPU.
+    pub dirty_ring_full: u64,
     /// Page-table pages in the tree.
     pub table_pages: u64,
     /// Fault decisions below 1 GiB, by primary reason (index = `WhyNotHuge as usize`).
@@ -114,7 +118,7 @@ impl Stats {
     }
 
     /// `(name, value)` pairs for every scalar statistic, in a stable order.
-    pub fn named(&self) -> [(&'static str, u64); 20] {
+    pub fn named(&self) -> [(&'static str, u64); 21] {
         [
             ("pages_4k", self.pages_4k),
             ("pages_2m", self.pages_2m),
@@ -135,6 +139,7 @@ impl Stats {
             ("write_protected", self.write_protected),
             ("dirty_pages_harvested", self.dirty_pages_harvested),
             ("nx_recovered", self.nx_recovered),
+            ("dirty_ring_full", self.dirty_ring_full),
             ("table_pages", self.table_pages),
         ]
     }

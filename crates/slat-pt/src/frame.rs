@@ -25,7 +25,9 @@ pub struct Frame {
 /// * `alloc_zeroed(n)` returns `n` (1, 2 or 4) physically contiguous zeroed frames aligned to
 ///   `n * 4 KiB`, also contiguous at `ptr`; `None` when out of memory.
 /// * `frame_ptr(pa)` returns the pointer for any address inside a live allocation; it is called
-///   on every step of every walk, so it should be cheap.
+///   on every step of every walk, so it should be cheap. For any other address the result is
+///   unspecified (an implementation may panic, in debug builds say, or return any non-null
+///   pointer) and callers must not use it; page tables only ask for frames they hold.
 /// * `free(pa, n)` returns an allocation; the caller guarantees no one can still reach it.
 /// * `live_frames()` counts frames currently allocated.
 pub trait FrameAllocator {
@@ -197,11 +199,12 @@ impl FrameAllocator for SimFrameAllocator {
         let pa = self.base + index as u64 * PAGE_SIZE;
         let ptr = self.frame_ptr(pa);
         // Frames come back dirty from `free`; zero them here, outside the lock.
-        for i in 0..count * ENTRIES_PER_TABLE {
-            // SAFETY: `ptr` points at `count` contiguous frames of this allocation, which no one
-            // else holds.
-            unsafe { (*ptr.as_ptr().add(i)).store(0, Ordering::Relaxed) };
-        }
+        // SAFETY: `ptr` points at `count` contiguous frames (`count * 512` entries) of one chunk
+        // (allocations are aligned to their size, so they never straddle a 512-frame chunk). The
+        // frames were just taken off a free list or the bump pointer under the lock, so no thread
+        // and no walker can reach them (`free`'s contract) and nothing accesses them
+        // concurrently; `AtomicU64` has the layout of `u64`, so all-zero bytes are a valid 0.
+        unsafe { core::ptr::write_bytes(ptr.as_ptr(), 0, count * ENTRIES_PER_TABLE) };
         self.live.fetch_add(count, Ordering::Relaxed);
         Some(Frame { pa, ptr })
     }
@@ -213,15 +216,21 @@ impl FrameAllocator for SimFrameAllocator {
         self.live.fetch_sub(count, Ordering::Relaxed);
     }
 
+    /// Cheap by design: one bounds check and one atomic load of the chunk pointer. The
+    /// contract only covers addresses inside a live allocation; for any other address the result
+    /// is unspecified (debug builds panic) but this function stays sound: it never dereferences
+    /// anything and never returns null.
     #[inline]
     fn frame_ptr(&self, pa: u64) -> NonNull<AtomicU64> {
         let off = pa.wrapping_sub(self.base);
         let chunk = (off / CHUNK_BYTES) as usize;
-        let frame = ((off % CHUNK_BYTES) / PAGE_SIZE) as usize;
+        let entry = ((off % CHUNK_BYTES) / PAGE_SIZE) as usize * ENTRIES_PER_TABLE;
         let p = self.chunks[chunk].load(Ordering::Acquire);
-        assert!(!p.is_null(), "frame_ptr: physical address {pa:#x} was never allocated");
-        // SAFETY: `p` is a live chunk and `frame < CHUNK_FRAMES`.
-        unsafe { NonNull::new_unchecked((*p).0[frame].as_ptr() as *mut AtomicU64) }
+        debug_assert!(!p.is_null(), "frame_ptr: physical address {pa:#x} was never allocated");
+        // Address arithmetic only (`wrapping_add`: no dereference, no in-bounds requirement), so
+        // a never-allocated chunk cannot cause undefined behaviour here.
+        let q = p.cast::<AtomicU64>().wrapping_add(entry);
+        NonNull::new(q).unwrap_or(NonNull::dangling())
     }
 
     fn live_frames(&self) -> usize {

@@ -35,13 +35,14 @@
 //! translation, so no translation ever disappears because of a split.
 
 use core::marker::PhantomData;
+use core::ptr::NonNull;
 use core::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use alloc::vec::Vec;
 
 use crate::attrs::{LeafAttrs, Perms};
 use crate::flush::{Detached, FlushBatch, FlushRange};
-use crate::format::{Format, Pte};
+use crate::format::{Format, LeafTemplate, Pte};
 use crate::frame::FrameAllocator;
 use crate::size::{level_bytes, table_index, Level, PageSize, ENTRIES_PER_TABLE, PAGE_SIZE};
 
@@ -267,9 +268,22 @@ fn stripe_of(gpa: u64) -> usize {
     ((gpa >> 21) as usize) % STRIPES
 }
 
+/// Where the root table's entries are, looked up once in [`PageTable::new`] (the root frame
+/// never moves and is freed only in `Drop`), so walks skip one `frame_ptr` per call.
+#[derive(Clone, Copy)]
+struct RootPtr(NonNull<AtomicU64>);
+
+// SAFETY: the pointer names `AtomicU64` entries of the table's root frame, which lives as long as
+// the table; every access through it is atomic, so sending or sharing it is no different from
+// sending or sharing the `&AtomicU64`s the table hands out.
+unsafe impl Send for RootPtr {}
+// SAFETY: as above.
+unsafe impl Sync for RootPtr {}
+
 /// A stage-2 page table of format `F` with frames from `A`.
 pub struct PageTable<F: Format, A: FrameAllocator> {
     root: u64,
+    root_ptr: RootPtr,
     alloc: A,
     stripes: [Stripe; STRIPES],
     _format: PhantomData<F>,
@@ -287,7 +301,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         let root = alloc.alloc_zeroed(Self::ROOT_FRAMES).ok_or(PtError::OutOfFrames)?;
         let stripes: [Stripe; STRIPES] = Default::default();
         stripes[0].tables.store(Self::ROOT_FRAMES as i64, Ordering::Relaxed);
-        Ok(PageTable { root: root.pa, alloc, stripes, _format: PhantomData })
+        Ok(PageTable { root: root.pa, root_ptr: RootPtr(root.ptr), alloc, stripes, _format: PhantomData })
     }
 
     /// Physical address of the root table (what goes into EPTP / nCR3 / VTTBR / hgatp).
@@ -316,9 +330,39 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         }
     }
 
+    /// Entries of the table at `pa`, which must be a table of this tree (or one an operation
+    /// unlinked and has not freed): [`FrameAllocator::frame_ptr`] only answers for live frames.
     #[inline]
     fn table_ptr(&self, pa: u64) -> *const AtomicU64 {
         self.alloc.frame_ptr(pa).as_ptr()
+    }
+
+    /// Entries of the root table (cached: no `frame_ptr` call).
+    #[inline]
+    fn root_table(&self) -> *const AtomicU64 {
+        self.root_ptr.0.as_ptr()
+    }
+
+    /// The walk shared by [`translate`](Self::translate) and
+    /// [`translate_pa`](Self::translate_pa): the raw present leaf mapping `gpa` and its level.
+    #[inline]
+    fn walk_leaf(&self, gpa: u64) -> Option<(u64, Level)> {
+        if gpa >= self.input_limit() {
+            return None;
+        }
+        let mut t = self.root_table();
+        let mut level = F::ROOT_LEVEL;
+        loop {
+            let raw = self.entry(t, table_index(gpa, level, Self::entries_at(level))).load(Ordering::Acquire);
+            if raw == F::FROZEN || !F::is_present(raw) {
+                return None;
+            }
+            if F::is_leaf(level, raw) {
+                return Some((raw, level));
+            }
+            t = self.table_ptr(F::addr(level, raw));
+            level -= 1;
+        }
     }
 
     #[inline]
@@ -501,16 +545,20 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         self.check_mapping(m)?;
         self.check_range(gpa, len, m.size)?;
         let mut d = Delta::default();
-        let r = self.map_in(self.root, F::ROOT_LEVEL, gpa, gpa + len, m.pa.wrapping_sub(gpa), m, batch, bbm, &mut d);
+        let r =
+            self.map_in(self.root, F::ROOT_LEVEL, false, gpa, gpa + len, m.pa.wrapping_sub(gpa), m, batch, bbm, &mut d);
         self.apply(gpa, &d);
         r
     }
 
+    /// `fresh`: the table at `table` was allocated by this `map` and every entry is still zero
+    /// (only the range `start..end` of it is written, once), so nothing needs to be read first.
     #[allow(clippy::too_many_arguments)]
     fn map_in(
         &self,
         table: u64,
         level: Level,
+        fresh: bool,
         start: u64,
         end: u64,
         offset: u64,
@@ -525,48 +573,75 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         let entries = Self::entries_at(level);
         let mut a = start;
         if level == target {
-            let mut i = table_index(a, level, entries);
-            let mut fresh = 0;
-            while a < end {
-                let e = self.entry(t, i);
-                let old = e.load(Ordering::Relaxed);
-                let new = F::leaf(level, a.wrapping_add(offset), &m.attrs);
-                if old == 0 || !F::is_present(old) {
-                    e.store(new, Ordering::Release);
-                } else {
-                    Self::replace_live(e, old, new, level, a, bbm);
-                    self.retire(level, a, old, false, batch, d, None);
+            // The attributes are the same for every leaf: encode them once.
+            let tmpl = F::leaf_template(level, &m.attrs);
+            let first = table_index(a, level, entries);
+            let n = (end - start).div_ceil(size) as usize;
+            if fresh {
+                Self::store_leaves(t, first, n, level, &tmpl, a.wrapping_add(offset), size);
+            } else {
+                for i in first..first + n {
+                    let e = self.entry(t, i);
+                    let old = e.load(Ordering::Relaxed);
+                    let new = F::with_addr(level, &tmpl, a.wrapping_add(offset));
+                    if old == 0 || !F::is_present(old) {
+                        e.store(new, Ordering::Release);
+                    } else {
+                        Self::replace_live(e, old, new, level, a, bbm);
+                        self.retire(level, a, old, false, batch, d, None);
+                    }
+                    a += size;
                 }
-                fresh += 1;
-                a += size;
-                i += 1;
             }
-            d.leaves[target as usize] += fresh;
+            d.leaves[target as usize] += n as i64;
             return Ok(());
         }
         while a < end {
             let stop = ((a & !(size - 1)) + size).min(end);
             let e = self.entry(t, table_index(a, level, entries));
-            let old = e.load(Ordering::Relaxed);
-            let child = if old == F::FROZEN || !F::is_present(old) {
+            let old = if fresh { 0 } else { e.load(Ordering::Relaxed) };
+            let (child, child_fresh) = if old == F::FROZEN || !F::is_present(old) {
                 let c = self.alloc_table()?;
                 e.store(F::table(c), Ordering::Release);
                 d.tables += 1;
-                c
+                (c, true)
             } else if F::is_leaf(level, old) {
                 let c = self.build_split(level, old)?;
                 Self::replace_live(e, old, F::table(c), level, a & !(size - 1), bbm);
                 d.leaves[level as usize] -= 1;
                 d.leaves[level as usize - 1] += ENTRIES_PER_TABLE as i64;
                 d.tables += 1;
-                c
+                (c, false)
             } else {
-                F::addr(level, old)
+                (F::addr(level, old), false)
             };
-            self.map_in(child, level - 1, a, stop, offset, m, batch, bbm, d)?;
+            self.map_in(child, level - 1, child_fresh, a, stop, offset, m, batch, bbm, d)?;
             a = stop;
         }
         Ok(())
+    }
+
+    /// Write `n` leaves into the zeroed entries `first..first + n` of the table `t`, the first
+    /// for output `pa`, each `step` bytes further: stores only, no loads.
+    #[inline]
+    fn store_leaves(
+        t: *const AtomicU64,
+        first: usize,
+        n: usize,
+        level: Level,
+        tmpl: &LeafTemplate,
+        pa: u64,
+        step: u64,
+    ) {
+        assert!(first + n <= Self::entries_at(level));
+        // SAFETY: `t` is a live table of this tree with `entries_at(level)` entries (the caller
+        // just allocated it), and `first + n` does not exceed that (checked above).
+        let entries = unsafe { core::slice::from_raw_parts(t.add(first), n) };
+        let mut pa = pa;
+        for e in entries {
+            e.store(F::with_addr(level, tmpl, pa), Ordering::Release);
+            pa = pa.wrapping_add(step);
+        }
     }
 
     /// Remove every leaf overlapping `gpa..gpa+len` (a huge leaf that overlaps the range only in
@@ -1024,25 +1099,30 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     }
 
     /// Translate one guest-physical address.
+    ///
+    /// Inlined, so a caller that reads only `pa` and `size` lets the compiler drop the attribute
+    /// decode (measured: half the cost of a 2M translate); [`translate_pa`](Self::translate_pa)
+    /// never decodes them. The walk itself stays out of line.
+    #[inline(always)]
     pub fn translate(&self, gpa: u64) -> Option<Translation> {
-        if gpa >= self.input_limit() {
-            return None;
-        }
-        let mut t = self.table_ptr(self.root);
-        let mut level = F::ROOT_LEVEL;
-        loop {
-            let raw = self.entry(t, table_index(gpa, level, Self::entries_at(level))).load(Ordering::Acquire);
-            if raw == F::FROZEN || !F::is_present(raw) {
-                return None;
-            }
-            if F::is_leaf(level, raw) {
-                let Pte::Leaf { pa, attrs } = F::decode(level, raw) else { return None };
-                let size = PageSize::from_level(level)?;
-                return Some(Translation { pa: pa + (gpa & (size.bytes() - 1)), size, attrs });
-            }
-            t = self.table_ptr(F::addr(level, raw));
-            level -= 1;
-        }
+        let (raw, level) = self.walk_leaf(gpa)?;
+        let Pte::Leaf { pa, attrs } = F::decode(level, raw) else { return None };
+        let size = PageSize::from_level(level)?;
+        Some(Translation { pa: pa + (gpa & (size.bytes() - 1)), size, attrs })
+    }
+
+    /// Translate one guest-physical address to its output address and leaf size only: the same
+    /// walk as [`translate`](Self::translate) (and the same answer for `pa` and `size`) without
+    /// decoding the leaf's attributes.
+    #[inline(always)]
+    pub fn translate_pa(&self, gpa: u64) -> Option<(u64, PageSize)> {
+        let (raw, level) = self.walk_leaf(gpa)?;
+        // Decode only to keep `translate`'s answer for entries that do not decode as a leaf
+        // (arm64 reserved descriptors); the attributes are unused, and the inlined decode
+        // leaves only the checks that pick the variant.
+        let Pte::Leaf { pa, .. } = F::decode(level, raw) else { return None };
+        let size = PageSize::from_level(level)?;
+        Some((pa + (gpa & (size.bytes() - 1)), size))
     }
 
     /// Walk as the hardware would for `access` at `gpa`: count the entries read, check
@@ -1050,7 +1130,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     /// format's hardware does.
     pub fn hw_walk(&self, gpa: u64, access: Access) -> HwWalk {
         let mut refs = 0;
-        let mut t = self.table_ptr(self.root);
+        let mut t = self.root_table();
         let mut level = F::ROOT_LEVEL;
         loop {
             let e = self.entry(t, table_index(gpa, level, Self::entries_at(level)));

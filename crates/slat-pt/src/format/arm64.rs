@@ -38,7 +38,7 @@
 //! `TLBI IPAS2E1IS` (plus `DSB`), then write the new entry. Hence [`Format::BREAK_BEFORE_MAKE`] is
 //! true.
 
-use super::{Format, Pte};
+use super::{Format, LeafTemplate, Pte};
 use crate::attrs::{LeafAttrs, MemType, Perms, SwBits};
 use crate::size::Level;
 
@@ -183,6 +183,11 @@ macro_rules! arm64_format {
             #[inline]
             fn leaf(level: Level, pa: u64, attrs: &LeafAttrs) -> u64 {
                 s2_leaf(level, pa, attrs)
+            }
+            #[inline]
+            fn with_addr(_level: Level, template: &LeafTemplate, pa: u64) -> u64 {
+                // `s2_leaf` ORs `pa & ADDR_MASK` into bits that depend only on level and attributes.
+                template.raw | (pa & ADDR_MASK)
             }
             #[inline]
             fn decode(level: Level, raw: u64) -> Pte {

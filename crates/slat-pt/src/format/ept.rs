@@ -15,7 +15,7 @@
 //! the same translation (the TLB may hold either until flushed), so
 //! [`Format::BREAK_BEFORE_MAKE`] is false.
 
-use super::{Format, Pte};
+use super::{Format, LeafTemplate, Pte};
 use crate::attrs::{LeafAttrs, MemType, Perms, SwBits};
 use crate::size::Level;
 
@@ -132,6 +132,11 @@ macro_rules! ept_format {
             #[inline]
             fn leaf(level: Level, pa: u64, attrs: &LeafAttrs) -> u64 {
                 ept_leaf(level, pa, attrs)
+            }
+            #[inline]
+            fn with_addr(_level: Level, template: &LeafTemplate, pa: u64) -> u64 {
+                // `ept_leaf` ORs `pa & ADDR_MASK` into bits that depend only on the attributes.
+                template.raw | (pa & ADDR_MASK)
             }
             #[inline]
             fn decode(level: Level, raw: u64) -> Pte {

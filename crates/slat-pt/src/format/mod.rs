@@ -43,6 +43,16 @@ pub enum Pte {
     },
 }
 
+/// A leaf encoding with the output address left out, from [`Format::leaf_template`]: the
+/// attributes are encoded once, and [`Format::with_addr`] adds each output address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeafTemplate {
+    /// `leaf(level, 0, &attrs)` for the level the template was made for.
+    pub raw: u64,
+    /// The attributes, for formats that re-encode the whole leaf per address (the default).
+    pub attrs: LeafAttrs,
+}
+
 /// A hardware stage-2 page-table format.
 ///
 /// Implementations are zero-sized marker types. All functions are pure.
@@ -91,6 +101,21 @@ pub trait Format: Copy + Send + Sync + 'static {
     /// Leaf entry at `level` for output `pa` (aligned to the level's size).
     fn leaf(level: Level, pa: u64, attrs: &LeafAttrs) -> u64;
 
+    /// The attributes of a run of leaves at `level`, encoded once for [`Format::with_addr`].
+    #[inline]
+    fn leaf_template(level: Level, attrs: &LeafAttrs) -> LeafTemplate {
+        LeafTemplate { raw: Self::leaf(level, 0, attrs), attrs: *attrs }
+    }
+
+    /// The leaf at `level` for output `pa` with the attributes of `template` (made by
+    /// [`Format::leaf_template`] for the same `level`). Always equal to
+    /// `leaf(level, pa, &template.attrs)`; formats where the address is a plain bit field
+    /// override it with an OR.
+    #[inline]
+    fn with_addr(level: Level, template: &LeafTemplate, pa: u64) -> u64 {
+        Self::leaf(level, pa, &template.attrs)
+    }
+
     /// Decode any entry value at `level`.
     fn decode(level: Level, raw: u64) -> Pte;
 
@@ -122,4 +147,53 @@ pub trait Format: Copy + Send + Sync + 'static {
     /// What hardware writes back into a present leaf it used for an access (`write` = store):
     /// sets the accessed flag and, on a permitted write, the dirty state.
     fn hw_update(raw: u64, write: bool) -> u64;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attrs::{MemType, Perms, SwBits};
+
+    /// `with_addr(leaf_template(..))` is bit-exact with `leaf` for every format, level and a
+    /// spread of attributes and addresses (including address bits the level must drop).
+    fn template_matches_leaf<F: Format>() {
+        let mts = [MemType::WriteBack, MemType::WriteThrough, MemType::WriteCombining, MemType::Uncached];
+        let perms = [Perms::empty(), Perms::READ, Perms::RW, Perms::READ | Perms::EXEC, Perms::RW | Perms::EXEC];
+        let sws = [SwBits::empty(), SwBits::HOST_WRITABLE, SwBits::DIRTY_LOG_WP];
+        let pas = [0, 0x1000, 0x20_0000, 0x4000_0000, 0x1234_5000, 0xabc_def0_1000, (1 << 52) - 0x1000, u64::MAX];
+        for level in 0..=F::MAX_LEAF_LEVEL {
+            for mt in mts {
+                for p in perms {
+                    for sw in sws {
+                        for (accessed, dirty) in [(false, false), (true, false), (true, true), (false, true)] {
+                            let a = LeafAttrs { perms: p, mem_type: mt, accessed, dirty, sw };
+                            let t = F::leaf_template(level, &a);
+                            for pa in pas {
+                                let size_mask = crate::size::level_bytes(level) - 1;
+                                for pa in [pa, pa & !size_mask] {
+                                    assert_eq!(
+                                        F::with_addr(level, &t, pa),
+                                        F::leaf(level, pa, &a),
+                                        "{} {level} {pa:#x} {a:?}",
+                                        F::NAME
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn templates_are_bit_exact() {
+        template_matches_leaf::<Ept4>();
+        template_matches_leaf::<Ept5>();
+        template_matches_leaf::<Npt>();
+        template_matches_leaf::<Arm64S2L0>();
+        template_matches_leaf::<Arm64S2L1>();
+        template_matches_leaf::<Sv39x4>();
+        template_matches_leaf::<Sv48x4>();
+    }
 }

@@ -30,7 +30,7 @@
 //! Replacement rule: as for EPT, x86 tolerates a leaf being replaced in place by a larger or
 //! smaller one (the TLB may hold either until flushed), so [`Format::BREAK_BEFORE_MAKE`] is false.
 
-use super::{Format, Pte};
+use super::{Format, LeafTemplate, Pte};
 use crate::attrs::{LeafAttrs, MemType, Perms, SwBits};
 use crate::size::Level;
 
@@ -168,6 +168,13 @@ macro_rules! npt_format {
             #[inline]
             fn leaf(level: Level, pa: u64, attrs: &LeafAttrs) -> u64 {
                 npt_leaf(level, pa, attrs)
+            }
+            #[inline]
+            fn with_addr(level: Level, template: &LeafTemplate, pa: u64) -> u64 {
+                // `npt_leaf` ORs the address under the level's mask (which keeps bit 12, PAT of a
+                // large leaf, out of the address) into bits that depend only on the attributes.
+                let mask = if level == 0 { ADDR_MASK } else { LARGE_ADDR_MASK };
+                template.raw | (pa & mask)
             }
             #[inline]
             fn decode(level: Level, raw: u64) -> Pte {

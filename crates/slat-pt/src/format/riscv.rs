@@ -37,7 +37,7 @@
 //! old or the new translation. No invalid step is required, so [`Format::BREAK_BEFORE_MAKE`] is
 //! false.
 
-use super::{Format, Pte};
+use super::{Format, LeafTemplate, Pte};
 use crate::attrs::{LeafAttrs, MemType, Perms, SwBits};
 use crate::size::Level;
 
@@ -166,6 +166,11 @@ macro_rules! riscv_format {
             #[inline]
             fn leaf(_level: Level, pa: u64, attrs: &LeafAttrs) -> u64 {
                 g_leaf(pa, attrs)
+            }
+            #[inline]
+            fn with_addr(_level: Level, template: &LeafTemplate, pa: u64) -> u64 {
+                // `g_leaf` ORs the PPN (bits 53:10) into bits that depend only on the attributes.
+                template.raw | pa_to_ppn(pa)
             }
             #[inline]
             fn decode(level: Level, raw: u64) -> Pte {

@@ -95,6 +95,7 @@ impl<'s, F: Format> Engine<'s, F> {
             Metric::NxSplits => s.nx_lpage_splits,
             Metric::NxRecovered => s.nx_recovered,
             Metric::DirtyPagesHarvested => s.dirty_pages_harvested,
+            Metric::DirtyRingFull => s.dirty_ring_full,
             Metric::TablePages => s.table_pages,
             Metric::TlbMisses => hw.misses,
             Metric::WalkRefs => hw.walk_refs,

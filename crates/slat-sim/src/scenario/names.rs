@@ -369,6 +369,8 @@ names! {
         NxRecovered = "nx_recovered",
         /// Dirty pages reported by harvests.
         DirtyPagesHarvested = "dirty_pages_harvested",
+        /// Times a vCPU's dirty ring reached its soft limit (`KVM_EXIT_DIRTY_RING_FULL`).
+        DirtyRingFull = "dirty_ring_full",
         /// Stage-2 page-table pages.
         TablePages = "table_pages",
         /// TLB misses (all vCPUs).
