@@ -41,7 +41,8 @@ impl Counters {
     /// The stripe for a fault at `gfn`.
     #[inline]
     pub(crate) fn hot(&self, gfn: u64) -> &Hot {
-        &self.hot[((gfn >> 9) as usize) % STRIPES]
+        // Multiplicative hash of the 2 MiB block (see slat-pt's counter stripes).
+        &self.hot[((gfn >> 9).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 61) as usize % STRIPES]
     }
 
     /// Sum of one hot counter over all stripes.
