@@ -39,6 +39,17 @@ pub trait FrameAllocator {
     /// `pa`/`count` must name a live allocation from this allocator that no thread and no
     /// hardware walker can still reach.
     unsafe fn free(&self, pa: u64, count: usize);
+    /// Free many single-frame allocations at once (a detached subtree after its flush).
+    /// Allocators with a lock should override this to take it once.
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free), for every address, each a single-frame allocation.
+    unsafe fn free_frames(&self, pas: &mut dyn Iterator<Item = u64>) {
+        for pa in pas {
+            // SAFETY: forwarded contract.
+            unsafe { self.free(pa, 1) };
+        }
+    }
     /// Pointer through which the frame containing `pa` is accessed.
     fn frame_ptr(&self, pa: u64) -> NonNull<AtomicU64>;
     /// Frames currently allocated.
@@ -52,6 +63,10 @@ impl<T: FrameAllocator + ?Sized> FrameAllocator for &T {
     unsafe fn free(&self, pa: u64, count: usize) {
         // SAFETY: forwarded contract.
         unsafe { (**self).free(pa, count) }
+    }
+    unsafe fn free_frames(&self, pas: &mut dyn Iterator<Item = u64>) {
+        // SAFETY: forwarded contract.
+        unsafe { (**self).free_frames(pas) }
     }
     #[inline]
     fn frame_ptr(&self, pa: u64) -> NonNull<AtomicU64> {
@@ -69,6 +84,10 @@ impl<T: FrameAllocator + ?Sized> FrameAllocator for alloc::sync::Arc<T> {
     unsafe fn free(&self, pa: u64, count: usize) {
         // SAFETY: forwarded contract.
         unsafe { (**self).free(pa, count) }
+    }
+    unsafe fn free_frames(&self, pas: &mut dyn Iterator<Item = u64>) {
+        // SAFETY: forwarded contract.
+        unsafe { (**self).free_frames(pas) }
     }
     #[inline]
     fn frame_ptr(&self, pa: u64) -> NonNull<AtomicU64> {
@@ -214,6 +233,15 @@ impl FrameAllocator for SimFrameAllocator {
         let index = ((pa - self.base) / PAGE_SIZE) as usize;
         self.state.lock().free[order].push(index);
         self.live.fetch_sub(count, Ordering::Relaxed);
+    }
+
+    unsafe fn free_frames(&self, pas: &mut dyn Iterator<Item = u64>) {
+        let mut st = self.state.lock();
+        let before = st.free[0].len();
+        st.free[0].extend(pas.map(|pa| ((pa - self.base) / PAGE_SIZE) as usize));
+        let freed = st.free[0].len() - before;
+        drop(st);
+        self.live.fetch_sub(freed, Ordering::Relaxed);
     }
 
     /// Cheap by design: one bounds check and one atomic load of the chunk pointer. The

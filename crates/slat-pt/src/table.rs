@@ -936,11 +936,10 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     /// software walker (shared operation, simulated hardware walk) can still hold a pointer into
     /// them.
     pub unsafe fn free_detached(&self, detached: impl IntoIterator<Item = Detached>) {
-        for d in detached {
-            // SAFETY: the caller guarantees no one reaches the frame any more; it was allocated
-            // as a single frame by this table.
-            unsafe { self.alloc.free(d.pa, 1) };
-        }
+        // SAFETY: the caller guarantees no one reaches these frames any more; each was allocated
+        // as a single frame by this table (only roots span several frames, and they are never
+        // detached).
+        unsafe { self.alloc.free_frames(&mut detached.into_iter().map(|d| d.pa)) };
     }
 
     // ---- shared operations --------------------------------------------------------------
