@@ -36,7 +36,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
             if on {
                 slot.fill_dirty(self.initially_set());
                 if !self.initially_set() {
-                    self.protect_for_logging(&mut pt, &slot, g0, g1, &mut batch);
+                    self.protect_for_logging(&mut pt, g0, g1, &mut batch);
                 }
             }
             self.finish(&pt, batch);
@@ -74,9 +74,8 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     }
 
     /// Write-protect (or clear hardware dirty state of) every leaf in `g0..g1` for logging.
-    fn protect_for_logging(&self, pt: &mut PageTable<F, A>, slot: &Memslot, g0: u64, g1: u64, batch: &mut FlushBatch) {
+    fn protect_for_logging(&self, pt: &mut PageTable<F, A>, g0: u64, g1: u64, batch: &mut FlushBatch) {
         let hw = self.config.dirty_log == DirtyLogMode::HardwareDirty && F::HW_DIRTY;
-        let _ = slot;
         let changed = pt
             .update_leaves(g0 * PAGE_SIZE, (g1 - g0) * PAGE_SIZE, batch, |l| {
                 let a = l.attrs;
@@ -203,7 +202,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         let mut run: Option<(u64, u64)> = None;
         let flush_run = |pt: &mut PageTable<F, A>, run: (u64, u64), batch: &mut FlushBatch| {
             let g0 = slot.base_gfn + run.0;
-            self.protect_for_logging(pt, slot, g0, g0 + run.1, batch);
+            self.protect_for_logging(pt, g0, g0 + run.1, batch);
         };
         for page in pages.into_iter().take_while(|&p| p < slot.npages) {
             run = match run {

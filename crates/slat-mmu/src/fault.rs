@@ -242,9 +242,12 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
             Counters::inc(&hot.retries);
             return Ok(FaultOutcome::Retry);
         }
-        let existing = pt.translate(block * PAGE_SIZE).map(|t| t.size);
-        let result = if logging && write && self.config.dirty_log == DirtyLogMode::WriteProtect && existing > Some(size)
-        {
+        // The size of a leaf already covering the block matters only to the lazily-drop path and
+        // to NX tracking; other faults skip this extra walk.
+        let wp_write = logging && write && self.config.dirty_log == DirtyLogMode::WriteProtect;
+        let nx_exec = self.config.nx.is_some() && access == Access::Exec;
+        let existing = if wp_write || nx_exec { pt.translate_pa(block * PAGE_SIZE).map(|(_, s)| s) } else { None };
+        let result = if wp_write && existing > Some(size) {
             // Lazily drop the large leaf: zap it and map only the written page.
             drop(pt);
             let mut pt = self.tables.write();
