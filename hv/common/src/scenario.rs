@@ -141,8 +141,12 @@ impl Outcome {
         if self.faults.is_empty() {
             return String::from("no stage-2 fault");
         }
-        let v: Vec<String> = self.faults.iter().map(S2Fault::describe).collect();
-        v.join(", ")
+        let v: Vec<String> = self.faults.iter().take(3).map(S2Fault::describe).collect();
+        if self.faults.len() > 3 {
+            format!("{}, ... ({} faults in all)", v.join(", "), self.faults.len())
+        } else {
+            v.join(", ")
+        }
     }
 
     /// The faults are exactly `want` (page, access, permission).

@@ -1,0 +1,238 @@
+//! arm64 stage 2 at EL2: VTCR_EL2 from slat's format constants, VTTBR_EL2, HCR_EL2, guest entry
+//! by ERET to EL1 with its stage 1 off, abort decoding (ESR_EL2, HPFAR_EL2, FAR_EL2), and the
+//! TLB through TLBI.
+
+use alloc::vec::Vec;
+use core::arch::asm;
+use core::marker::PhantomData;
+
+use hv_common::check;
+use hv_common::report::Report;
+use hv_common::scenario::{Op, RunError, S2Fault, Vm, CODE_GPA, LOAD_STUB};
+use slat_pt::{Access, FlushRange, Format, PAGE_SIZE};
+
+/// Stage 2 with a level-1 start (40-bit IPA), or with the `bad-encoding` bug, its leaves without
+/// S2AP[1] (never writable: every write faults).
+#[cfg(not(feature = "bad-encoding"))]
+pub type Fmt1 = slat_pt::format::Arm64S2L1;
+/// See above.
+#[cfg(feature = "bad-encoding")]
+pub type Fmt1 = hv_common::mutant::Mutant<slat_pt::format::Arm64S2L1, { 1 << 7 }>;
+/// Stage 2 with a level-0 start (48-bit IPA).
+#[cfg(not(feature = "bad-encoding"))]
+pub type Fmt0 = slat_pt::format::Arm64S2L0;
+/// See above.
+#[cfg(feature = "bad-encoding")]
+pub type Fmt0 = hv_common::mutant::Mutant<slat_pt::format::Arm64S2L0, { 1 << 7 }>;
+
+const VMID: u64 = 1;
+/// Faults any one op may take before the run is declared stuck.
+const MAX_FAULTS_PER_OP: usize = 16;
+/// Ranges up to this many pages are invalidated page by page (TLBI IPAS2E1IS), larger ones with
+/// one TLBI VMALLS12E1IS.
+const MAX_PAGES_BY_IPA: u64 = 16;
+
+const EC_HVC64: u64 = 0x16;
+const EC_IABT_LOW: u64 = 0x20;
+const EC_DABT_LOW: u64 = 0x24;
+
+/// Guest registers, ELR and SPSR (layout shared with `guest_enter` / `guest_exit`).
+#[repr(C)]
+struct Ctx {
+    x: [u64; 31],
+    elr: u64,
+    spsr: u64,
+}
+
+extern "C" {
+    fn guest_enter(ctx: *mut Ctx);
+}
+
+macro_rules! sysreg {
+    (read $name:literal) => {{
+        let v: u64;
+        // SAFETY: reading an EL2 system register has no side effect.
+        unsafe { asm!(concat!("mrs {}, ", $name), out(reg) v, options(nomem, nostack)) };
+        v
+    }};
+    (write $name:literal, $v:expr) => {{
+        // SAFETY: the hypervisor owns EL2 configuration; callers keep it consistent.
+        unsafe { asm!(concat!("msr ", $name, ", {}"), "isb", in(reg) $v, options(nostack)) };
+    }};
+}
+
+/// The arm64 TLB: `TLBI IPAS2E1IS` per page of a small range (then `TLBI VMALLE1IS` for the
+/// combined stage-1+2 entries, as the architecture requires), `TLBI VMALLS12E1IS` otherwise;
+/// each preceded by `DSB ISHST` so the table writes are visible to the walker, and followed by
+/// `DSB ISH; ISB`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct S2Tlb;
+
+impl slat_mmu::Tlb for S2Tlb {
+    fn flush_range(&self, range: &FlushRange) {
+        let pages = range.len.div_ceil(PAGE_SIZE);
+        if pages > MAX_PAGES_BY_IPA {
+            return self.flush_all();
+        }
+        if !hv_common::flush::flush_enabled() {
+            return;
+        }
+        // SAFETY: TLB maintenance for the current VMID; no memory is accessed.
+        unsafe {
+            asm!("dsb ishst", options(nostack));
+            for i in 0..pages {
+                let ipa = range.gpa + i * PAGE_SIZE;
+                asm!("tlbi ipas2e1is, {}", in(reg) ipa >> 12, options(nostack));
+            }
+            asm!("dsb ish", "tlbi vmalle1is", "dsb ish", "isb", options(nostack));
+        }
+    }
+
+    fn flush_all(&self) {
+        if !hv_common::flush::flush_enabled() {
+            return;
+        }
+        // SAFETY: TLB maintenance for the current VMID; no memory is accessed.
+        unsafe { asm!("dsb ishst", "tlbi vmalls12e1is", "dsb ish", "isb", options(nostack)) };
+    }
+}
+
+/// The hypervisor's one vCPU, with stage-2 format `F`.
+pub struct S2Vm<F> {
+    ctx: Ctx,
+    aborts: u64,
+    hpfar_agrees: u64,
+    _f: PhantomData<F>,
+}
+
+impl<F: Format> S2Vm<F> {
+    /// Configure stage 2 for `F`: VTCR_EL2 from the format's input size and root level, with
+    /// hardware access-flag and dirty-state management (HA, HD: slat's arm64 leaves assume
+    /// FEAT_HAFDBS), and HCR_EL2.VM.
+    pub fn new() -> Self {
+        let t0sz = 64 - F::INPUT_BITS as u64;
+        let sl0 = F::ROOT_LEVEL as u64 - 1;
+        let vtcr = (1 << 31) | (1 << 22) | (1 << 21) | (5 << 16) | (3 << 12) | (1 << 10) | (1 << 8) | (sl0 << 6) | t0sz;
+        sysreg!(write "vtcr_el2", vtcr);
+        sysreg!(write "hcr_el2", (1u64 << 31) | 1);
+        // The guest's EL1 state: stage 1 off.
+        sysreg!(write "sctlr_el1", 0x30D0_0800u64);
+        S2Vm { ctx: Ctx { x: [0; 31], elr: 0, spsr: 0 }, aborts: 0, hpfar_agrees: 0, _f: PhantomData }
+    }
+
+    /// What the CPU offers, as checks.
+    pub fn report_features(&self, r: &mut Report) {
+        let mmfr1 = sysreg!(read "id_aa64mmfr1_el1");
+        let hafdbs = mmfr1 & 0xf;
+        check!(r, hafdbs >= 2, "ID_AA64MMFR1_EL1.HAFDBS = {hafdbs} (2: hardware access flag and dirty state)");
+        r.note(format_args!("format {}: VTCR_EL2 = {:#x}", F::NAME, sysreg!(read "vtcr_el2")));
+    }
+
+    fn decode(&mut self, esr: u64) -> Option<S2Fault> {
+        let ec = esr >> 26;
+        let fsc = esr & 0x3f;
+        let access = match ec {
+            EC_IABT_LOW => Access::Exec,
+            EC_DABT_LOW if esr & (1 << 6) != 0 => Access::Write,
+            EC_DABT_LOW => Access::Read,
+            _ => return None,
+        };
+        let permission = match fsc & 0x3c {
+            0x04 => false, // translation fault, level fsc & 3
+            0x0c => true,  // permission fault
+            _ => return None,
+        };
+        let far = sysreg!(read "far_el2");
+        let hpfar = sysreg!(read "hpfar_el2");
+        let ipa = ((hpfar & 0x0000_0FFF_FFFF_FFF0) << 8) | (far & 0xfff);
+        self.aborts += 1;
+        // Stage 1 is off, so FAR_EL2 (the virtual address) equals the IPA.
+        self.hpfar_agrees += (ipa == far) as u64;
+        Some(S2Fault { gpa: ipa, access, permission: Some(permission), syndrome: esr })
+    }
+}
+
+impl<F: Format> S2Vm<F> {
+    /// The abort syndrome facts gathered over the run, as a check.
+    pub fn report_syndromes(&self, r: &mut Report) {
+        check!(
+            r,
+            self.aborts > 0 && self.hpfar_agrees == self.aborts,
+            "every stage-2 abort ({}) reported its IPA in HPFAR_EL2, equal to FAR_EL2",
+            self.aborts
+        );
+    }
+}
+
+impl<F: Format> Vm for S2Vm<F> {
+    type Fmt = F;
+    type Tlb = S2Tlb;
+    const ARCH: &'static str = "arm64";
+    const KEEPS_TLB_ACROSS_EXITS: bool = true;
+
+    fn tlb(&self) -> S2Tlb {
+        S2Tlb
+    }
+
+    fn set_root(&mut self, root_pa: u64) {
+        sysreg!(write "vttbr_el2", root_pa | (VMID << 48));
+        // A new table for the same VMID: nothing cached from the previous one may survive.
+        // SAFETY: TLB maintenance only.
+        unsafe { asm!("dsb ishst", "tlbi vmalls12e1is", "dsb ish", "isb", options(nostack)) };
+    }
+
+    fn code_page(&self) -> Vec<u8> {
+        let mut words = alloc::vec![0xD420_0000u32; 0x20]; // BRK filler
+        words[0] = 0xB900_0022; // str w2, [x1]
+        words[1] = 0xD400_0002; // hvc #0
+        let l = LOAD_STUB as usize / 4;
+        words[l] = 0xB940_0023; // ldr w3, [x1]
+        words[l + 1] = 0xD400_0002; // hvc #0
+        words.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    fn exec_stub(&self, value: u32) -> Vec<u8> {
+        let lo = value & 0xffff;
+        let hi = value >> 16;
+        let words = [0x5280_0003 | (lo << 5), 0x72A0_0003 | (hi << 5), 0xD400_0002]; // movz, movk, hvc
+        words.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    fn run(&mut self, op: Op, on_fault: &mut dyn FnMut(&S2Fault) -> bool) -> Result<u32, RunError> {
+        self.ctx.elr = match op {
+            Op::Store { gpa, val } => {
+                self.ctx.x[1] = gpa;
+                self.ctx.x[2] = val as u64;
+                CODE_GPA
+            }
+            Op::Load { gpa } => {
+                self.ctx.x[1] = gpa;
+                CODE_GPA + LOAD_STUB
+            }
+            Op::Exec { gpa } => gpa,
+        };
+        self.ctx.x[3] = 0;
+        self.ctx.spsr = 0x3C5; // EL1h, DAIF masked
+        let mut faults = 0;
+        loop {
+            // SAFETY: `ctx` holds a valid EL1 context; HCR_EL2, VTCR_EL2 and VTTBR_EL2 describe
+            // slat's table; `guest_enter` returns at the guest's next synchronous exception with
+            // every callee-saved register restored.
+            unsafe { guest_enter(&mut self.ctx) };
+            let esr = sysreg!(read "esr_el2");
+            if esr >> 26 == EC_HVC64 {
+                return Ok(self.ctx.x[3] as u32);
+            }
+            let Some(f) = self.decode(esr) else {
+                return Err(RunError::Unexpected(esr, self.ctx.elr));
+            };
+            faults += 1;
+            if faults > MAX_FAULTS_PER_OP {
+                return Err(RunError::TooManyFaults);
+            }
+            if !on_fault(&f) {
+                return Err(RunError::FaultRefused);
+            }
+        }
+    }
+}
