@@ -79,7 +79,7 @@ for arch in "${archs[@]}"; do
   timeout 300 "$qemu" "${qargs[@]}" -serial stdio -kernel "$kernel" </dev/null >"$log" 2>&1
   rc=$?
   t2=$(date +%s.%N)
-  tr -d '\r' <"$log" | grep -a -E '^\[|^RESULT|^PANIC|^host exception|hv-' >"$log.clean"
+  tr -d '\r' <"$log" | grep -a -E '^\[|^RESULT|^PANIC|^host exception|^hv-' >"$log.clean"
   if [ $quiet -eq 1 ]; then grep -a -E 'FAIL|PANIC|exception' "$log.clean"; else cat "$log.clean"; fi
   result=$(grep -a '^RESULT' "$log.clean" | tail -1)
   passed=$(grep -a -c '\] ok ' "$log.clean")

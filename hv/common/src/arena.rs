@@ -25,7 +25,11 @@ pub struct FrameArena {
 impl FrameArena {
     /// An arena over `len` bytes at `base` (4 KiB aligned, identity mapped, owned by the arena).
     pub fn new(base: u64, len: u64) -> Self {
-        FrameArena { base, end: base + len, state: spin::Mutex::new(State { bump: base, free: Default::default(), live: 0 }) }
+        FrameArena {
+            base,
+            end: base + len,
+            state: spin::Mutex::new(State { bump: base, free: Default::default(), live: 0 }),
+        }
     }
 
     /// Whether `pa` lies inside the arena.
@@ -52,9 +56,9 @@ impl FrameAllocator for FrameArena {
             let pa = match st.free[order].pop() {
                 Some(pa) => pa,
                 None => {
-                    // Align to the allocation size (the 2- and 4-frame roots need it); the
+                    // Align to the allocation size (the 2- and 4-frame roots need physical alignment); the
                     // skipped frames go to the single-frame list.
-                    while (st.bump - self.base) % bytes != 0 {
+                    while st.bump & (bytes - 1) != 0 {
                         let skipped = st.bump;
                         st.free[0].push(skipped);
                         st.bump += PAGE_SIZE;

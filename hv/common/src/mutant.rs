@@ -5,7 +5,7 @@
 use core::marker::PhantomData;
 
 use slat_pt::format::{Format, Pte};
-use slat_pt::{Level, LeafAttrs};
+use slat_pt::{LeafAttrs, Level};
 
 /// `F` with the bits `CLEAR` dropped from every leaf.
 #[derive(Debug)]

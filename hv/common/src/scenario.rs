@@ -194,7 +194,14 @@ impl<'a, 'o, V: Vm> Scenario<'a, 'o, V> {
         let mmu = M::<V>::new(config, arena, self.host, self.vm.tlb()).expect("MMU configuration");
         for (id, gpa, len) in [SLOT_4K, SLOT_2M, SLOT_1G] {
             let hva = [HVA_4K, HVA_2M, HVA_1G][id as usize];
-            let spec = MemslotSpec { id, base_gfn: gpa / PAGE_SIZE, npages: len / PAGE_SIZE, hva, readonly: false, log_dirty: false };
+            let spec = MemslotSpec {
+                id,
+                base_gfn: gpa / PAGE_SIZE,
+                npages: len / PAGE_SIZE,
+                hva,
+                readonly: false,
+                log_dirty: false,
+            };
             mmu.add_memslot(spec).expect("memslot");
         }
         self.vm.set_root(mmu.root_pa());
@@ -221,7 +228,13 @@ impl<'a, 'o, V: Vm> Scenario<'a, 'o, V> {
     fn audit(&mut self, mmu: &M<'a, V>, when: &str) {
         match mmu.audit() {
             Ok(rep) => {
-                check!(self.r, true, "audit() after {when}: {} leaves, {} table pages, invariants hold", rep.leaves, rep.table_pages);
+                check!(
+                    self.r,
+                    true,
+                    "audit() after {when}: {} leaves, {} table pages, invariants hold",
+                    rep.leaves,
+                    rep.table_pages
+                );
             }
             Err(e) => {
                 check!(self.r, false, "audit() after {when}: {e}");
@@ -254,7 +267,12 @@ impl<'a, 'o, V: Vm> Scenario<'a, 'o, V> {
         self.r.section("fault path from an empty table (4K, 2M, 1G leaves; read, write, fetch)");
         let mmu = self.mmu(DirtyLogMode::SplitOnFault);
         let s = mmu.stats();
-        check!(self.r, s.pages_4k + s.pages_2m + s.pages_1g == 0, "empty table: no leaves, {} table page(s)", s.table_pages);
+        check!(
+            self.r,
+            s.pages_4k + s.pages_2m + s.pages_1g == 0,
+            "empty table: no leaves, {} table page(s)",
+            s.table_pages
+        );
 
         // A store into the 4 KiB slot: the stub fetch faults, then the store.
         let o = self.op(&mmu, Op::Store { gpa: 0x1_0000, val: 0xA11C_E001 });
@@ -312,7 +330,9 @@ impl<'a, 'o, V: Vm> Scenario<'a, 'o, V> {
         let o = self.op(&mmu, Op::Store { gpa: g1, val: 0x1616_0003 });
         check!(
             self.r,
-            o.result.is_ok() && o.faults_are(&[(g1, Access::Write, false)]) && self.host.read(HVA_1G + 0x2345_6780) == 0x1616_0003,
+            o.result.is_ok()
+                && o.faults_are(&[(g1, Access::Write, false)])
+                && self.host.read(HVA_1G + 0x2345_6780) == 0x1616_0003,
             "store into the 1G slot: one write fault, data lands: {}",
             o.faults_str()
         );
@@ -322,7 +342,10 @@ impl<'a, 'o, V: Vm> Scenario<'a, 'o, V> {
         let o2 = self.op(&mmu, Op::Load { gpa: SLOT_1G.1 });
         check!(
             self.r,
-            o.faults.is_empty() && o2.faults.is_empty() && o2.result == Ok(0x5EED_0002) && self.host.read(HVA_1G + SLOT_1G.2 - 4) == 0x1616_0004,
+            o.faults.is_empty()
+                && o2.faults.is_empty()
+                && o2.result == Ok(0x5EED_0002)
+                && self.host.read(HVA_1G + SLOT_1G.2 - 4) == 0x1616_0004,
             "last and first word of the GiB go through the same 1G leaf without faults"
         );
 
@@ -339,7 +362,9 @@ impl<'a, 'o, V: Vm> Scenario<'a, 'o, V> {
         let o = self.op(&mmu, Op::Exec { gpa: gx });
         check!(
             self.r,
-            o.result == Ok(0xC0DE_0002) && o.faults_are(&[(gx, Access::Exec, false)]) && Self::size_of(&mmu, gx) == Some(PageSize::Size2M),
+            o.result == Ok(0xC0DE_0002)
+                && o.faults_are(&[(gx, Access::Exec, false)])
+                && Self::size_of(&mmu, gx) == Some(PageSize::Size2M),
             "fetch from the 2M slot: instruction-fetch fault, 2M executable leaf: {}",
             o.faults_str()
         );
@@ -365,7 +390,12 @@ impl<'a, 'o, V: Vm> Scenario<'a, 'o, V> {
             mmu.stats().write_protected
         );
         let o = self.op(&mmu, Op::Load { gpa: g });
-        check!(self.r, o.result == Ok(0x5EED_0001) && o.faults.is_empty(), "reads still go through: {}", o.faults_str());
+        check!(
+            self.r,
+            o.result == Ok(0x5EED_0001) && o.faults.is_empty(),
+            "reads still go through: {}",
+            o.faults_str()
+        );
         let x = SLOT_2M.1 + 0x5000;
         let y = SLOT_2M.1 + 0x9000;
         let o = self.op(&mmu, Op::Store { gpa: x, val: 0xD1D1_0005 });
@@ -378,7 +408,8 @@ impl<'a, 'o, V: Vm> Scenario<'a, 'o, V> {
         check!(
             self.r,
             Self::size_of(&mmu, x) == Some(PageSize::Size4K)
-                && Self::leaf(&mmu, y).is_some_and(|t| t.size == PageSize::Size4K && !t.attrs.perms.contains(Perms::WRITE)),
+                && Self::leaf(&mmu, y)
+                    .is_some_and(|t| t.size == PageSize::Size4K && !t.attrs.perms.contains(Perms::WRITE)),
             "the 2M leaf was split: page 5 is a writable 4K leaf, page 9 a protected one"
         );
         let o = self.op(&mmu, Op::Store { gpa: y, val: 0xD1D1_0009 });
@@ -406,7 +437,9 @@ impl<'a, 'o, V: Vm> Scenario<'a, 'o, V> {
         let after = mmu.stats();
         check!(
             self.r,
-            after.pages_2m == 2 && after.recoveries > before.recoveries && Self::size_of(&mmu, x) == Some(PageSize::Size2M),
+            after.pages_2m == 2
+                && after.recoveries > before.recoveries
+                && Self::size_of(&mmu, x) == Some(PageSize::Size2M),
             "logging off: recovered in place to {} x 2M leaves ({} 4K leaves left, {} recoveries)",
             after.pages_2m,
             after.pages_4k,
@@ -417,13 +450,22 @@ impl<'a, 'o, V: Vm> Scenario<'a, 'o, V> {
         let o3 = self.op(&mmu, Op::Store { gpa: y + 4, val: 7 });
         check!(
             self.r,
-            o.result == Ok(0xD1D1_2005) && o2.result == Ok(0xD1D1_0009) && o.faults.is_empty() && o2.faults.is_empty() && o3.faults.is_empty(),
+            o.result == Ok(0xD1D1_2005)
+                && o2.result == Ok(0xD1D1_0009)
+                && o.faults.is_empty()
+                && o2.faults.is_empty()
+                && o3.faults.is_empty(),
             "the guest keeps its data through the recovered leaf without faults (reads {:x?} {:x?})",
             o.result,
             o2.result
         );
         let r = mmu.recover_huge_pages(id);
-        check!(self.r, r.as_ref().is_ok_and(|r| r.blocks == 0), "a second recover_huge_pages finds nothing to do: {:?}", r);
+        check!(
+            self.r,
+            r.as_ref().is_ok_and(|r| r.blocks == 0),
+            "a second recover_huge_pages finds nothing to do: {:?}",
+            r
+        );
         self.audit(&mmu, "write-protect logging and recovery");
     }
 
@@ -456,7 +498,12 @@ impl<'a, 'o, V: Vm> Scenario<'a, 'o, V> {
         let d: Vec<bool> = (0..4).map(|i| Self::leaf(&mmu, p(i)).is_some_and(|t| t.attrs.dirty)).collect();
         check!(self.r, d == [false, true, false, true], "the CPU set D in exactly the written leaves: {:?}", d);
         let log = mmu.get_dirty_log(id).map(|l| pages_of(&l));
-        check!(self.r, log == Ok(alloc::vec![0x21, 0x23]), "get_dirty_log harvests exactly the written pages: {:x?}", log);
+        check!(
+            self.r,
+            log == Ok(alloc::vec![0x21, 0x23]),
+            "get_dirty_log harvests exactly the written pages: {:x?}",
+            log
+        );
         let o = self.op(&mmu, Op::Store { gpa: p(1), val: 0xD0_1001 });
         let log = mmu.get_dirty_log(id).map(|l| pages_of(&l));
         check!(
@@ -585,7 +632,12 @@ impl<'a, 'o, V: Vm> Scenario<'a, 'o, V> {
         let _ = mmu.get_dirty_log(id);
         let _ = self.op(&mmu, Op::Store { gpa: h, val: 2 });
         let log = mmu.get_dirty_log(id).map(|l| pages_of(&l));
-        check!(self.r, log == Ok(alloc::vec![0x32]), "write after a harvest (with its flush) is in the next log: {:x?}", log);
+        check!(
+            self.r,
+            log == Ok(alloc::vec![0x32]),
+            "write after a harvest (with its flush) is in the next log: {:x?}",
+            log
+        );
         let _ = self.op(&mmu, Op::Store { gpa: h, val: 3 });
         SKIP_FLUSH.store(true, core::sync::atomic::Ordering::SeqCst);
         let log1 = mmu.get_dirty_log(id).map(|l| pages_of(&l));
@@ -601,7 +653,10 @@ impl<'a, 'o, V: Vm> Scenario<'a, 'o, V> {
                 log2
             );
         } else {
-            self.r.note(format_args!("harvest with its flush skipped: logs {:x?} then {:x?} (no stale TLB here)", log1, log2));
+            self.r.note(format_args!(
+                "harvest with its flush skipped: logs {:x?} then {:x?} (no stale TLB here)",
+                log1, log2
+            ));
         }
         slat_mmu::Tlb::flush_all(&self.vm.tlb());
         self.audit(&mmu, "the flush checks");

@@ -184,7 +184,9 @@ impl<F: Format> Vm for GVm<F> {
             };
             let (mtval, mtval2): (u64, u64);
             // SAFETY: reading mtval and mtval2 (0x34b).
-            unsafe { asm!("csrr {}, mtval", "csrr {}, 0x34b", out(reg) mtval, out(reg) mtval2, options(nomem, nostack)) };
+            unsafe {
+                asm!("csrr {}, mtval", "csrr {}, 0x34b", out(reg) mtval, out(reg) mtval2, options(nomem, nostack))
+            };
             let gpa = (mtval2 << 2) | (mtval & 3);
             self.faults += 1;
             self.mtval_agrees += (gpa == mtval) as u64;

@@ -80,7 +80,8 @@ extern "C" fn hv_exception(mcause: u64, mepc: u64, mtval: u64) -> ! {
 #[no_mangle]
 extern "C" fn hv_main() -> ! {
     HEAP.init(HEAP_BASE, HEAP_LEN);
-    let _ = writeln!(Uart, "hv-riscv: slat-mmu on the RISC-V H extension, G-stage (injected bug: {})", hv_common::INJECTED);
+    let _ =
+        writeln!(Uart, "hv-riscv: slat-mmu on the RISC-V H extension, G-stage (injected bug: {})", hv_common::INJECTED);
     let host = BareHost::new(HostLayout { pool_4k: (POOL_4K, POOL_4K_LEN), thp: (THP_BASE, THP_LEN), giga: GIGA });
     let mut pass = true;
     pass &= run::<gstage::Fmt39>(&host, "riscv-sv39x4");

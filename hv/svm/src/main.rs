@@ -118,7 +118,7 @@ extern "C" fn hv_main() -> ! {
     install_idt();
     HEAP.init(HEAP_BASE, HEAP_LEN);
     let mut out = Serial;
-    let _ = writeln!(out, "hv-svm: slat-mmu on AMD SVM + NPT (injected bug: {})", hv_common::INJECTED);
+    let _ = writeln!(out, "\nhv-svm: slat-mmu on AMD SVM + NPT (injected bug: {})", hv_common::INJECTED);
     let mut vm = match svm::SvmVm::new() {
         Ok(vm) => vm,
         Err(why) => {

@@ -203,7 +203,7 @@ impl SvmVm {
         w::<u32>(0x010, 0b11);
         w::<u32>(0x058, 1); // guest ASID
         w::<u64>(0x090, 1); // NP_ENABLE
-        // Save area: flat 32-bit protected mode, paging off.
+                            // Save area: flat 32-bit protected mode, paging off.
         for off in [0x400, 0x420, 0x430, 0x440, 0x450] {
             seg(off, 0x10, 0xC93, 0xFFFF_FFFF, 0);
         }
