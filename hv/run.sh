@@ -46,7 +46,7 @@ spec() {
          qargs=(-accel tcg -cpu max -m 2G -nographic -no-reboot -nic none -monitor none -display none
                 -device isa-debug-exit,iobase=0xf4,iosize=0x04) ;;
     arm64) crate=hv-arm64; triple=aarch64-unknown-none; qemu=qemu-system-aarch64; name="arm64 EL2 stage 2 (s2-l1/l0)"
-         qargs=(-M virt,virtualization=on -cpu max -m 3G -nographic -no-reboot -nic none -monitor none -display none
+         qargs=(-M virt,virtualization=on -cpu max -smp 2 -accel tcg,thread=multi -m 3G -nographic -no-reboot -nic none -monitor none -display none
                 -semihosting-config enable=on,target=native) ;;
     riscv) crate=hv-riscv; triple=riscv64gc-unknown-none-elf; qemu=qemu-system-riscv64; name="riscv64 H G-stage (sv39x4/sv48x4)"
          qargs=(-M virt -cpu rv64,h=true -bios none -m 3G -nographic -no-reboot -nic none -monitor none -display none) ;;

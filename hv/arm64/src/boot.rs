@@ -1,4 +1,4 @@
-//! Boot at EL2: stack, .bss, no FP traps, exception vectors, and the EL2 stage-1 MMU (identity
+//! Boot at EL2 (`_start` on CPU 0, `_start_secondary` on CPU 1 after PSCI CPU_ON): stack, .bss, no FP traps, exception vectors, and the EL2 stage-1 MMU (identity
 //! map with 1 GiB blocks: Device for GiB 0, where the UART lives, Normal write-back for RAM), so
 //! that the hypervisor's own accesses are Normal memory (exclusives, unaligned accesses).
 //!
@@ -58,6 +58,34 @@ _start:
 4:
     wfi
     b 4b
+
+    .global _start_secondary
+_start_secondary:
+    ldr x0, =sec_stack_top
+    mov sp, x0
+    mov x0, #0x33ff
+    msr cptr_el2, x0
+    ldr x0, =el2_vectors
+    msr vbar_el2, x0
+    mov x0, #(1 << 31)
+    msr hcr_el2, x0
+    ldr x1, =0xFF00
+    msr mair_el2, x1
+    ldr x1, =0x80823519
+    msr tcr_el2, x1
+    ldr x0, =el2_l1
+    msr ttbr0_el2, x0
+    isb
+    tlbi alle2
+    dsb sy
+    isb
+    ldr x1, =0x30C51835
+    msr sctlr_el2, x1
+    isb
+    bl hv_secondary
+6:
+    wfi
+    b 6b
 
     .text
     .global guest_enter
@@ -174,5 +202,8 @@ el2_l1:
 boot_stack:
     .space 256 * 1024
 boot_stack_top:
+sec_stack:
+    .space 256 * 1024
+sec_stack_top:
 "#
 );

@@ -11,6 +11,7 @@ extern crate alloc;
 
 mod boot;
 mod s2;
+mod smp;
 
 use core::arch::asm;
 use core::fmt::Write;
@@ -85,6 +86,12 @@ extern "C" fn hv_main() -> ! {
     let mut pass = true;
     pass &= run::<s2::Fmt1>(&host, "arm64-s2l1");
     pass &= run::<s2::Fmt0>(&host, "arm64-s2l0");
+    let host: &'static BareHost = alloc::boxed::Box::leak(alloc::boxed::Box::new(host));
+    let mut uart = Uart;
+    let mut r = Report::new(&mut uart, "arm64-smp");
+    let third = (ARENA_LEN / 3) & !0xfff;
+    smp::run(&mut r, host, [(ARENA_BASE, third), (ARENA_BASE + third, third), (ARENA_BASE + 2 * third, third)]);
+    pass &= r.finish();
     let _ = writeln!(Uart, "RESULT arm64: {}", if pass { "PASS" } else { "FAIL" });
     exit(pass)
 }

@@ -97,7 +97,15 @@ impl slat_mmu::Tlb for S2Tlb {
     }
 }
 
-/// The hypervisor's one vCPU, with stage-2 format `F`.
+/// Point this CPU's VTTBR_EL2 at `root_pa` (VMID 1) and drop what the TLB holds for the VMID.
+pub fn set_root_on_this_cpu(root_pa: u64) {
+    sysreg!(write "vttbr_el2", root_pa | (VMID << 48));
+    // A new table for the same VMID: nothing cached from the previous one may survive.
+    // SAFETY: TLB maintenance only.
+    unsafe { asm!("dsb ishst", "tlbi vmalls12e1is", "dsb ish", "isb", options(nostack)) };
+}
+
+/// A vCPU with stage-2 format `F` (one per physical CPU).
 pub struct S2Vm<F> {
     ctx: Ctx,
     aborts: u64,
@@ -175,10 +183,7 @@ impl<F: Format> Vm for S2Vm<F> {
     }
 
     fn set_root(&mut self, root_pa: u64) {
-        sysreg!(write "vttbr_el2", root_pa | (VMID << 48));
-        // A new table for the same VMID: nothing cached from the previous one may survive.
-        // SAFETY: TLB maintenance only.
-        unsafe { asm!("dsb ishst", "tlbi vmalls12e1is", "dsb ish", "isb", options(nostack)) };
+        set_root_on_this_cpu(root_pa);
     }
 
     fn code_page(&self) -> Vec<u8> {
@@ -199,18 +204,29 @@ impl<F: Format> Vm for S2Vm<F> {
     }
 
     fn run(&mut self, op: Op, on_fault: &mut dyn FnMut(&S2Fault) -> bool) -> Result<u32, RunError> {
-        self.ctx.elr = match op {
-            Op::Store { gpa, val } => {
-                self.ctx.x[1] = gpa;
-                self.ctx.x[2] = val as u64;
-                CODE_GPA
-            }
-            Op::Load { gpa } => {
-                self.ctx.x[1] = gpa;
-                CODE_GPA + LOAD_STUB
-            }
-            Op::Exec { gpa } => gpa,
+        let (pc, regs) = match op {
+            Op::Store { gpa, val } => (CODE_GPA, [(1, gpa), (2, val as u64)]),
+            Op::Load { gpa } => (CODE_GPA + LOAD_STUB, [(1, gpa), (2, 0)]),
+            Op::Exec { gpa } => (gpa, [(1, 0), (2, 0)]),
         };
+        self.enter(pc, &regs, MAX_FAULTS_PER_OP, on_fault)
+    }
+}
+
+impl<F: Format> S2Vm<F> {
+    /// Enter the guest at `pc` with registers `regs` (index, value) set and x3 = 0, resolve its
+    /// stage-2 aborts through `on_fault` (at most `max_faults`), and return x3 at its HVC.
+    pub fn enter(
+        &mut self,
+        pc: u64,
+        regs: &[(usize, u64)],
+        max_faults: usize,
+        on_fault: &mut dyn FnMut(&S2Fault) -> bool,
+    ) -> Result<u32, RunError> {
+        self.ctx.elr = pc;
+        for &(i, v) in regs {
+            self.ctx.x[i] = v;
+        }
         self.ctx.x[3] = 0;
         self.ctx.spsr = 0x3C5; // EL1h, DAIF masked
         let mut faults = 0;
@@ -227,7 +243,7 @@ impl<F: Format> Vm for S2Vm<F> {
                 return Err(RunError::Unexpected(esr, self.ctx.elr));
             };
             faults += 1;
-            if faults > MAX_FAULTS_PER_OP {
+            if faults > max_faults {
                 return Err(RunError::TooManyFaults);
             }
             if !on_fault(&f) {

@@ -44,6 +44,8 @@ pub struct BareHost {
     small: spin::Mutex<Small>,
     dirty_marks: AtomicU64,
     accessed_marks: AtomicU64,
+    /// Spin iterations every `fault_in` of the 2 MiB window takes (0: none).
+    slow_fault_in: AtomicU64,
 }
 
 impl BareHost {
@@ -55,6 +57,7 @@ impl BareHost {
             small: spin::Mutex::new(Small { map: BTreeMap::new(), next: top }),
             dirty_marks: AtomicU64::new(0),
             accessed_marks: AtomicU64::new(0),
+            slow_fault_in: AtomicU64::new(0),
         }
     }
 
@@ -93,6 +96,13 @@ impl BareHost {
         unsafe { core::ptr::copy_nonoverlapping(old as *const u8, new as *mut u8, PAGE_SIZE as usize) };
         s.map.insert(page, new);
         Some((old, new))
+    }
+
+    /// Make every `fault_in` in the 2 MiB window spin `iterations` times first, as a host whose
+    /// page fault-in is slow (so two vCPUs' faults on one block overlap even when the emulator's
+    /// threads are time-sliced on a loaded machine).
+    pub fn set_slow_fault_in(&self, iterations: u64) {
+        self.slow_fault_in.store(iterations, Ordering::Relaxed);
     }
 
     /// Host `mark_dirty` calls seen (in pages).
@@ -149,7 +159,14 @@ impl HostMemory for BareHost {
                 };
                 Ok(Self::page(PageSize::Size4K, hpa))
             }
-            Some((size, hpa)) => Ok(Self::page(size, hpa & !(PAGE_SIZE - 1))),
+            Some((size, hpa)) => {
+                if size == PageSize::Size2M {
+                    for _ in 0..self.slow_fault_in.load(Ordering::Relaxed) {
+                        core::hint::spin_loop();
+                    }
+                }
+                Ok(Self::page(size, hpa & !(PAGE_SIZE - 1)))
+            }
             None => Err(HostError::NotMapped { hva }),
         }
     }
