@@ -1,4 +1,5 @@
-//! Boot: QEMU enters `pvh_start` in 32-bit protected mode with paging off (PVH). We zero .bss,
+//! Boot: QEMU enters `pvh_start` in 32-bit protected mode with paging off (PVH), and so does
+//! GRUB through the multiboot2 header (Bochs). We zero .bss,
 //! identity-map the low 4 GiB with 2 MiB pages, turn on long mode with EFER.NXE (slat's NPT
 //! leaves use NX, which is reserved without it), and call `hv_main` on the boot stack.
 
@@ -12,6 +13,24 @@ core::arch::global_asm!(
     .asciz "Xen"
     .p2align 2
     .quad pvh_start
+
+    .section .multiboot2, "a"
+    .p2align 3
+mb2_start:
+    .long 0xE85250D6
+    .long 0
+    .long mb2_end - mb2_start
+    .long 0x100000000 - (0xE85250D6 + (mb2_end - mb2_start))
+    .p2align 3
+    .short 3
+    .short 0
+    .long 12
+    .long pvh_start
+    .p2align 3
+    .short 0
+    .short 0
+    .long 8
+mb2_end:
 
     .section .text.boot, "ax"
     .code32

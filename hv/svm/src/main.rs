@@ -20,6 +20,9 @@ use hv_common::host::{BareHost, HostLayout};
 use hv_common::report::Report;
 use hv_common::scenario::{Arenas, Scenario};
 
+/// Name on the verdict line.
+pub const ARCH: &str = "svm-npt";
+
 #[global_allocator]
 static HEAP: BumpHeap = BumpHeap::new();
 
@@ -41,12 +44,27 @@ impl Write for Serial {
     fn write_str(&mut self, s: &str) -> core::fmt::Result {
         for b in s.bytes() {
             if b == b'\n' {
-                outb(0x3f8, b'\r');
+                putc(b'\r');
             }
-            outb(0x3f8, b);
+            putc(b);
         }
         Ok(())
     }
+}
+
+/// Wait for the transmitter holding register to be empty (LSR bit 5), then send.
+fn putc(b: u8) {
+    while inb(0x3fd) & 0x20 == 0 {
+        core::hint::spin_loop();
+    }
+    outb(0x3f8, b);
+}
+
+fn inb(port: u16) -> u8 {
+    let v: u8;
+    // SAFETY: port I/O read of the COM1 line status register; no memory is touched.
+    unsafe { asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack)) };
+    v
 }
 
 fn outb(port: u16, v: u8) {
@@ -54,9 +72,22 @@ fn outb(port: u16, v: u8) {
     unsafe { asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack)) };
 }
 
-/// Leave QEMU through isa-debug-exit (iobase 0xf4): status (v << 1) | 1.
+/// Program COM1 for 8N1 (on Bochs the BIOS and GRUB leave it in a state that garbles output).
+fn serial_init() {
+    for (port, v) in
+        [(0x3f9, 0x00), (0x3fb, 0x80), (0x3f8, 0x01), (0x3f9, 0x00), (0x3fb, 0x03), (0x3fa, 0xc7), (0x3fc, 0x0b)]
+    {
+        outb(port, v);
+    }
+}
+
+/// Leave QEMU through isa-debug-exit (iobase 0xf4): status (v << 1) | 1; on Bochs (where the
+/// same kernel also runs, under GRUB) write "Shutdown" to port 0x8900.
 pub fn exit(pass: bool) -> ! {
     outb(0xf4, if pass { 0x10 } else { 0x11 });
+    for b in b"Shutdown" {
+        outb(0x8900, *b);
+    }
     loop {
         // SAFETY: halting with interrupts off ends the run if the exit device is missing.
         unsafe { asm!("cli; hlt", options(nomem, nostack)) };
@@ -115,6 +146,7 @@ fn install_idt() {
 
 #[no_mangle]
 extern "C" fn hv_main() -> ! {
+    serial_init();
     install_idt();
     HEAP.init(HEAP_BASE, HEAP_LEN);
     let mut out = Serial;

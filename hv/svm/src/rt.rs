@@ -75,6 +75,6 @@ pub extern "C" fn _Unwind_Resume() -> ! {
 fn panic(info: &core::panic::PanicInfo) -> ! {
     use core::fmt::Write;
     let _ = writeln!(crate::Serial, "PANIC: {info}");
-    let _ = writeln!(crate::Serial, "RESULT svm-npt: FAIL (panic)");
+    let _ = writeln!(crate::Serial, "RESULT {}: FAIL (panic)", crate::ARCH);
     crate::exit(false)
 }
