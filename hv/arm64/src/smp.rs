@@ -55,6 +55,7 @@ struct Shared {
     failed: AtomicU32,
     up: AtomicU32,
     arg_delay: AtomicU64,
+    count: AtomicU64,
 }
 
 static SHARED: Shared = Shared {
@@ -70,7 +71,10 @@ static SHARED: Shared = Shared {
     failed: AtomicU32::new(0),
     up: AtomicU32::new(0),
     arg_delay: AtomicU64::new(0),
+    count: AtomicU64::new(LOOP_PAGES),
 };
+
+static LAST_ERR: spin::Mutex<Option<hv_common::scenario::RunError>> = spin::Mutex::new(None);
 
 fn ticks() -> u64 {
     let t: u64;
@@ -170,14 +174,20 @@ extern "C" fn hv_secondary() -> ! {
                 delay_ticks(SHARED.arg_delay.load(SeqCst));
                 vm.enter(CODE_GPA, &[(1, gpa), (2, val)], 16, &mut on_fault)
             }
-            _ => vm.enter(
-                CODE_GPA + LOOP_STUB,
-                &[(1, gpa), (2, LOOP_PAGES), (4, PAGE_SIZE), (5, val)],
-                4096,
-                &mut on_fault,
-            ),
+            _ => {
+                let n = SHARED.count.load(SeqCst);
+                vm.enter(
+                    CODE_GPA + LOOP_STUB,
+                    &[(1, gpa), (2, n), (4, PAGE_SIZE), (5, val)],
+                    4 * n as usize + 16,
+                    &mut on_fault,
+                )
+            }
         };
         SHARED.failed.fetch_add(r.is_err() as u32, SeqCst);
+        if let Err(e) = r {
+            *LAST_ERR.lock() = Some(e);
+        }
         SHARED.faults.store(faults.load(SeqCst), SeqCst);
         SHARED.not_new.store(not_new.load(SeqCst), SeqCst);
         SHARED.done.store(seq, SeqCst);
@@ -234,6 +244,56 @@ pub fn run(r: &mut Report, host: &'static BareHost, arenas: [(u64, u64); 3]) {
     for (i, mode) in [DirtyLogMode::HardwareDirty, DirtyLogMode::SplitOnFault].into_iter().enumerate() {
         harvest_race(r, host, arenas[i + 1], mode);
     }
+    split_recover_race(r, host, arenas[0]);
+}
+
+/// Eager split and in-place recovery of slot 1 (eight 2 MiB blocks) back and forth while vCPU 1
+/// writes every page of the slot in a guest loop: no write may be lost or land elsewhere, the
+/// tables must stay legal, and the slot ends as eight 2 MiB leaves again.
+fn split_recover_race(r: &mut Report, host: &'static BareHost, arena: (u64, u64)) {
+    let mmu = new_mmu(host, arena, DirtyLogMode::EagerSplit { chunk_tables: 2 });
+    crate::s2::set_root_on_this_cpu(mmu.root_pa());
+    let id = SLOT_2M.0;
+    let pages = SLOT_2M.2 / PAGE_SIZE;
+    SHARED.count.store(pages, SeqCst);
+    let (mut intact, mut toggles, mut mid, mut legal) = (0, 0u64, 0u64, 0);
+    for round in 0..ROUNDS {
+        let seq = post(JOB_LOOP, SLOT_2M.1, 0x7700 + round as u64);
+        let mut on = false;
+        while SHARED.done.load(SeqCst) != seq {
+            on = !on;
+            if mmu.set_dirty_logging(id, on).is_ok() {
+                toggles += 1;
+                mid += (SHARED.done.load(SeqCst) != seq) as u64;
+            }
+        }
+        let _ = mmu.set_dirty_logging(id, false);
+        intact += (0..pages).all(|p| host.read(HVA_2M + p * PAGE_SIZE) == 0x7700 + round) as u32;
+        if let Some(p) = (0..pages).find(|p| host.read(HVA_2M + p * PAGE_SIZE) != 0x7700 + round) {
+            r.note(format_args!(
+                "round {round}: page {p:#x} holds {:#x}; vCPU 1 failures so far {}, last error {:?}",
+                host.read(HVA_2M + p * PAGE_SIZE),
+                SHARED.failed.load(SeqCst),
+                LAST_ERR.lock()
+            ));
+        }
+        legal += mmu.audit().is_ok() as u32;
+    }
+    SHARED.count.store(LOOP_PAGES, SeqCst);
+    let s = mmu.stats();
+    check!(
+        r,
+        intact == ROUNDS && legal == ROUNDS && SHARED.failed.load(SeqCst) == 0,
+        "eager split / in-place recovery toggled {toggles} times ({mid} while vCPU 1 was writing): every one of {pages} pages holds its round's value in {intact} of {ROUNDS} rounds, audit() clean after {legal}"
+    );
+    check!(
+        r,
+        s.pages_2m == 8 && s.eager_splits > 0 && s.recoveries > 0 && mid > 0,
+        "slot 1 ends as {} x 2M leaves after {} eager splits and {} in-place recoveries under the running guest",
+        s.pages_2m,
+        s.eager_splits,
+        s.recoveries
+    );
 }
 
 fn same_block(r: &mut Report, host: &'static BareHost, arena: (u64, u64)) {
