@@ -24,16 +24,18 @@ done
 inject="${HV_INJECT:-}"
 features=()
 target_dir="target"
+logs="$target_dir/logs"
 if [ -n "$inject" ]; then
   case "$inject" in
     bad-encoding|drop-flush) ;;
     *) echo "HV_INJECT must be bad-encoding or drop-flush" >&2; exit 2 ;;
   esac
+  # Same target directory (only hv-common and the kernels rebuild), separate logs.
   features=(--features "$inject")
-  target_dir="target/inject-$inject"
+  logs="$target_dir/logs-$inject"
 fi
 export CARGO_TARGET_DIR="$target_dir"
-mkdir -p "$target_dir/logs"
+mkdir -p "$logs"
 
 sysroot="$(rustc --print sysroot)"
 summary=()
@@ -72,7 +74,7 @@ for arch in "${archs[@]}"; do
     [ "$arch" = x86 ] && status=1
     continue
   fi
-  log="$target_dir/logs/$arch.log"
+  log="$logs/$arch.log"
   t0=$(date +%s.%N)
   if ! RUSTFLAGS="-C relocation-model=static" cargo build -q --release -p "$crate" --target "$triple" "${features[@]}" 2>"$log.build"; then
     cat "$log.build"
@@ -83,7 +85,7 @@ for arch in "${archs[@]}"; do
   t1=$(date +%s.%N)
   kernel="$target_dir/$triple/release/$crate"
   if [ "$qemu" = bochs ]; then
-    ./bochs.sh "$kernel" "$model" "$target_dir/bochs-$arch" >"$log" 2>&1
+    ./bochs.sh "$kernel" "$model" "$logs/bochs-$arch" >"$log" 2>&1
     rc=$?
   else
     timeout 300 "$qemu" "${qargs[@]}" -serial stdio -kernel "$kernel" </dev/null >"$log" 2>&1

@@ -12,18 +12,19 @@ use hv_common::scenario::{Op, RunError, S2Fault, Vm, CODE_GPA, LOAD_STUB};
 use slat_pt::{Access, FlushRange, Format, PAGE_SIZE};
 
 /// Stage 2 with a level-1 start (40-bit IPA), or with the `bad-encoding` bug, its leaves without
-/// S2AP[1] (never writable: every write faults).
+/// S2AP[0] (not readable: every read faults). (Dropping S2AP[1] would go unnoticed: slat's
+/// writable leaves carry DBM, and with VTCR_EL2.HD the walker sets S2AP[1] on the first write.)
 #[cfg(not(feature = "bad-encoding"))]
 pub type Fmt1 = slat_pt::format::Arm64S2L1;
 /// See above.
 #[cfg(feature = "bad-encoding")]
-pub type Fmt1 = hv_common::mutant::Mutant<slat_pt::format::Arm64S2L1, { 1 << 7 }>;
+pub type Fmt1 = hv_common::mutant::Mutant<slat_pt::format::Arm64S2L1, { 1 << 6 }>;
 /// Stage 2 with a level-0 start (48-bit IPA).
 #[cfg(not(feature = "bad-encoding"))]
 pub type Fmt0 = slat_pt::format::Arm64S2L0;
 /// See above.
 #[cfg(feature = "bad-encoding")]
-pub type Fmt0 = hv_common::mutant::Mutant<slat_pt::format::Arm64S2L0, { 1 << 7 }>;
+pub type Fmt0 = hv_common::mutant::Mutant<slat_pt::format::Arm64S2L0, { 1 << 6 }>;
 
 const VMID: u64 = 1;
 /// Faults any one op may take before the run is declared stuck.

@@ -668,7 +668,8 @@ impl<'a, 'o, V: Vm> Scenario<'a, 'o, V> {
         mmu.invalidate_range_start(hva, hva + PAGE_SIZE);
         let moved = self.host.migrate_4k(hva);
         mmu.invalidate_range_end(hva, hva + PAGE_SIZE);
-        let (old, new) = moved.unwrap_or((0, 0));
+        // The page is only there to move if the guest's earlier store faulted it in.
+        let Some((old, new)) = moved else { return (0, 0) };
         // SAFETY: `new` is the identity-mapped pool page that now backs `hva`.
         unsafe { core::ptr::write_volatile((new + (hva & (PAGE_SIZE - 1))) as *mut u32, val) };
         (old, new)
