@@ -9,7 +9,7 @@ use core::marker::PhantomData;
 use hv_common::check;
 use hv_common::report::Report;
 use hv_common::scenario::{Op, RunError, S2Fault, Vm, CODE_GPA, LOAD_STUB};
-use slat_pt::{Access, FlushRange, Format, PAGE_SIZE};
+use slat_pt::{Access, FlushRange, Format};
 
 /// Stage 2 with a level-1 start (40-bit IPA), or with the `bad-encoding` bug, its leaves without
 /// S2AP[0] (not readable: every read faults). (Dropping S2AP[1] would go unnoticed: slat's
@@ -29,9 +29,9 @@ pub type Fmt0 = hv_common::mutant::Mutant<slat_pt::format::Arm64S2L0, { 1 << 6 }
 const VMID: u64 = 1;
 /// Faults any one op may take before the run is declared stuck.
 const MAX_FAULTS_PER_OP: usize = 16;
-/// Ranges up to this many pages are invalidated page by page (TLBI IPAS2E1IS), larger ones with
-/// one TLBI VMALLS12E1IS.
-const MAX_PAGES_BY_IPA: u64 = 16;
+/// Ranges of up to this many leaves are invalidated leaf by leaf, larger ones with one
+/// `TLBI VMALLS12E1IS`.
+const MAX_TLBI_BY_ADDRESS: u64 = 16;
 
 const EC_HVC64: u64 = 0x16;
 const EC_IABT_LOW: u64 = 0x20;
@@ -62,17 +62,22 @@ macro_rules! sysreg {
     }};
 }
 
-/// The arm64 TLB: `TLBI IPAS2E1IS` per page of a small range (then `TLBI VMALLE1IS` for the
-/// combined stage-1+2 entries, as the architecture requires), `TLBI VMALLS12E1IS` otherwise;
-/// each preceded by `DSB ISHST` so the table writes are visible to the walker, and followed by
-/// `DSB ISH; ISB`.
+/// The arm64 TLB, invalidating exactly the ranges slat reports: for each leaf of a range (one
+/// address per `range.size`, since a TLBI by address drops any entry covering it),
+/// `TLBI IPAS2E1IS` for the stage-2 entry and `TLBI VAE1IS` for the combined stage-1+2 entry
+/// (the guest runs with stage 1 off, so its virtual address is the IPA; a guest with stage 1 on
+/// needs `TLBI VMALLE1IS` there instead). More than [`MAX_TLBI_BY_ADDRESS`] addresses, or a full
+/// flush, is one `TLBI VMALLS12E1IS`. Each starts with `DSB ISHST` so the walker sees the table
+/// writes, and ends with `DSB ISH; ISB`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct S2Tlb;
 
 impl slat_mmu::Tlb for S2Tlb {
     fn flush_range(&self, range: &FlushRange) {
-        let pages = range.len.div_ceil(PAGE_SIZE);
-        if pages > MAX_PAGES_BY_IPA {
+        let step = range.size.bytes();
+        let first = range.gpa & !(step - 1);
+        let count = (range.gpa + range.len - first).div_ceil(step);
+        if count > MAX_TLBI_BY_ADDRESS {
             return self.flush_all();
         }
         if !hv_common::flush::flush_enabled() {
@@ -81,11 +86,14 @@ impl slat_mmu::Tlb for S2Tlb {
         // SAFETY: TLB maintenance for the current VMID; no memory is accessed.
         unsafe {
             asm!("dsb ishst", options(nostack));
-            for i in 0..pages {
-                let ipa = range.gpa + i * PAGE_SIZE;
-                asm!("tlbi ipas2e1is, {}", in(reg) ipa >> 12, options(nostack));
+            for i in 0..count {
+                asm!("tlbi ipas2e1is, {}", in(reg) (first + i * step) >> 12, options(nostack));
             }
-            asm!("dsb ish", "tlbi vmalle1is", "dsb ish", "isb", options(nostack));
+            asm!("dsb ish", options(nostack));
+            for i in 0..count {
+                asm!("tlbi vae1is, {}", in(reg) (first + i * step) >> 12, options(nostack));
+            }
+            asm!("dsb ish", "isb", options(nostack));
         }
     }
 
