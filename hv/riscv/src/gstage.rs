@@ -8,7 +8,7 @@ use core::marker::PhantomData;
 use hv_common::check;
 use hv_common::report::Report;
 use hv_common::scenario::{Op, RunError, S2Fault, Vm, CODE_GPA, LOAD_STUB};
-use slat_pt::{Access, FlushRange, Format, PAGE_SIZE};
+use slat_pt::{Access, FlushRange, Format};
 
 /// G-stage Sv39x4, or with the `bad-encoding` bug, its leaves without U (G-stage accesses are
 /// user accesses, so every access through such a leaf faults).
@@ -26,8 +26,8 @@ pub type Fmt48 = hv_common::mutant::Mutant<slat_pt::format::Sv48x4, { 1 << 4 }>;
 
 const VMID: u64 = 1;
 const MAX_FAULTS_PER_OP: usize = 16;
-/// Ranges up to this many pages are fenced page by page.
-const MAX_PAGES_BY_GPA: u64 = 16;
+/// Ranges of up to this many leaves are fenced leaf by leaf.
+const MAX_FENCES_BY_ADDRESS: u64 = 16;
 
 const CAUSE_ECALL_VS: u64 = 10;
 const CAUSE_FETCH_GUEST_PAGE: u64 = 20;
@@ -52,25 +52,29 @@ fn hfence_gvma_all() {
     unsafe { asm!("fence rw, rw", ".insn r 0x73, 0, 0x31, x0, x0, x0", options(nostack)) };
 }
 
-/// The RISC-V TLB: `HFENCE.GVMA gpa >> 2` per page of a small range, `HFENCE.GVMA` of
-/// everything otherwise, after a `FENCE` that orders the table writes before the fence.
+/// The RISC-V TLB: `HFENCE.GVMA gpa >> 2` once per leaf of a range (one address per
+/// `range.size`: the fence drops any translation covering the address), `HFENCE.GVMA` of
+/// everything for more than [`MAX_FENCES_BY_ADDRESS`] leaves, each after a `FENCE` that orders the
+/// table writes before it.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GTlb;
 
 impl slat_mmu::Tlb for GTlb {
     fn flush_range(&self, range: &FlushRange) {
-        let pages = range.len.div_ceil(PAGE_SIZE);
-        if pages > MAX_PAGES_BY_GPA {
+        let step = range.size.bytes();
+        let first = range.gpa & !(step - 1);
+        let count = (range.gpa + range.len - first).div_ceil(step);
+        if count > MAX_FENCES_BY_ADDRESS {
             return self.flush_all();
         }
         if !hv_common::flush::flush_enabled() {
             return;
         }
-        // SAFETY: as in `hfence_gvma_all`, for one guest-physical page (rs1 = gpa >> 2).
+        // SAFETY: as in `hfence_gvma_all`, for one guest-physical address (rs1 = gpa >> 2).
         unsafe {
             asm!("fence rw, rw", options(nostack));
-            for i in 0..pages {
-                let g = (range.gpa + i * PAGE_SIZE) >> 2;
+            for i in 0..count {
+                let g = (first + i * step) >> 2;
                 asm!(".insn r 0x73, 0, 0x31, x0, {0}, x0", in(reg) g, options(nostack));
             }
         }
