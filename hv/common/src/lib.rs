@@ -9,6 +9,7 @@ extern crate alloc;
 
 pub mod arena;
 pub mod flush;
+pub mod guest_paging;
 pub mod heap;
 pub mod host;
 pub mod mutant;

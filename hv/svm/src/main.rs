@@ -163,6 +163,7 @@ extern "C" fn hv_main() -> ! {
     let mut r = Report::new(&mut serial, "svm-npt");
     let arenas = Arenas { base: ARENA_BASE, len: ARENA_LEN };
     Scenario::new(&mut vm, &mut r, &host, arenas).run_all();
+    hv_common::guest_paging::run(&mut vm, &mut r, &host, (ARENA_BASE, ARENA_LEN / 4));
     vm.report_syndromes(&mut r);
     let pass = r.finish();
     exit(pass)

@@ -181,6 +181,7 @@ pub struct SvmVm {
     gprs: Gprs,
     npf: u64,
     npf_final_gpa: u64,
+    npf_walk: u64,
     npf_user: u64,
     tlb_flushes: u64,
 }
@@ -221,7 +222,7 @@ impl SvmVm {
         w::<u64>(0x568, 0xFFFF_0FF0); // DR6
         w::<u64>(0x570, 0x2); // RFLAGS
         w::<u64>(0x668, 0x0007_0406_0007_0406); // guest PAT
-        Ok(SvmVm { gprs: Gprs::default(), npf: 0, npf_final_gpa: 0, npf_user: 0, tlb_flushes: 0 })
+        Ok(SvmVm { gprs: Gprs::default(), npf: 0, npf_final_gpa: 0, npf_walk: 0, npf_user: 0, tlb_flushes: 0 })
     }
 
     fn vmrun(&mut self) {
@@ -238,9 +239,11 @@ impl SvmVm {
     pub fn report_syndromes(&self, rep: &mut Report) {
         check!(
             rep,
-            self.npf > 0 && self.npf_final_gpa == self.npf && self.npf_user == self.npf,
-            "every #VMEXIT(NPF) ({}) had EXITINFO1 bit 32 (final GPA) and U set; TLB_CONTROL flushes at VMRUN: {}",
+            self.npf > 0 && self.npf_final_gpa + self.npf_walk == self.npf && self.npf_user == self.npf,
+            "every #VMEXIT(NPF) ({}) had U and exactly one of EXITINFO1 bit 32 (final GPA: {}) or bit 33 (guest page-table walk: {}); TLB_CONTROL flushes at VMRUN: {}",
             self.npf,
+            self.npf_final_gpa,
+            self.npf_walk,
             self.tlb_flushes
         );
     }
@@ -301,7 +304,8 @@ impl Vm for SvmVm {
                 EXIT_VMMCALL => return Ok(self.gprs.rdx as u32),
                 EXIT_NPF => {
                     self.npf += 1;
-                    self.npf_final_gpa += (info1 >> 32) & 1;
+                    self.npf_final_gpa += ((info1 >> 32) & 3 == 1) as u64;
+                    self.npf_walk += ((info1 >> 32) & 3 == 2) as u64;
                     self.npf_user += (info1 >> 2) & 1;
                     let access = if info1 & (1 << 4) != 0 {
                         Access::Exec
@@ -322,5 +326,27 @@ impl Vm for SvmVm {
                 _ => return Err(RunError::Unexpected(code, info1)),
             }
         }
+    }
+}
+
+impl hv_common::guest_paging::GuestPaging for SvmVm {
+    fn set_guest_paging(&mut self, cr3: Option<u64>) {
+        match cr3 {
+            Some(cr3) => {
+                w::<u64>(0x548, 1 << 4); // CR4.PSE
+                w::<u64>(0x550, cr3);
+                w::<u64>(0x558, 0x8000_0011); // CR0: PG | ET | PE
+            }
+            None => {
+                w::<u64>(0x548, 0);
+                w::<u64>(0x550, 0);
+                w::<u64>(0x558, 0x11);
+            }
+        }
+    }
+
+    /// EXITINFO1 bit 33: the fault happened during the guest's page-table walk.
+    fn in_guest_walk(f: &S2Fault) -> bool {
+        f.syndrome & (1 << 33) != 0
     }
 }

@@ -251,6 +251,7 @@ pub struct VmxVm {
     launched: bool,
     violations: u64,
     gpa_matches: u64,
+    walks: u64,
     caps: u64,
 }
 
@@ -383,7 +384,7 @@ impl VmxVm {
         ] {
             vmwrite(field, sel);
         }
-        Ok(VmxVm { gprs: Gprs::default(), launched: false, violations: 0, gpa_matches: 0, caps })
+        Ok(VmxVm { gprs: Gprs::default(), launched: false, violations: 0, gpa_matches: 0, walks: 0, caps })
     }
 
     /// The EPT facts gathered over the run, as checks.
@@ -391,8 +392,9 @@ impl VmxVm {
         check!(
             rep,
             self.violations > 0 && self.gpa_matches == self.violations,
-            "every EPT violation ({}) reported the final guest-physical address (qualification bit 8 with a linear address); IA32_VMX_EPT_VPID_CAP = {:#x} (2M {}, 1G {}, A/D {})",
+            "every EPT violation ({}) had a guest-linear address (qualification bit 7; {} in the guest's page walk, bit 8 clear); IA32_VMX_EPT_VPID_CAP = {:#x} (2M {}, 1G {}, A/D {})",
             self.violations,
+            self.walks,
             self.caps,
             self.caps & (1 << 16) != 0,
             self.caps & (1 << 17) != 0,
@@ -465,9 +467,10 @@ impl Vm for VmxVm {
                     let q = vmread(EXIT_QUALIFICATION);
                     let gpa = vmread(GUEST_PHYSICAL_ADDRESS);
                     self.violations += 1;
-                    // Paging is off, so the guest-linear address (bit 7) is the final address
-                    // of the access (bit 8).
-                    self.gpa_matches += (q & (1 << 7) != 0 && q & (1 << 8) != 0) as u64;
+                    // A guest-linear address (bit 7), for the final access (bit 8) or for the
+                    // guest's page-table walk (bit 8 clear, guest paging on).
+                    self.gpa_matches += (q & (1 << 7) != 0) as u64;
+                    self.walks += (q & (1 << 7) != 0 && q & (1 << 8) == 0) as u64;
                     let access = if q & 4 != 0 {
                         Access::Exec
                     } else if q & 2 != 0 {
@@ -487,5 +490,34 @@ impl Vm for VmxVm {
                 _ => return Err(RunError::Unexpected(reason, vmread(EXIT_QUALIFICATION))),
             }
         }
+    }
+}
+
+impl hv_common::guest_paging::GuestPaging for VmxVm {
+    fn set_guest_paging(&mut self, cr3: Option<u64>) {
+        let cr0 = rdmsr(IA32_VMX_CR0_FIXED0) & !((1 << 31) | 1);
+        let cr4 = rdmsr(IA32_VMX_CR4_FIXED0);
+        match cr3 {
+            Some(cr3) => {
+                vmwrite(GUEST_CR0, cr0 | 0x8000_0011); // PG | ET | PE
+                vmwrite(CR0_READ_SHADOW, 0x8000_0011);
+                vmwrite(GUEST_CR4, cr4 | (1 << 4)); // PSE
+                vmwrite(CR4_READ_SHADOW, 1 << 4);
+                vmwrite(GUEST_CR3, cr3);
+            }
+            None => {
+                vmwrite(GUEST_CR0, cr0 | 0x11);
+                vmwrite(CR0_READ_SHADOW, 0x11);
+                vmwrite(GUEST_CR4, cr4);
+                vmwrite(CR4_READ_SHADOW, 0);
+                vmwrite(GUEST_CR3, 0);
+            }
+        }
+    }
+
+    /// Exit qualification bit 8 clear (with bit 7 set): the access was to a guest
+    /// paging-structure entry, not the final translation.
+    fn in_guest_walk(f: &S2Fault) -> bool {
+        f.syndrome & (1 << 7) != 0 && f.syndrome & (1 << 8) == 0
     }
 }
