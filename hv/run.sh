@@ -5,7 +5,9 @@
 #   hv/run.sh [-q] [x86] [arm64] [riscv] [ept] [bochs-npt]     (default: all)
 #   HV_INJECT=bad-encoding hv/run.sh         every hypervisor built with a deliberate bug:
 #                                            bad-encoding (one bit dropped from every leaf) or
-#                                            drop-flush (the Tlb never invalidates); the run must fail
+#                                            drop-flush (the Tlb never invalidates), or shift-flush
+#                                            (the arm64 Tlb invalidates the leaf after each one slat
+#                                            reports); the run must fail
 #   -q: print only failing checks and the summary.
 set -uo pipefail
 cd "$(dirname "$0")"
@@ -27,8 +29,8 @@ target_dir="target"
 logs="$target_dir/logs"
 if [ -n "$inject" ]; then
   case "$inject" in
-    bad-encoding|drop-flush) ;;
-    *) echo "HV_INJECT must be bad-encoding or drop-flush" >&2; exit 2 ;;
+    bad-encoding|drop-flush|shift-flush) ;;
+    *) echo "HV_INJECT must be bad-encoding, drop-flush or shift-flush" >&2; exit 2 ;;
   esac
   # Same target directory (only hv-common and the kernels rebuild), separate logs.
   features=(--features "$inject")

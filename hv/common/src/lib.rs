@@ -21,6 +21,8 @@ pub const INJECTED: &str = if cfg!(feature = "bad-encoding") {
     "bad-encoding"
 } else if cfg!(feature = "drop-flush") {
     "drop-flush"
+} else if cfg!(feature = "shift-flush") {
+    "shift-flush"
 } else {
     "none"
 };
