@@ -106,7 +106,7 @@ for arch in "${archs[@]}"; do
   if [ $rc -eq $want_rc ] && [[ "$result" == *": PASS"* ]] && [ "$failed" -eq 0 ]; then
     line "PASS  $passed/$((passed + failed)) checks  ($times)"
   else
-    line "FAIL  $passed/$((passed + failed)) checks passed, $failed failed, qemu status $rc${result:+, $result}  ($times)"
+    line "FAIL  $passed/$((passed + failed)) checks passed, $failed failed, emulator status $rc${result:+, $result}  ($times)"
     status=1
   fi
 done
