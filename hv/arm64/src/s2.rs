@@ -27,6 +27,11 @@ pub type Fmt0 = slat_pt::format::Arm64S2L0;
 pub type Fmt0 = hv_common::mutant::Mutant<slat_pt::format::Arm64S2L0, { 1 << 6 }>;
 
 const VMID: u64 = 1;
+
+/// Bytes cleaned to the point of coherency for new leaves.
+pub static CLEANED_BYTES: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// Instruction-cache invalidations for new executable leaves.
+pub static ICACHE_INVALIDATIONS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 /// Faults any one op may take before the run is declared stuck.
 const MAX_FAULTS_PER_OP: usize = 16;
 /// Ranges of up to this many leaves are invalidated leaf by leaf, larger ones with one
@@ -104,6 +109,38 @@ impl slat_mmu::Tlb for S2Tlb {
         // SAFETY: TLB maintenance for the current VMID; no memory is accessed.
         unsafe { asm!("dsb ishst", "tlbi vmalls12e1is", "dsb ish", "isb", options(nostack)) };
     }
+
+    /// The guest runs with its stage 1 off, so it accesses memory non-cacheable while the
+    /// hypervisor wrote it through a write-back mapping: every new leaf needs its block cleaned
+    /// to the point of coherency (HCR_EL2.FWB, which would make stage 2 force write-back, is not
+    /// used), and the instruction cache invalidated unless CTR_EL0.DIC says fetches are coherent.
+    fn cache_maintenance(&self) -> slat_mmu::CacheMaintenance {
+        let ctr = sysreg!(read "ctr_el0");
+        slat_mmu::CacheMaintenance { clean_dcache: true, invalidate_icache: ctr & (1 << 29) == 0 }
+    }
+
+    /// `DC CVAC` for every data-cache line of the block (identity map: pa = va), then `DSB ISH`.
+    fn clean_dcache(&self, pa: u64, len: u64) {
+        let line = 4u64 << ((sysreg!(read "ctr_el0") >> 16) & 0xf);
+        CLEANED_BYTES.fetch_add(len, core::sync::atomic::Ordering::Relaxed);
+        let mut a = pa & !(line - 1);
+        while a < pa + len {
+            // SAFETY: cache maintenance by address on identity-mapped RAM the host owns; it
+            // changes no memory contents.
+            unsafe { asm!("dc cvac, {}", in(reg) a, options(nostack)) };
+            a += line;
+        }
+        // SAFETY: a barrier.
+        unsafe { asm!("dsb ish", options(nostack)) };
+    }
+
+    /// `IC IALLUIS` (the whole instruction cache, inner shareable: cheaper than a huge block
+    /// line by line), then `DSB ISH; ISB`.
+    fn invalidate_icache(&self, _pa: u64, _len: u64) {
+        ICACHE_INVALIDATIONS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        // SAFETY: instruction-cache maintenance; no memory contents change.
+        unsafe { asm!("ic ialluis", "dsb ish", "isb", options(nostack)) };
+    }
 }
 
 /// Point this CPU's VTTBR_EL2 at `root_pa` (VMID 1) and drop what the TLB holds for the VMID.
@@ -172,6 +209,13 @@ impl<F: Format> S2Vm<F> {
 impl<F: Format> S2Vm<F> {
     /// The abort syndrome facts gathered over the run, as a check.
     pub fn report_syndromes(&self, r: &mut Report) {
+        use core::sync::atomic::Ordering::Relaxed;
+        r.note(format_args!(
+            "cache maintenance before new leaves (slat's Tlb hook): {} MiB cleaned to PoC, {} instruction-cache invalidations so far (CTR_EL0 {:#x})",
+            CLEANED_BYTES.load(Relaxed) >> 20,
+            ICACHE_INVALIDATIONS.load(Relaxed),
+            sysreg!(read "ctr_el0")
+        ));
         check!(
             r,
             self.aborts > 0 && self.hpfar_agrees == self.aborts,

@@ -138,7 +138,7 @@ impl BareHost {
             PageSize::Size4K | PageSize::Size2M => BackingKind::Anonymous,
             PageSize::Size1G => BackingKind::Hugetlbfs,
         };
-        HostPage { pfn: hpa / PAGE_SIZE, size, writable: true, kind }
+        HostPage::new(hpa / PAGE_SIZE, size, true, kind)
     }
 }
 

@@ -85,6 +85,13 @@ impl slat_mmu::Tlb for GTlb {
             hfence_gvma_all();
         }
     }
+
+    fn cache_maintenance(&self) -> slat_mmu::CacheMaintenance {
+        // RISC-V caches are coherent (the privileged spec gives no stage-2 cache maintenance).
+        slat_mmu::CacheMaintenance::NOT_NEEDED
+    }
+    fn clean_dcache(&self, _pa: u64, _len: u64) {}
+    fn invalidate_icache(&self, _pa: u64, _len: u64) {}
 }
 
 /// The hypervisor's one vCPU, with G-stage format `F`.

@@ -243,6 +243,13 @@ impl slat_mmu::Tlb for EptTlb {
             invept(1);
         }
     }
+
+    fn cache_maintenance(&self) -> slat_mmu::CacheMaintenance {
+        // x86 caches are coherent with the page walker and with instruction fetch.
+        slat_mmu::CacheMaintenance::NOT_NEEDED
+    }
+    fn clean_dcache(&self, _pa: u64, _len: u64) {}
+    fn invalidate_icache(&self, _pa: u64, _len: u64) {}
 }
 
 /// The hypervisor's one vCPU.
