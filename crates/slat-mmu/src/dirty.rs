@@ -219,7 +219,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
 
     /// Eager split for a clear: every 2 MiB block holding a cleared page (a word of 64 pages
     /// can straddle two blocks when the slot's base is not 64-page aligned to the block).
-    fn split_cleared(&self, slot: &Memslot, first_page: u64, cleared: &[u64]) {
+    fn split_cleared(&self, slot: &Memslot<R>, first_page: u64, cleared: &[u64]) {
         let block = PageSize::Size2M.pages();
         let mut last = None;
         for (i, &w) in cleared.iter().enumerate() {
@@ -246,7 +246,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     fn reprotect_bitmap(
         &self,
         pt: &mut PageTable<F, A>,
-        slot: &Memslot,
+        slot: &Memslot<R>,
         first_page: u64,
         bits: &[u64],
         batch: &mut FlushBatch,
@@ -270,7 +270,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     fn reprotect_pages(
         &self,
         pt: &mut PageTable<F, A>,
-        slot: &Memslot,
+        slot: &Memslot<R>,
         pages: impl IntoIterator<Item = u64>,
         batch: &mut FlushBatch,
     ) {

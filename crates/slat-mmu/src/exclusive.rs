@@ -104,19 +104,19 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Drop for
 
 /// One MMU-initiated invalidation in progress; ends when dropped.
 #[must_use = "the invalidation ends when the guard is dropped"]
-pub(crate) struct InvalidateGuard<'a> {
-    inval: &'a Invalidation,
+pub(crate) struct InvalidateGuard<'a, R: RawRwLock> {
+    inval: &'a Invalidation<R>,
 }
 
-impl<'a> InvalidateGuard<'a> {
+impl<'a, R: RawRwLock> InvalidateGuard<'a, R> {
     /// Begin an invalidation of gfns `start..end`.
-    pub(crate) fn begin(inval: &'a Invalidation, start: u64, end: u64) -> Self {
+    pub(crate) fn begin(inval: &'a Invalidation<R>, start: u64, end: u64) -> Self {
         inval.begin(start, end);
         InvalidateGuard { inval }
     }
 }
 
-impl Drop for InvalidateGuard<'_> {
+impl<R: RawRwLock> Drop for InvalidateGuard<'_, R> {
     fn drop(&mut self) {
         self.inval.end();
     }

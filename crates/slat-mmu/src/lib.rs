@@ -85,6 +85,7 @@ mod exclusive;
 mod fault;
 pub mod host;
 mod invalidate;
+pub mod lock;
 pub mod memslot;
 mod mmu;
 pub mod notifier;

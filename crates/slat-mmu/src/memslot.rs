@@ -10,7 +10,10 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
+use lock_api::RawRwLock;
 use slat_pt::{MemType, PageSize, PAGE_SIZE};
+
+use crate::lock::Mutex;
 
 /// Mark bit in a block's disallow word: the block has mixed memory attributes.
 const MIXED: u32 = 1 << 31;
@@ -140,8 +143,7 @@ struct LpageInfo {
 }
 
 /// A memslot and its bookkeeping.
-#[derive(Debug)]
-pub struct Memslot {
+pub struct Memslot<R: RawRwLock> {
     /// Slot id.
     pub id: u32,
     /// First guest frame number.
@@ -156,13 +158,13 @@ pub struct Memslot {
     lpage: [LpageInfo; 2],
     /// Dirty bitmap, allocated when logging is first enabled.
     dirty: spin::Once<Vec<AtomicU64>>,
-    tracked: spin::Mutex<BTreeMap<u64, u32>>,
-    attrs: spin::Mutex<BTreeMap<u64, (u64, MemType)>>,
+    tracked: Mutex<R, BTreeMap<u64, u32>>,
+    attrs: Mutex<R, BTreeMap<u64, (u64, MemType)>>,
     /// Whether any memory type other than write-back was ever set (fast path for faults).
     has_attrs: AtomicBool,
 }
 
-impl Memslot {
+impl<R: RawRwLock> Memslot<R> {
     pub(crate) fn new(spec: &MemslotSpec) -> Self {
         let lpage = [PageSize::Size2M, PageSize::Size1G].map(|size| {
             let pages = size.pages();
@@ -183,8 +185,8 @@ impl Memslot {
             logging: AtomicBool::new(spec.log_dirty),
             lpage,
             dirty: spin::Once::new(),
-            tracked: spin::Mutex::new(BTreeMap::new()),
-            attrs: spin::Mutex::new(BTreeMap::new()),
+            tracked: Mutex::new(BTreeMap::new()),
+            attrs: Mutex::new(BTreeMap::new()),
             has_attrs: AtomicBool::new(false),
         }
     }
@@ -192,7 +194,7 @@ impl Memslot {
     /// The slot at `new_base_gfn` after a successful move: same host range, flags and dirty
     /// bitmap (offsets are relative to the slot, so they stay valid); large-page bookkeeping is
     /// rebuilt for the new gfns, write tracking and memory types start empty.
-    pub(crate) fn moved_to(&self, new_base_gfn: u64) -> Memslot {
+    pub(crate) fn moved_to(&self, new_base_gfn: u64) -> Memslot<R> {
         let spec = MemslotSpec {
             id: self.id,
             base_gfn: new_base_gfn,
@@ -455,8 +457,8 @@ pub struct MemslotInfo {
     pub logging: bool,
 }
 
-impl From<&Memslot> for MemslotInfo {
-    fn from(s: &Memslot) -> Self {
+impl<R: RawRwLock> From<&Memslot<R>> for MemslotInfo {
+    fn from(s: &Memslot<R>) -> Self {
         MemslotInfo {
             id: s.id,
             base_gfn: s.base_gfn,
@@ -469,12 +471,17 @@ impl From<&Memslot> for MemslotInfo {
 }
 
 /// The set of memslots, sorted by gfn.
-#[derive(Debug, Default)]
-pub(crate) struct Memslots {
-    slots: Vec<alloc::sync::Arc<Memslot>>,
+pub(crate) struct Memslots<R: RawRwLock> {
+    slots: Vec<alloc::sync::Arc<Memslot<R>>>,
 }
 
-impl Memslots {
+impl<R: RawRwLock> Default for Memslots<R> {
+    fn default() -> Self {
+        Memslots { slots: Vec::new() }
+    }
+}
+
+impl<R: RawRwLock> Memslots<R> {
     pub(crate) fn validate(&self, spec: &MemslotSpec, input_bits: u32) -> Result<(), MemslotError> {
         let id = spec.id;
         if spec.npages == 0 {
@@ -506,32 +513,32 @@ impl Memslots {
         others.validate(spec, input_bits)
     }
 
-    pub(crate) fn insert(&mut self, slot: alloc::sync::Arc<Memslot>) {
+    pub(crate) fn insert(&mut self, slot: alloc::sync::Arc<Memslot<R>>) {
         let pos = self.slots.partition_point(|s| s.base_gfn < slot.base_gfn);
         self.slots.insert(pos, slot);
     }
 
-    pub(crate) fn remove(&mut self, id: u32) -> Option<alloc::sync::Arc<Memslot>> {
+    pub(crate) fn remove(&mut self, id: u32) -> Option<alloc::sync::Arc<Memslot<R>>> {
         let pos = self.slots.iter().position(|s| s.id == id)?;
         Some(self.slots.remove(pos))
     }
 
-    pub(crate) fn find_gfn(&self, gfn: u64) -> Option<&alloc::sync::Arc<Memslot>> {
+    pub(crate) fn find_gfn(&self, gfn: u64) -> Option<&alloc::sync::Arc<Memslot<R>>> {
         let i = self.slots.partition_point(|s| s.base_gfn <= gfn);
         let s = self.slots.get(i.checked_sub(1)?)?;
         s.contains(gfn).then_some(s)
     }
 
-    pub(crate) fn get(&self, id: u32) -> Option<&alloc::sync::Arc<Memslot>> {
+    pub(crate) fn get(&self, id: u32) -> Option<&alloc::sync::Arc<Memslot<R>>> {
         self.slots.iter().find(|s| s.id == id)
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &alloc::sync::Arc<Memslot>> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &alloc::sync::Arc<Memslot<R>>> {
         self.slots.iter()
     }
 
     /// Slots intersecting the host range, with the gfn range each maps of it.
-    pub(crate) fn hva_to_gfns(&self, start: u64, end: u64) -> Vec<(alloc::sync::Arc<Memslot>, u64, u64)> {
+    pub(crate) fn hva_to_gfns(&self, start: u64, end: u64) -> Vec<(alloc::sync::Arc<Memslot<R>>, u64, u64)> {
         self.slots
             .iter()
             .filter_map(|s| {

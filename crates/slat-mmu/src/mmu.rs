@@ -22,6 +22,7 @@ use crate::dirty::YIELD_PAGES;
 use crate::exclusive::{Exclusive, InvalidateGuard};
 use crate::host::HostMemory;
 use crate::invalidate::Invalidation;
+use crate::lock::Mutex;
 use crate::memslot::{Memslot, MemslotError, MemslotInfo, MemslotSpec, Memslots};
 use crate::notifier::MmuNotifier;
 use crate::ring::DirtyRings;
@@ -112,19 +113,19 @@ impl NxTracker {
 /// ```
 pub struct Mmu<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock = DefaultRawLock> {
     pub(crate) tables: RwLock<R, PageTable<F, A>>,
-    pub(crate) slots: RwLock<R, Memslots>,
+    pub(crate) slots: RwLock<R, Memslots<R>>,
     pub(crate) host: H,
     pub(crate) tlb: T,
     pub(crate) config: MmuConfig,
-    pub(crate) inval: Invalidation,
+    pub(crate) inval: Invalidation<R>,
     pub(crate) counters: Counters,
-    pub(crate) pending_free: spin::Mutex<Vec<Detached>>,
+    pub(crate) pending_free: Mutex<R, Vec<Detached>>,
     /// Serializes memslot changes (KVM's `slots_lock`): a delete zaps in chunks without holding
     /// `slots`, so another change must not slip in between.
-    pub(crate) slots_update: spin::Mutex<()>,
-    pub(crate) nx: spin::Mutex<NxTracker>,
+    pub(crate) slots_update: Mutex<R, ()>,
+    pub(crate) nx: Mutex<R, NxTracker>,
     /// Per-vCPU dirty rings (`None` unless [`MmuConfig::dirty_ring`] is set).
-    pub(crate) rings: Option<DirtyRings>,
+    pub(crate) rings: Option<DirtyRings<R>>,
 }
 
 impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A, H, T, R> {
@@ -167,9 +168,9 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
             config,
             inval: Invalidation::default(),
             counters: Counters::default(),
-            pending_free: spin::Mutex::new(Vec::new()),
-            slots_update: spin::Mutex::new(()),
-            nx: spin::Mutex::new(NxTracker::default()),
+            pending_free: Mutex::new(Vec::new()),
+            slots_update: Mutex::new(()),
+            nx: Mutex::new(NxTracker::default()),
             rings: config.dirty_ring.map(DirtyRings::new),
         })
     }
@@ -298,7 +299,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     pub(crate) fn zap(
         &self,
         pt: &mut PageTable<F, A>,
-        slot: Option<&Memslot>,
+        slot: Option<&Memslot<R>>,
         g0: u64,
         g1: u64,
         batch: &mut FlushBatch,
@@ -333,7 +334,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
 
     /// An MMU-initiated invalidation of gfns `g0..g1`: racing faults retry, leaves are zapped,
     /// one flush, then `change` runs (still under the exclusive lock, before faults may proceed).
-    pub(crate) fn invalidate_gfns(&self, slot: Option<&Memslot>, g0: u64, g1: u64, change: impl FnOnce()) {
+    pub(crate) fn invalidate_gfns(&self, slot: Option<&Memslot<R>>, g0: u64, g1: u64, change: impl FnOnce()) {
         self.invalidate_gfns_within(slot, (g0, g1), g0, g1, change);
     }
 
@@ -341,7 +342,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     /// than the zapped gfns (faults next to an attribute change retry too).
     pub(crate) fn invalidate_gfns_within(
         &self,
-        slot: Option<&Memslot>,
+        slot: Option<&Memslot<R>>,
         window: (u64, u64),
         g0: u64,
         g1: u64,
@@ -356,7 +357,13 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
 
     /// [`zap`](Self::zap) gfns `g0..g1` in chunks of [`YIELD_PAGES`], flushing and yielding the
     /// exclusive lock between chunks (the caller's invalidation keeps faults off the range).
-    pub(crate) fn zap_chunked(&self, x: &mut Exclusive<'_, F, A, H, T, R>, slot: Option<&Memslot>, g0: u64, g1: u64) {
+    pub(crate) fn zap_chunked(
+        &self,
+        x: &mut Exclusive<'_, F, A, H, T, R>,
+        slot: Option<&Memslot<R>>,
+        g0: u64,
+        g1: u64,
+    ) {
         let mut at = g0;
         while at < g1 {
             let stop = (at + YIELD_PAGES).min(g1);
@@ -449,7 +456,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         Ok(())
     }
 
-    pub(crate) fn slot(&self, id: u32) -> Result<alloc::sync::Arc<Memslot>, MmuError> {
+    pub(crate) fn slot(&self, id: u32) -> Result<alloc::sync::Arc<Memslot<R>>, MmuError> {
         Ok(self.slots.read().get(id).ok_or(MemslotError::NotFound { id })?.clone())
     }
 
@@ -491,7 +498,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         Ok(())
     }
 
-    pub(crate) fn slot_of(&self, gfn: u64) -> Result<alloc::sync::Arc<Memslot>, MmuError> {
+    pub(crate) fn slot_of(&self, gfn: u64) -> Result<alloc::sync::Arc<Memslot<R>>, MmuError> {
         self.slots.read().find_gfn(gfn).cloned().ok_or(MmuError::NoMemslot { gfn })
     }
 }
