@@ -9,7 +9,6 @@
 //! exclusive section, when no shared walker can still hold them. Every exclusive section ends
 //! with [`Mmu::finish`]: one flush for everything it changed, then frees.
 
-use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 use lock_api::{RawRwLock, RwLock};
@@ -25,6 +24,7 @@ use crate::invalidate::Invalidation;
 use crate::lock::Mutex;
 use crate::memslot::{Memslot, MemslotError, MemslotInfo, MemslotSpec, Memslots};
 use crate::notifier::MmuNotifier;
+use crate::nx::NxTracker;
 use crate::ring::DirtyRings;
 use crate::stats::{Counters, Stats};
 use crate::tlb::{self, Tlb};
@@ -60,19 +60,6 @@ pub enum MmuError {
 
 /// The raw lock used when the embedder does not choose one: a spin lock, usable without `std`.
 pub type DefaultRawLock = spin::RwLock<()>;
-
-/// NX huge-page splits awaiting recovery: (block gfn, size of the huge leaf that was split).
-#[derive(Debug, Default)]
-pub(crate) struct NxTracker {
-    pub(crate) queue: VecDeque<(u64, PageSize)>,
-}
-
-impl NxTracker {
-    pub(crate) fn contains(&self, gfn: u64, size: PageSize) -> bool {
-        let b = gfn & !(size.pages() - 1);
-        self.queue.iter().any(|&(g, s)| s == size && g == b)
-    }
-}
 
 /// A hypervisor stage-2 MMU.
 ///

@@ -213,29 +213,4 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         Counters::inc(&self.counters.recoveries);
         true
     }
-
-    /// One NX recovery pass: zap `ceil(tracked / recovery_ratio)` of the oldest NX-split blocks
-    /// (skipping dirty-logged slots) so that faults rebuild them as non-executable huge leaves.
-    /// Returns how many were zapped.
-    pub fn recover_nx_huge_pages(&self) -> u64 {
-        let Some(nx) = self.config.nx else { return 0 };
-        let todo: Vec<(u64, PageSize)> = {
-            let mut t = self.nx.lock();
-            let n = t.queue.len().div_ceil(nx.recovery_ratio as usize);
-            (0..n).filter_map(|_| t.queue.pop_front()).collect()
-        };
-        let mut zapped = 0;
-        for (gfn, size) in todo {
-            match self.slot_of(gfn) {
-                Ok(slot) if slot.is_logging() => self.nx.lock().queue.push_back((gfn, size)),
-                Ok(slot) => {
-                    self.invalidate_gfns(Some(&slot), gfn, gfn + size.pages(), || {});
-                    zapped += 1;
-                }
-                Err(_) => {}
-            }
-        }
-        Counters::add(&self.counters.nx_recovered, zapped);
-        zapped
-    }
 }
