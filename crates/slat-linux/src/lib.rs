@@ -17,6 +17,8 @@
 
 pub mod backing;
 pub mod error;
+pub mod hostmap;
+pub mod memory;
 pub mod pagemap;
 pub mod pool;
 pub mod scan;
