@@ -105,7 +105,7 @@ fn anonymous_thp_split_by_mprotect_is_4k_there() {
     b.populate_write().unwrap();
     b.mprotect(2 * M2 + 4096, 4096, true).unwrap();
     let mmu = map_all_readable(&b);
-    let e = mmu.explain(BASE_GFN + (2 * M2 >> 12));
+    let e = mmu.explain(BASE_GFN + ((2 * M2) >> 12));
     assert_eq!(e.decision.size, PageSize::Size4K);
     assert_eq!(e.decision.primary(), Some(WhyNotHuge::HostMapsSmall), "{e}");
     assert_eq!(leaf_ranges(&mmu, &b, PageSize::Size2M), scan_huge(&b));
