@@ -102,65 +102,84 @@ impl HostMap {
         end: u64,
         force_smaps: bool,
     ) -> Result<Self> {
-        let mut extents = Vec::new();
-        let mut source = if force_smaps { MapSource::Smaps } else { MapSource::PagemapScan };
-        for (vma, kind) in vmas {
-            let (s, e) = (vma.start.max(start), vma.end.min(end));
-            if s >= e {
-                continue;
-            }
-            let huge_size = if vma.is_hugetlb() {
-                match vma.kernel_page_size {
-                    0x4000_0000 => PageSize::Size1G,
-                    _ => PageSize::Size2M,
+        Self::read_ranges(pagemap, vmas, &[(start, end)], force_smaps)
+    }
+
+    /// As [`read`](Self::read), over several disjoint ranges.
+    pub fn read_ranges(
+        pagemap: &Pagemap,
+        vmas: &[(Vma, BackingKind)],
+        ranges: &[(u64, u64)],
+        force_smaps: bool,
+    ) -> Result<Self> {
+        let mut ranges = ranges.to_vec();
+        ranges.sort_unstable();
+        let mut map = HostMap {
+            extents: Vec::new(),
+            source: if force_smaps { MapSource::Smaps } else { MapSource::PagemapScan },
+        };
+        for &(start, end) in &ranges {
+            for (vma, kind) in vmas {
+                let (s, e) = (vma.start.max(start), vma.end.min(end));
+                if s < e {
+                    map.read_vma(pagemap, vma, *kind, s, e)?;
                 }
-            } else {
-                PageSize::Size2M
-            };
-            let writable = vma.perms.as_bytes().get(1) == Some(&b'w');
-            let mut push = |start: u64, end: u64, size: PageSize, zero: bool| match extents.last_mut() {
-                Some(l @ &mut Extent { .. })
-                    if l.end == start
-                        && l.size == size
-                        && l.zero == zero
-                        && l.kind == *kind
-                        && l.writable == writable =>
-                {
-                    l.end = end
-                }
-                _ => extents.push(Extent { start, end, size, kind: *kind, zero, writable }),
-            };
-            if source == MapSource::PagemapScan {
-                match scan::scan(pagemap.file(), s, e) {
-                    Ok(regions) => {
-                        for r in regions.iter().filter(|r| r.categories.contains(Categories::PRESENT)) {
-                            let size =
-                                if r.categories.contains(Categories::HUGE) { huge_size } else { PageSize::Size4K };
-                            push(r.start, r.end, size, r.categories.contains(Categories::PFNZERO));
-                        }
-                        continue;
-                    }
-                    Err(Error::Unsupported { .. }) => source = MapSource::Smaps,
-                    Err(e) => return Err(e),
-                }
-            }
-            // Fallback: presence from pagemap, size from the VMA's page size.
-            let size = if vma.is_hugetlb() { huge_size } else { PageSize::Size4K };
-            const CHUNK: u64 = 1 << 30;
-            let mut at = s;
-            while at < e {
-                let n = ((e - at).min(CHUNK) / 4096) as usize;
-                let entries = pagemap.read(at, n)?;
-                for (i, en) in entries.iter().enumerate() {
-                    if en.present() {
-                        let a = at + i as u64 * 4096;
-                        push(a, a + 4096, size, false);
-                    }
-                }
-                at += n as u64 * 4096;
             }
         }
-        Ok(HostMap { extents, source })
+        Ok(map)
+    }
+
+    fn push(&mut self, x: Extent) {
+        match self.extents.last_mut() {
+            Some(l)
+                if l.end == x.start
+                    && l.size == x.size
+                    && l.zero == x.zero
+                    && l.kind == x.kind
+                    && l.writable == x.writable =>
+            {
+                l.end = x.end
+            }
+            _ => self.extents.push(x),
+        }
+    }
+
+    fn read_vma(&mut self, pagemap: &Pagemap, vma: &Vma, kind: BackingKind, s: u64, e: u64) -> Result<()> {
+        let huge_size = match (vma.is_hugetlb(), vma.kernel_page_size) {
+            (true, 0x4000_0000) => PageSize::Size1G,
+            _ => PageSize::Size2M,
+        };
+        let writable = vma.perms.as_bytes().get(1) == Some(&b'w');
+        let ext = |start, end, size, zero| Extent { start, end, size, kind, zero, writable };
+        if self.source == MapSource::PagemapScan {
+            match scan::scan(pagemap.file(), s, e) {
+                Ok(regions) => {
+                    for r in regions.iter().filter(|r| r.categories.contains(Categories::PRESENT)) {
+                        let size = if r.categories.contains(Categories::HUGE) { huge_size } else { PageSize::Size4K };
+                        self.push(ext(r.start, r.end, size, r.categories.contains(Categories::PFNZERO)));
+                    }
+                    return Ok(());
+                }
+                Err(Error::Unsupported { .. }) => self.source = MapSource::Smaps,
+                Err(e) => return Err(e),
+            }
+        }
+        // Fallback: presence from pagemap, size from the VMA's page size (THP placement unknown).
+        let size = if vma.is_hugetlb() { huge_size } else { PageSize::Size4K };
+        const CHUNK: u64 = 1 << 30;
+        let mut at = s;
+        while at < e {
+            let n = ((e - at).min(CHUNK) / 4096) as usize;
+            let entries = pagemap.read(at, n)?;
+            for (i, en) in entries.iter().enumerate() {
+                if en.present() {
+                    let a = at + i as u64 * 4096;
+                    self.push(ext(a, a + 4096, size, false));
+                }
+            }
+            at += n as u64 * 4096;
+        }
+        Ok(())
     }
 
     /// Where the sizes came from.

@@ -18,9 +18,13 @@
 pub mod backing;
 pub mod error;
 pub mod hostmap;
+pub mod inspect;
+pub mod kvm;
 pub mod memory;
 pub mod pagemap;
+pub mod policy;
 pub mod pool;
+pub mod qemu;
 pub mod scan;
 pub mod smaps;
 
