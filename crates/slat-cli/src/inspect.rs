@@ -170,6 +170,9 @@ pub fn render(r: &Report) -> String {
             v.pages_4k, v.pages_2m, v.pages_1g, v.source
         );
     }
+    if let (false, Some(n)) = (r.kvm.vms.is_empty(), &r.kvm.note) {
+        let _ = writeln!(out, "kvm: {n}");
+    }
     for n in &r.notes {
         let _ = writeln!(out, "note: {n}");
     }

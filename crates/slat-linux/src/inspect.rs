@@ -395,6 +395,9 @@ pub fn inspect(pid: i32, opts: &Options) -> Result<Report> {
             "KVM's per-VM counts need root (debugfs) or the VMM's API (QMP query-stats)".into()
         });
     }
+    if !kvm_report.vms.is_empty() && kvm_report.vms.iter().all(|v| v.pages_4k + v.pages_2m + v.pages_1g == 0) {
+        kvm_report.note = Some("KVM has mapped nothing yet: the guest is paused or has not touched its memory".into());
+    }
     if kvm_report.vms.is_empty() && kvm::vm_fds(pid).is_empty() {
         kvm_report.note = Some(
             "no KVM VM in this process (TCG or not a KVM VMM): the stage-2 mix is what slat-mmu's rules would allow"

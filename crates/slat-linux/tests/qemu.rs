@@ -5,7 +5,7 @@
 mod common;
 use common::*;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -38,16 +38,21 @@ struct Qemu {
 impl Qemu {
     /// Start QEMU with `-m SIZE` and one memory backend `object` (its id must be `mem0`).
     fn start(size_mb: u64, object: &str) -> Qemu {
+        Self::start_accel("tcg", size_mb, object)
+    }
+
+    /// As [`start`](Self::start) with another accelerator.
+    fn start_accel(accel: &str, size_mb: u64, object: &str) -> Qemu {
         let socket = std::env::temp_dir().join(format!("slat-qmp-{}-{}.sock", std::process::id(), next()));
         let _ = std::fs::remove_file(&socket);
         let child = Command::new(QEMU)
-            .args(["-accel", "tcg", "-S", "-display", "none", "-nodefaults", "-machine", "pc,memory-backend=mem0"])
+            .args(["-accel", accel, "-S", "-display", "none", "-nodefaults", "-machine", "pc,memory-backend=mem0"])
             .args(["-m", &format!("{size_mb}M"), "-object", object])
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", socket.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::null())
             .spawn()
             .expect("spawn qemu");
         let mut q = Qemu { child, socket };
@@ -248,4 +253,30 @@ fn hugetlbfs_1g_file_when_granted() {
 fn no_such_process_is_a_clear_error() {
     let e = inspect(i32::MAX, &Options::default()).unwrap_err();
     assert_eq!(e.to_string(), format!("no process with pid {}", i32::MAX));
+}
+
+#[test]
+fn kvm_counts_from_qmp_and_debugfs() {
+    if !have_qemu("kvm_counts") || !root("kvm_counts") {
+        return;
+    }
+    if !Path::new("/dev/kvm").exists() {
+        eprintln!("SKIP kvm_counts: no /dev/kvm");
+        return;
+    }
+    let was_mounted = slat_linux::pool::debugfs_mounted();
+    let q = Qemu::start_accel("kvm", 64, "memory-backend-ram,id=mem0,size=64M,prealloc=on");
+    let r = inspect(q.pid(), &Options::default()).unwrap();
+    drop(q);
+    if !was_mounted && slat_linux::pool::debugfs_mounted() {
+        // Restore what the inspection changed.
+        rustix::mount::unmount(slat_linux::pool::DEBUGFS, rustix::mount::UnmountFlags::empty()).unwrap();
+        assert!(r.notes.iter().any(|n| n.contains("mounted debugfs")), "{:?}", r.notes);
+    }
+    let sources: Vec<&str> = r.kvm.vms.iter().map(|v| v.source.as_str()).collect();
+    assert!(sources.contains(&"QMP query-stats"), "{sources:?}");
+    assert!(sources.iter().any(|s| s.starts_with("debugfs kvm/")), "{sources:?}");
+    // Paused with -S: KVM has built no stage-2 leaf yet.
+    assert!(r.kvm.vms.iter().all(|v| v.pages_4k + v.pages_2m + v.pages_1g == 0));
+    assert!(r.kvm.note.as_deref().unwrap_or_default().contains("mapped nothing yet"));
 }
