@@ -53,23 +53,7 @@ pub fn run(args: &InspectArgs) -> Result<u8, CliError> {
 
 /// Bytes in the largest unit that keeps them short.
 pub fn bytes(b: u64) -> String {
-    const K: u64 = 1 << 10;
-    const M: u64 = 1 << 20;
-    const G: u64 = 1 << 30;
-    let f = |v: u64, u: u64, n: &str| {
-        if v % u == 0 {
-            format!("{} {n}", v / u)
-        } else {
-            format!("{:.1} {n}", v as f64 / u as f64)
-        }
-    };
-    match b {
-        0 => "0".into(),
-        b if b >= G => f(b, G, "GiB"),
-        b if b >= M => f(b, M, "MiB"),
-        b if b >= K => f(b, K, "KiB"),
-        b => format!("{b} B"),
-    }
+    inspect::human_bytes(b)
 }
 
 fn reasons(m: &std::collections::BTreeMap<String, u64>) -> String {
@@ -77,7 +61,8 @@ fn reasons(m: &std::collections::BTreeMap<String, u64>) -> String {
 }
 
 fn block(out: &mut String, b: &BlockReport) {
-    let _ = writeln!(out, "\n{}  {}  {}  at hva {:#x}", b.name, bytes(b.size), b.backing, b.hva);
+    let _ =
+        writeln!(out, "\n{}  {}  {}  at hva {:#x}  VmFlags [{}]", b.name, bytes(b.size), b.backing, b.hva, b.vm_flags);
     let slots: Vec<String> = b.memslots.iter().map(|(g, l, h)| format!("{g:#x}+{} -> {h:#x}", bytes(*l))).collect();
     let _ = writeln!(
         out,
@@ -97,7 +82,7 @@ fn block(out: &mut String, b: &BlockReport) {
         Some(false) => "THPeligible 0",
         None => "THPeligible -",
     };
-    let _ = writeln!(out, "  policy     {}; {elig}; VmFlags {}", b.policy.because, b.vm_flags);
+    let _ = writeln!(out, "  policy     {}; {elig}", b.policy.because);
     let h = &b.host;
     let _ = writeln!(
         out,

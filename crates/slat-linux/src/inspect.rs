@@ -467,24 +467,41 @@ fn stage2_mix(mmu: &InspectMmu, spec: &MemslotSpec, mix: &mut Stage2Mix) {
 }
 
 fn backing_words(v: &Vma, kind: BackingKind, mount: Option<&policy::Mount>) -> String {
-    let mp = mount.map(|m| format!(" on {} {}", m.fstype, m.mount_point)).unwrap_or_default();
     match kind {
         BackingKind::Hugetlbfs => {
             let size = if v.kernel_page_size >= G1 { "1G" } else { "2M" };
             if v.path.starts_with("/memfd:") {
                 format!("memfd hugetlb {size}")
             } else {
-                format!("hugetlbfs {size} file{mp}")
+                format!("hugetlbfs {size} file")
             }
         }
         BackingKind::Shmem if v.path.starts_with("/memfd:") => "memfd (shmem)".into(),
         BackingKind::Shmem if !v.has_file() || mount.is_none() => "shared anonymous (shmem)".into(),
-        BackingKind::Shmem => format!("tmpfs file{mp}"),
+        BackingKind::Shmem => "tmpfs file".into(),
         BackingKind::Anonymous => "anonymous".into(),
-        BackingKind::PageCache => format!("file{mp}"),
-        BackingKind::Dax => format!("DAX{mp}"),
+        BackingKind::PageCache => format!("{} file", mount.map_or("page-cache", |m| m.fstype.as_str())),
+        BackingKind::Dax => "DAX".into(),
         BackingKind::PfnMap => "PFN map".into(),
     }
+}
+
+/// Bytes in the largest unit that keeps them short (`1 GiB`, `1.75 MiB`, `768 KiB`).
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    if b == 0 {
+        return "0".into();
+    }
+    for (u, n) in UNITS {
+        if b >= u {
+            if b % u == 0 {
+                return format!("{} {n}", b / u);
+            }
+            let s = format!("{:.2}", b as f64 / u as f64);
+            return format!("{} {n}", s.trim_end_matches('0').trim_end_matches('.'));
+        }
+    }
+    format!("{b} B")
 }
 
 /// A why-not-huge reason (slat-mmu's name) in an operator's words.
@@ -500,11 +517,7 @@ fn reason_words(name: &str) -> String {
 }
 
 fn gib(bytes: u64) -> String {
-    if bytes >= G1 && bytes % (G1 / 4) == 0 {
-        format!("{} GiB", bytes as f64 / G1 as f64)
-    } else {
-        format!("{} MiB", bytes.div_ceil(1 << 20))
-    }
+    human_bytes(bytes)
 }
 
 fn block_report(
