@@ -219,6 +219,22 @@ impl HostMap {
         s
     }
 
+    /// The host leaf size of `[start, end)` if every page is present, not the zero page, and
+    /// mapped with that one size (extents may differ in other ways, such as permissions).
+    pub fn uniform_size(&self, start: u64, end: u64) -> Option<PageSize> {
+        let i = self.extents.partition_point(|e| e.end <= start);
+        let mut at = start;
+        let mut size = None;
+        for e in self.extents[i..].iter().take_while(|e| e.start < end) {
+            if e.start > at || e.zero || size.is_some_and(|s| s != e.size) {
+                return None;
+            }
+            size = Some(e.size);
+            at = e.end;
+        }
+        size.filter(|_| at >= end)
+    }
+
     /// The runs of `[start, end)` mapped by leaves of `size`, merged.
     pub fn ranges_of(&self, start: u64, end: u64, size: PageSize) -> Vec<(u64, u64)> {
         let mut out: Vec<(u64, u64)> = Vec::new();

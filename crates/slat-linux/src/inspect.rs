@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::hostmap::{classify, HostMap, MapSource, Split};
 use crate::kvm::{self, KvmPages};
 use crate::memory::ProcessSnapshot;
-use crate::pagemap::Pagemap;
+use crate::pagemap::{KpageFlags, Pagemap};
 use crate::policy::{self, SystemThp, ThpPolicy};
 use crate::qemu::{self, GuestRamBlock, Qmp};
 use crate::smaps::{self, VmFlag, Vma};
@@ -151,6 +151,9 @@ pub struct BlockReport {
     /// smaps PMD-mapped bytes (AnonHugePages + ShmemPmdMapped + FilePmdMapped, or hugetlb bytes)
     /// of the VMAs inside the block, for cross-checking.
     pub smaps_huge_bytes: u64,
+    /// Of the 4K-mapped bytes, those in 2M blocks that are one THP folio mapped with PTEs
+    /// (pagemap + kpageflags; `None` without root).
+    pub pte_mapped_thp: Option<u64>,
     /// What slat-mmu's rules allow at stage 2.
     pub stage2: Stage2Mix,
     /// The answer in plain words.
@@ -273,6 +276,7 @@ pub fn inspect(pid: i32, opts: &Options) -> Result<Report> {
     let mut notes = Vec::new();
     let mut qemu_version = None;
     let mut qmp_conn = None;
+    let mut dirty_logging = false;
 
     let targets = if !opts.ranges.is_empty() {
         targets_from_ranges(&opts.ranges)
@@ -291,6 +295,12 @@ pub fn inspect(pid: i32, opts: &Options) -> Result<Report> {
                     ));
                 }
                 let located = qemu::locate_blocks(&blocks, &ranges, &vmas)?;
+                if let Some(st) = q.migration_status() {
+                    if matches!(st.as_str(), "setup" | "active" | "pre-switchover" | "device" | "postcopy-active") {
+                        dirty_logging = true;
+                        notes.push(format!("a migration is running (query-migrate: {st}): KVM dirty-logs guest RAM, so the stage-2 mix counts every memslot as logged"));
+                    }
+                }
                 qmp_conn = Some(q);
                 targets_from_qemu(located)
             }
@@ -336,6 +346,9 @@ pub fn inspect(pid: i32, opts: &Options) -> Result<Report> {
         });
     }
     let system = SystemThp::read();
+    if matches!(system.kvm_nx_huge_pages.as_deref(), Some("Y") | Some("force")) {
+        notes.push("kvm.nx_huge_pages is on: huge leaves the guest executes from are split to 4K (iTLB multihit mitigation); the stage-2 mix assumes data accesses".into());
+    }
     let process_thp_enabled = policy::process_thp_enabled(pid);
     let pfns = rustix::process::geteuid().is_root().then(|| Pagemap::open(pid).ok()).flatten();
     let snapshot = ProcessSnapshot::new(map, pfns);
@@ -359,7 +372,7 @@ pub fn inspect(pid: i32, opts: &Options) -> Result<Report> {
                 npages: len >> 12,
                 hva: t.hva + off,
                 readonly: false,
-                log_dirty: false,
+                log_dirty: dirty_logging,
             };
             mmu.add_memslot(spec).map_err(|e| Error::Invalid(format!("{}: memslot {gpa:#x}+{len:#x}: {e}", t.name)))?;
             v.push((slot_id, spec));
@@ -368,9 +381,11 @@ pub fn inspect(pid: i32, opts: &Options) -> Result<Report> {
         slots_of.push(v);
     }
 
+    let folios =
+        if rustix::process::geteuid().is_root() { Pagemap::open(pid).ok().zip(KpageFlags::open().ok()) } else { None };
     let mut blocks = Vec::new();
     for (t, slots) in targets.iter().zip(&slots_of) {
-        blocks.push(block_report(t, slots, &mmu, &kinds, &mounts, &system, process_thp_enabled));
+        blocks.push(block_report(t, folios.as_ref(), slots, &mmu, &kinds, &mounts, &system, process_thp_enabled));
     }
 
     // KVM's side.
@@ -522,6 +537,7 @@ fn gib(bytes: u64) -> String {
 
 fn block_report(
     t: &Target,
+    folios: Option<&(Pagemap, KpageFlags)>,
     slots: &[(u32, MemslotSpec)],
     mmu: &InspectMmu,
     kinds: &[(Vma, BackingKind)],
@@ -550,12 +566,25 @@ fn block_report(
         .filter(|v| v.start >= t.hva && v.end <= end)
         .map(|v| if v.is_hugetlb() { v.hugetlb_bytes() } else { v.pmd_mapped_bytes() })
         .sum();
+    let pte_mapped_thp = folios.map(|(pm, kpf)| {
+        let map = mmu.host().map();
+        let mut bytes = 0;
+        let mut h = t.hva.next_multiple_of(M2);
+        while h + M2 <= end {
+            let small = map.uniform_size(h, h + M2) == Some(PageSize::Size4K);
+            if small && crate::pagemap::is_thp_block(pm, kpf, h).unwrap_or(false) {
+                bytes += M2;
+            }
+            h += M2;
+        }
+        bytes
+    });
     let mut stage2 = Stage2Mix::default();
     for (_, spec) in slots {
         stage2_mix(mmu, spec, &mut stage2);
     }
     let backing = backing_words(vma, kind, mount);
-    let (verdict, fix) = verdict(t, kind, &backing, vma, &alignment, &policy, &host, &stage2, system);
+    let (verdict, fix) = verdict(t, kind, &backing, vma, &alignment, &policy, &host, &stage2, system, pte_mapped_thp);
     BlockReport {
         name: t.name.clone(),
         hva: t.hva,
@@ -571,6 +600,7 @@ fn block_report(
         policy,
         host,
         smaps_huge_bytes,
+        pte_mapped_thp,
         stage2,
         verdict,
         fix,
@@ -588,6 +618,7 @@ fn verdict(
     host: &Split,
     s2: &Stage2Mix,
     system: &SystemThp,
+    pte_mapped_thp: Option<u64>,
 ) -> (String, Option<String>) {
     let size = gib(t.size);
     let present = host.present();
@@ -658,6 +689,13 @@ fn verdict(
     let small = host.bytes_4k;
     let (cause, fix): (String, Option<String>) = match (kind, policy.allows_thp) {
         (BackingKind::Hugetlbfs, _) => ("hugetlb pages are mapped small".into(), None),
+        (BackingKind::PageCache, _) => (
+            format!(
+                "it is a regular file on {} (page cache): huge only where the page cache holds PMD-size folios; if this was meant to be hugetlbfs, the path is not on a hugetlbfs mount (a plain directory can mask one)",
+                vma.path
+            ),
+            Some("put mem-path on a hugetlbfs mount (check with findmnt), or use anonymous RAM with THP".into()),
+        ),
         (_, Some(false)) => {
             let fix = match kind {
                 BackingKind::Anonymous if vma.vm_flags.contains(VmFlag::NoHugepage) => "the VMM set MADV_NOHUGEPAGE (e.g. postcopy); clear it".to_string(),
@@ -677,14 +715,24 @@ fn verdict(
             format!("it starts {} KiB past a 2M boundary, so its head and tail cannot be huge", al.hva_mod_2m >> 10),
             Some("2M-align guest RAM in the VMM".into()),
         ),
-        _ => (
-            format!(
-                "THP is allowed ({}) but {} is PTE-mapped: THP allocation failed (fragmentation), or a THP was split (a 4K mprotect/madvise, KSM, a partial munmap)",
-                policy.because,
-                gib(small)
-            ),
-            Some("compact memory (echo 1 > /proc/sys/vm/compact_memory) and let khugepaged collapse, or MADV_COLLAPSE; for guaranteed huge pages use hugetlb".into()),
-        ),
+        _ => {
+            let split = match pte_mapped_thp {
+                Some(x) if x > 0 => format!(
+                    "{} is THP folios mapped with 4K PTEs (a split mapping: a 4K mprotect/madvise or a partial munmap; KVM maps those 4K) and {} is 4K folios (THP allocation failed or never collapsed)",
+                    gib(x),
+                    gib(small - x)
+                ),
+                Some(_) => format!("{} is 4K folios: THP allocation failed (fragmentation) or never happened", gib(small)),
+                None => format!(
+                    "{} is PTE-mapped: THP allocation failed (fragmentation), or a THP was split (a 4K mprotect/madvise, KSM, a partial munmap); run as root to tell them apart",
+                    gib(small)
+                ),
+            };
+            (
+                format!("THP is allowed ({}) but {split}", policy.because),
+                Some("MADV_COLLAPSE or khugepaged (after compaction: echo 1 > /proc/sys/vm/compact_memory) can make it huge again; for guaranteed huge pages use hugetlb".into()),
+            )
+        }
     };
     let reason = if top.is_some() {
         let parts: Vec<String> = s2.not_2m.iter().map(|(r, b)| format!("{r} {}", gib(*b))).collect();

@@ -173,3 +173,17 @@ pub fn folio_block(pagemap: &Pagemap, kpf: &KpageFlags, hva: u64) -> Result<Foli
     b.contiguous_aligned = contiguous && first.is_some_and(|f| f != 0 && f % 512 == 0);
     Ok(b)
 }
+
+/// Whether the 2 MiB block at `hva` (2M-aligned) holds one PMD-order large folio, all 512
+/// pages present, PFN-contiguous and 2M-aligned: a THP. Cheap (one pagemap read, one
+/// kpageflags read). Combined with "not PMD-mapped" from [`crate::scan`], it tells a
+/// PTE-mapped THP (split mapping: a 4K mprotect/madvise, a partial munmap) from 4K folios.
+pub fn is_thp_block(pagemap: &Pagemap, kpf: &KpageFlags, hva: u64) -> Result<bool> {
+    let entries = pagemap.read(hva & !0x1f_ffff, 512)?;
+    let Some(first) = entries[0].pfn().filter(|&p| p != 0 && p % 512 == 0) else { return Ok(false) };
+    if entries.iter().enumerate().any(|(i, e)| e.pfn() != Some(first + i as u64)) {
+        return Ok(false);
+    }
+    let f = kpf.read(first, 1)?[0];
+    Ok(f.thp() && f.compound_head() && !f.zero_page())
+}

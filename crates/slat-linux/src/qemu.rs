@@ -109,6 +109,13 @@ impl Qmp {
         parse_mtree_ram(&self.hmp("info mtree -f")?)
     }
 
+    /// The migration status (`query-migrate`): `Some("active")` etc. while a migration runs,
+    /// when KVM dirty-logs every memslot.
+    pub fn migration_status(&mut self) -> Option<String> {
+        let r = self.execute("query-migrate", None).ok()?;
+        r["status"].as_str().map(str::to_string)
+    }
+
     /// KVM's page counts through `query-stats` (QEMU 7.1+; `None` without KVM or the command).
     pub fn kvm_pages(&mut self) -> Option<[u64; 3]> {
         let r = self.execute("query-stats", Some(json!({ "target": "vm" }))).ok()?;

@@ -34,8 +34,15 @@ fn a_thp_split_by_a_partial_mprotect_is_reported_pte_mapped() {
     assert_eq!((blk.stage2.bytes_4k, blk.stage2.bytes_2m), (M2, 6 * M));
     assert_eq!(blk.stage2.not_2m.get("host-maps-small"), Some(&M2));
     assert_eq!(blk.vmas, 3, "the mprotect split the VMA");
-    assert!(blk.verdict.contains("PTE-mapped"), "{}", blk.verdict);
-    assert!(blk.fix.is_some());
+    if rustix::process::geteuid().is_root() {
+        // pagemap + kpageflags: the 4K-mapped block is still one THP folio.
+        assert_eq!(blk.pte_mapped_thp, Some(M2));
+        assert!(blk.verdict.contains("2 MiB is THP folios mapped with 4K PTEs"), "{}", blk.verdict);
+    } else {
+        assert_eq!(blk.pte_mapped_thp, None);
+        assert!(blk.verdict.contains("PTE-mapped"), "{}", blk.verdict);
+    }
+    assert!(blk.fix.as_deref().unwrap().contains("MADV_COLLAPSE"));
 }
 
 #[test]
@@ -100,4 +107,25 @@ fn range_specs_parse_and_reject() {
     assert!("0x1000:0".parse::<RangeSpec>().is_err());
     let e = inspect(me(), &Options { ranges: vec!["0x1000:4K".parse().unwrap()], ..Options::default() }).unwrap_err();
     assert!(e.to_string().contains("not mapped"), "{e}");
+}
+
+#[test]
+fn a_regular_file_is_page_cache_and_says_hugetlbfs_may_be_masked() {
+    let dir = std::env::temp_dir().join(format!("slat-inspect-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let b = Backing::file(dir.join("ram"), 0, 4 * M, ThpAdvice::None, Placement::aligned(M2)).unwrap();
+    b.populate_write().unwrap();
+    let opts = Options { ranges: vec![range(&b, 1 << 30)], no_debugfs: true, ..Options::default() };
+    let blk = inspect(me(), &opts).unwrap().blocks.remove(0);
+    let fs = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    if blk.kind == "page-cache" {
+        assert!(blk.backing.ends_with(" file"), "{}", blk.backing);
+        if blk.host.bytes_2m < blk.host.present() {
+            assert!(blk.verdict.contains("not on a hugetlbfs mount"), "{}", blk.verdict);
+        }
+    } else {
+        eprintln!("SKIP: {} is on {} ({fs:.0})", dir.display(), blk.kind);
+    }
+    drop(b);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
