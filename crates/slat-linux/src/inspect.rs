@@ -383,9 +383,16 @@ pub fn inspect(pid: i32, opts: &Options) -> Result<Report> {
 
     let folios =
         if rustix::process::geteuid().is_root() { Pagemap::open(pid).ok().zip(KpageFlags::open().ok()) } else { None };
+    let cx = Context {
+        kinds: &kinds,
+        mounts: &mounts,
+        system: &system,
+        process_thp: process_thp_enabled,
+        folios: folios.as_ref(),
+    };
     let mut blocks = Vec::new();
     for (t, slots) in targets.iter().zip(&slots_of) {
-        blocks.push(block_report(t, folios.as_ref(), slots, &mmu, &kinds, &mounts, &system, process_thp_enabled));
+        blocks.push(block_report(t, slots, &mmu, &cx));
     }
 
     // KVM's side.
@@ -535,16 +542,18 @@ fn gib(bytes: u64) -> String {
     human_bytes(bytes)
 }
 
-fn block_report(
-    t: &Target,
-    folios: Option<&(Pagemap, KpageFlags)>,
-    slots: &[(u32, MemslotSpec)],
-    mmu: &InspectMmu,
-    kinds: &[(Vma, BackingKind)],
-    mounts: &[policy::Mount],
-    system: &SystemThp,
+/// What every block's report reads about the process and the host.
+struct Context<'a> {
+    kinds: &'a [(Vma, BackingKind)],
+    mounts: &'a [policy::Mount],
+    system: &'a SystemThp,
     process_thp: Option<bool>,
-) -> BlockReport {
+    /// pagemap + kpageflags of the process (root).
+    folios: Option<&'a (Pagemap, KpageFlags)>,
+}
+
+fn block_report(t: &Target, slots: &[(u32, MemslotSpec)], mmu: &InspectMmu, cx: &Context<'_>) -> BlockReport {
+    let Context { kinds, mounts, system, process_thp, folios } = *cx;
     let end = t.hva + t.size;
     let (vma, kind) =
         kinds.iter().find(|(v, _)| v.start <= t.hva && t.hva < v.end).map(|(v, k)| (v, *k)).expect("checked");
