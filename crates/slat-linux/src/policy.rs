@@ -220,3 +220,22 @@ pub fn thp_policy(
         BackingKind::PfnMap => p(Some(false), "PFN map (device memory)".into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_and_mountinfo() {
+        assert_eq!(selected("always [madvise] never\n").as_deref(), Some("madvise"));
+        assert_eq!(selected("always within_size advise [never] deny force").as_deref(), Some("never"));
+        assert_eq!(selected("nothing"), None);
+        // A line of this host's mountinfo for a private huge tmpfs.
+        let m = parse_mountinfo(
+            "613 29 0:95 / /tmp/slat-tmpfs-1-0 rw,nosuid,nodev,relatime - tmpfs tmpfs rw,size=65536k,mode=700,huge=always\n",
+        );
+        assert_eq!(m.len(), 1);
+        assert_eq!((m[0].dev, m[0].fstype.as_str(), m[0].option("huge")), ((0, 95), "tmpfs", Some("always")));
+        assert_eq!(m[0].option("size"), Some("65536k"));
+    }
+}

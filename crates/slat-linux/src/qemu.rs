@@ -369,3 +369,96 @@ pub fn locate_blocks(blocks: &[RamBlock], ranges: &[MtreeRange], vmas: &[Vma]) -
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `info ramblock` as QEMU 7.2.22 (Debian 12) prints it: no HVA column.
+    const RAMBLOCK_7_2: &str =
+        "              Block Name    PSize              Offset               Used              Total
+                    ram0    4 KiB  0x0000000000000000 0x0000000008000000 0x0000000008000000
+    /rom@etc/acpi/tables    4 KiB  0x0000000008080000 0x0000000000020000 0x0000000000200000
+                 pc.bios    4 KiB  0x0000000008000000 0x0000000000040000 0x0000000000040000
+";
+
+    /// QEMU 10.0 adds HVA and flags columns (rows as the project's probe recorded them).
+    const RAMBLOCK_10: &str = "              Block Name    PSize              Offset               Used              Total                HVA  RO
+                  pc.ram    4 KiB  0x0000000000000000 0x0000000040000000 0x0000000040000000 0x00007fd21be00000  rw
+                       m    2 MiB  0x0000000040000000 0x0000000040000000 0x0000000040000000 0x00007f3dc3e00000  rw
+";
+
+    /// `info mtree -f` of QEMU 7.2.22, `-machine pc,memory-backend=ram0 -m 128M -nodefaults` (trimmed).
+    const MTREE_7_2: &str = "FlatView #0
+ AS \"memory\", root: system
+ AS \"cpu-memory-0\", root: system
+ Root memory region: system
+  0000000000000000-00000000000bffff (prio 0, ram): ram0
+  00000000000c0000-00000000000dffff (prio 1, rom): pc.rom
+  00000000000e0000-00000000000fffff (prio 0, rom): pc.bios @0000000000020000
+  0000000000100000-0000000007ffffff (prio 0, ram): ram0 @0000000000100000
+  00000000fec00000-00000000fec00fff (prio 0, i/o): ioapic
+  00000000fffc0000-00000000ffffffff (prio 0, rom): pc.bios
+
+FlatView #1
+ AS \"cpu-smm-0\", root: memory
+ Root memory region: memory
+  0000000000000000-00000000000bffff (prio 0, ram): ram0
+";
+
+    #[test]
+    fn ramblock_without_hva() {
+        let b = parse_ramblocks(RAMBLOCK_7_2).unwrap();
+        assert_eq!(b.len(), 3);
+        assert_eq!(
+            b[0],
+            RamBlock { name: "ram0".into(), page_size: 4096, offset: 0, used: 128 << 20, total: 128 << 20, hva: None }
+        );
+        assert_eq!(b[1].name, "/rom@etc/acpi/tables");
+        assert_eq!((b[1].used, b[1].total), (0x20000, 0x200000));
+    }
+
+    #[test]
+    fn ramblock_with_hva() {
+        let b = parse_ramblocks(RAMBLOCK_10).unwrap();
+        assert_eq!(b[0].hva, Some(0x7fd2_1be0_0000));
+        assert_eq!((b[1].name.as_str(), b[1].page_size, b[1].hva), ("m", 2 << 20, Some(0x7f3d_c3e0_0000)));
+    }
+
+    #[test]
+    fn mtree_ram_ranges_of_the_memory_address_space_only() {
+        let r = parse_mtree_ram(MTREE_7_2).unwrap();
+        assert_eq!(
+            r,
+            vec![
+                MtreeRange { gpa: 0, len: 0xc0000, name: "ram0".into(), offset: 0 },
+                MtreeRange { gpa: 0x10_0000, len: 0x7f0_0000, name: "ram0".into(), offset: 0x10_0000 },
+            ]
+        );
+        assert!(parse_mtree_ram("nothing").is_err());
+    }
+
+    #[test]
+    fn blocks_are_located_by_hva_column_or_vma() {
+        let ranges = parse_mtree_ram(MTREE_7_2).unwrap();
+        let blocks = parse_ramblocks(RAMBLOCK_7_2).unwrap();
+        let vma = |start: u64, len: u64, flags: &str, path: &str| Vma {
+            start,
+            end: start + len,
+            vm_flags: crate::smaps::VmFlags::parse(flags),
+            path: path.into(),
+            ..Vma::default()
+        };
+        let vmas = vec![
+            vma(0x7f00_0000_0000, 128 << 20, "rd wr mr mw me ac", ""),
+            vma(0x7f10_0000_0000, 128 << 20, "rd wr mr mw me dc ac hg mg", ""),
+            vma(0x7f20_0000_0000, 0x40000, "rd wr mr mw me dc ac", ""),
+        ];
+        let got = locate_blocks(&blocks, &ranges, &vmas).unwrap();
+        assert_eq!(got.len(), 1, "ROMs are not guest RAM");
+        assert_eq!((got[0].hva, got[0].gpa_ranges.len()), (0x7f10_0000_0000, 2));
+        // With nothing of the size: a clear error naming --range.
+        let e = locate_blocks(&blocks, &ranges, &vmas[..1]).unwrap_err();
+        assert!(e.to_string().contains("--range"), "{e}");
+    }
+}

@@ -390,3 +390,56 @@ pub fn read(pid: i32) -> Result<Vec<Vma>> {
         e => e,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 1 GiB hugetlbfs mapping as this project's 6.18 host prints it (trimmed of zero lines).
+    const HUGETLB_1G: &str =
+        "7f4300000000-7f4340000000 rw-s 00000000 00:29 29329                      /tmp/mnt/huge1g/g (deleted)
+Size:            1048576 kB
+KernelPageSize:  1048576 kB
+MMUPageSize:     1048576 kB
+Rss:                   0 kB
+AnonHugePages:         0 kB
+ShmemPmdMapped:        0 kB
+FilePmdMapped:         0 kB
+Shared_Hugetlb:  1048576 kB
+Private_Hugetlb:       0 kB
+THPeligible:    0
+VmFlags: rd wr sh mr mw me ms de ht
+7ffd1c5f3000-7ffd1c614000 rw-p 00000000 00:00 0                          [stack]
+Size:                132 kB
+KernelPageSize:        4 kB
+Rss:                  16 kB
+THPeligible:    0
+VmFlags: rd wr mr mw me gd ac zz
+";
+
+    #[test]
+    fn hugetlb_is_sized_by_kernel_page_size_and_absent_from_rss() {
+        let v = parse(HUGETLB_1G).unwrap();
+        assert_eq!(v.len(), 2);
+        let h = &v[0];
+        assert_eq!((h.start, h.end, h.dev, h.inode), (0x7f43_0000_0000, 0x7f43_4000_0000, (0, 0x29), 29329));
+        assert_eq!(h.path, "/tmp/mnt/huge1g/g (deleted)");
+        assert!(h.is_hugetlb() && h.is_shared() && h.has_file());
+        assert_eq!((h.kernel_page_size, h.rss, h.hugetlb_bytes()), (1 << 30, 0, 1 << 30));
+        assert_eq!(h.thp_eligible, Some(false));
+        assert_eq!(h.vm_flags.to_string(), "rd wr sh mr mw me ms de ht");
+        let s = &v[1];
+        assert_eq!(s.path, "[stack]");
+        assert!(s.vm_flags.contains(VmFlag::GrowsDown));
+        assert_eq!(s.vm_flags.unknown, vec!["zz".to_string()], "unknown codes are kept");
+    }
+
+    #[test]
+    fn malformed_input_is_an_error_not_a_panic() {
+        assert!(parse("Size: 4 kB\n").is_err());
+        assert!(parse("zzzz-1000 rw-p 0 00:00 0\n").is_err());
+        assert!(parse("1000-2000 rw-p 0 00:00 0\nRss: x kB\n").is_err());
+        assert_eq!(VmFlag::from_code("hg"), Some(VmFlag::Hugepage));
+        assert_eq!(VmFlag::Hugepage.code(), "hg");
+    }
+}

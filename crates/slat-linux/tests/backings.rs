@@ -140,6 +140,9 @@ fn tmpfs_huge_always_file_is_pmd_mapped_only_when_congruent() {
         return;
     }
     let mnt = TmpfsMount::new(TmpfsHuge::Always, 64 * M).unwrap();
+    let mounts = slat_linux::policy::mounts_of(std::process::id() as i32);
+    let m = mounts.iter().find(|m| m.mount_point == mnt.path().to_str().unwrap()).expect("mount in mountinfo");
+    assert_eq!((m.fstype.as_str(), m.option("huge")), ("tmpfs", Some("always")));
     let path = mnt.path().join("ram");
     let good = Backing::file(&path, 0, 8 * M, ThpAdvice::None, Placement::aligned(M2)).unwrap();
     good.populate_write().unwrap();
