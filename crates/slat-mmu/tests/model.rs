@@ -244,12 +244,12 @@ impl ModelHost {
     fn page(&self, hva: u64) -> Option<HostPage> {
         self.with(|s| {
             let (&k, &(pfn, size)) = s.leaves.range(..=hva).next_back()?;
-            (hva < k + size.bytes()).then_some(HostPage {
-                pfn: pfn + (hva - k) / PAGE_SIZE,
+            (hva < k + size.bytes()).then_some(HostPage::new(
+                pfn + (hva - k) / PAGE_SIZE,
                 size,
-                writable: true,
-                kind: BackingKind::Anonymous,
-            })
+                true,
+                BackingKind::Anonymous,
+            ))
         })
     }
 
@@ -350,6 +350,12 @@ impl Tlb for ModelTlb {
             self.entries.lock().unwrap().clear();
         }
     }
+
+    fn cache_maintenance(&self) -> slat_mmu::CacheMaintenance {
+        slat_mmu::CacheMaintenance::NOT_NEEDED
+    }
+    fn clean_dcache(&self, _: u64, _: u64) {}
+    fn invalidate_icache(&self, _: u64, _: u64) {}
 }
 
 // ---- frame allocator -------------------------------------------------------------------------
