@@ -364,6 +364,16 @@ impl Backing {
         self.madvise(0, self.len(), Advice::LinuxPopulateRead)
     }
 
+    /// Discard `len` bytes from `offset` (`MADV_DONTNEED`, as a balloon or free-page reporting
+    /// does): the pages become absent, and a THP in the range loses its PMD mapping.
+    pub fn discard(&self, offset: u64, len: u64) -> Result<()> {
+        self.check_range(offset, len)?;
+        // SAFETY: the range lies inside this mapping, which we own and never reference from
+        // Rust; discarding only zeroes (anonymous) or drops (shared) page contents there.
+        unsafe { rustix::mm::madvise(self.ptr.as_ptr().byte_add(offset as usize), len as usize, Advice::LinuxDontNeed) }
+            .map_err(|e| Error::io(format!("madvise(DONTNEED) on {:#x}+{len:#x}", self.hva() + offset), e))
+    }
+
     /// Change the protection of `len` bytes from `offset` (a 4K `mprotect` inside a THP splits
     /// its PMD mapping, the VMA too).
     pub fn mprotect(&self, offset: u64, len: u64, read_only: bool) -> Result<()> {

@@ -350,8 +350,9 @@ pub fn inspect(pid: i32, opts: &Options) -> Result<Report> {
         notes.push("kvm.nx_huge_pages is on: huge leaves the guest executes from are split to 4K (iTLB multihit mitigation); the stage-2 mix assumes data accesses".into());
     }
     let process_thp_enabled = policy::process_thp_enabled(pid);
-    let pfns = rustix::process::geteuid().is_root().then(|| Pagemap::open(pid).ok()).flatten();
-    let snapshot = ProcessSnapshot::new(map, pfns);
+    // The report never shows frames, so the snapshot answers with stand-in PFNs (no pagemap
+    // read per lookup): the leaf-size rules do not depend on them.
+    let snapshot = ProcessSnapshot::new(map, None);
 
     // Stage-2 side: slat-mmu over the snapshot, one memslot per guest-physical range.
     let mmu = Mmu::<Ept4, _, _, _>::new(
@@ -476,13 +477,16 @@ fn stage2_mix(mmu: &InspectMmu, spec: &MemslotSpec, mix: &mut Stage2Mix) {
         } else if all_absent {
             mix.bytes_absent += n << 12;
         } else {
-            for p in 0..n {
-                if map.lookup(hva + (p << 12)).is_some() {
-                    count(mix, gfn + p, 1);
-                } else {
-                    mix.bytes_absent += 4096;
-                }
+            // One decision per host extent piece: inside one 2M gfn block, pages of the same
+            // extent share slot, block and host leaf, so they share the decision.
+            let mut at = hva;
+            for e in map.extents()[i..].iter().take_while(|e| e.start < hva_end) {
+                let (s, t) = (e.start.max(hva), e.end.min(hva_end));
+                mix.bytes_absent += s - at;
+                count(mix, gfn + ((s - hva) >> 12), (t - s) >> 12);
+                at = t;
             }
+            mix.bytes_absent += hva_end - at;
         }
         gfn += n;
     }

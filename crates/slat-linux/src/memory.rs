@@ -36,9 +36,10 @@ use crate::hostmap::HostMap;
 use crate::pagemap::Pagemap;
 use crate::scan::{self, Categories};
 
-/// One place that builds a [`HostPage`] (so a field added upstream is one edit).
+/// One place that builds a [`HostPage`]: RAM is write-back; a PFN map is taken as device
+/// memory (uncached), as `HostPage::new` does.
 fn host_page(pfn: u64, size: PageSize, writable: bool, kind: BackingKind) -> HostPage {
-    HostPage { pfn, size, writable, kind }
+    HostPage::new(pfn, size, writable, kind)
 }
 
 fn pfn_or_standin(pagemap: Option<&Pagemap>, hva: u64) -> u64 {
