@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use slat_mmu::testing::RecordingTlb;
-use slat_mmu::{BackingKind, MemslotSpec, Mmu, MmuConfig};
+use slat_mmu::{BackingKind, Decision, MemslotSpec, Mmu, MmuConfig};
 use slat_pt::format::Ept4;
 use slat_pt::{PageSize, SimFrameAllocator};
 
@@ -443,19 +443,18 @@ pub fn inspect(pid: i32, opts: &Options) -> Result<Report> {
 
 type InspectMmu = Mmu<Ept4, SimFrameAllocator, ProcessSnapshot, RecordingTlb>;
 
-/// The stage-2 mix over one memslot: one `explain` per 2M gfn block whose host pages are all
-/// alike, per 4K page otherwise.
+/// The stage-2 mix over one memslot: one `Mmu::explain` per 2M gfn block and kind of host
+/// page in it (absent pages get no decision).
 fn stage2_mix(mmu: &InspectMmu, spec: &MemslotSpec, mix: &mut Stage2Mix) {
     let map = mmu.host().map();
     let end_gfn = spec.base_gfn + spec.npages;
     let mut gfn = spec.base_gfn;
-    let count = |mix: &mut Stage2Mix, gfn: u64, pages: u64| {
-        let e = mmu.explain(gfn);
+    let tally = |mix: &mut Stage2Mix, d: &Decision, pages: u64| {
         let bytes = pages * 4096;
-        let (bucket, reason) = match e.decision.size {
+        let (bucket, reason) = match d.size {
             PageSize::Size1G => (&mut mix.bytes_1g, None),
-            PageSize::Size2M => (&mut mix.bytes_2m, e.decision.not_1g.primary().map(|r| (r, true))),
-            PageSize::Size4K => (&mut mix.bytes_4k, e.decision.not_2m.primary().map(|r| (r, false))),
+            PageSize::Size2M => (&mut mix.bytes_2m, d.not_1g.primary().map(|r| (r, true))),
+            PageSize::Size4K => (&mut mix.bytes_4k, d.not_2m.primary().map(|r| (r, false))),
         };
         *bucket += bytes;
         if let Some((r, is_1g)) = reason {
@@ -463,31 +462,34 @@ fn stage2_mix(mmu: &InspectMmu, spec: &MemslotSpec, mix: &mut Stage2Mix) {
             *m.entry(r.name().to_string()).or_default() += bytes;
         }
     };
+    // Decisions already asked for in the current 2M gfn block, by the host extent's
+    // attributes: inside one block, pages with the same host leaf, kind and permissions share
+    // slot, block and host answer, so slat-mmu's decision is the same.
+    let mut seen: Vec<((PageSize, BackingKind, bool, bool), Decision)> = Vec::new();
     while gfn < end_gfn {
         let block_end = ((gfn / 512) + 1) * 512;
         let n = block_end.min(end_gfn) - gfn;
         let hva = spec.hva + ((gfn - spec.base_gfn) << 12);
         let hva_end = hva + (n << 12);
-        let first = map.lookup(hva);
-        let uniform_present = first.is_some_and(|e| e.end >= hva_end);
         let i = map.extents().partition_point(|e| e.end <= hva);
-        let all_absent = map.extents().get(i).is_none_or(|e| e.start >= hva_end);
-        if uniform_present {
-            count(mix, gfn, n);
-        } else if all_absent {
-            mix.bytes_absent += n << 12;
-        } else {
-            // One decision per host extent piece: inside one 2M gfn block, pages of the same
-            // extent share slot, block and host leaf, so they share the decision.
-            let mut at = hva;
-            for e in map.extents()[i..].iter().take_while(|e| e.start < hva_end) {
-                let (s, t) = (e.start.max(hva), e.end.min(hva_end));
-                mix.bytes_absent += s - at;
-                count(mix, gfn + ((s - hva) >> 12), (t - s) >> 12);
-                at = t;
-            }
-            mix.bytes_absent += hva_end - at;
+        seen.clear();
+        let mut at = hva;
+        for e in map.extents()[i..].iter().take_while(|e| e.start < hva_end) {
+            let (s, t) = (e.start.max(hva), e.end.min(hva_end));
+            mix.bytes_absent += s - at;
+            let key = (e.size, e.kind, e.writable, e.zero);
+            let d = match seen.iter().find(|(k, _)| *k == key) {
+                Some((_, d)) => *d,
+                None => {
+                    let d = mmu.explain(gfn + ((s - hva) >> 12)).decision;
+                    seen.push((key, d));
+                    d
+                }
+            };
+            tally(mix, &d, (t - s) >> 12);
+            at = t;
         }
+        mix.bytes_absent += hva_end - at;
         gfn += n;
     }
 }

@@ -153,9 +153,18 @@ pub fn scan(pagemap: impl AsFd, start: u64, end: u64) -> Result<Vec<PageRegion>>
             }
         };
         for r in &buf[..filled] {
+            // When the buffer fills inside a page table, the kernel can restart the next call
+            // before the end of regions it already returned: keep only what is new.
+            let mut r = *r;
+            if let Some(l) = out.last() {
+                r.start = r.start.max(l.end);
+            }
+            if r.start >= r.end {
+                continue;
+            }
             match out.last_mut() {
                 Some(l) if l.end == r.start && l.categories == r.categories => l.end = r.end,
-                _ => out.push(*r),
+                _ => out.push(r),
             }
         }
         if arg.walk_end <= at {

@@ -239,3 +239,20 @@ fn errors_are_clear() {
     assert!(Backing::anonymous(0, ThpAdvice::None, Placement::aligned(M2)).is_err());
     assert!(Backing::anonymous(4096, ThpAdvice::None, Placement::skewed(M2, M2)).is_err());
 }
+
+#[test]
+fn scan_loops_on_walk_end_without_losing_or_doubling_pages() {
+    // 64 MiB with every other page discarded: 8192 one-page regions, more than one ioctl's buffer.
+    let b = Backing::anonymous(64 * M, ThpAdvice::NoHugepage, Placement::aligned(M2)).unwrap();
+    b.populate_write().unwrap();
+    for off in (4096..b.len()).step_by(8192) {
+        b.discard(off, 4096).unwrap();
+    }
+    let pm = Pagemap::open(0).unwrap();
+    let regions = scan::scan(pm.file(), b.hva(), b.hva() + b.len()).unwrap();
+    let present: u64 = regions.iter().filter(|r| r.categories.contains(Categories::PRESENT)).map(|r| r.len()).sum();
+    let by_pagemap = pm.read(b.hva(), (b.len() / 4096) as usize).unwrap().iter().filter(|e| e.present()).count() as u64;
+    assert_eq!(by_pagemap * 4096, 32 * M);
+    assert_eq!(present, 32 * M, "{} regions", regions.len());
+    assert!(regions.windows(2).all(|w| w[0].end <= w[1].start), "sorted, disjoint");
+}
