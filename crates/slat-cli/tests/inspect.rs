@@ -145,3 +145,29 @@ fn a_qemu_process_on_one_screen_and_as_json() {
     drop(q);
     let _ = std::fs::remove_file(&sock);
 }
+
+#[test]
+fn a_non_dumpable_process_of_the_same_user_is_a_permission_error() {
+    // The system python (a user-local one may not be reachable by nobody).
+    const PY: &str = "/usr/bin/python3";
+    if !root("non_dumpable") || !have("setpriv", "non_dumpable") || !have(PY, "non_dumpable") {
+        return;
+    }
+    // A jailed VMM's situation: same uid, PR_SET_DUMPABLE 0.
+    let script =
+        "import ctypes,time\nctypes.CDLL(None).prctl(4, 0, 0, 0, 0)\nprint('ready', flush=True)\ntime.sleep(60)\n";
+    let mut c = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", PY, "-c", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .current_dir("/")
+        .spawn()
+        .expect("setpriv python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(c.stdout.take().unwrap()), &mut line).unwrap();
+    let target = Reaped(c);
+    assert_eq!(line.trim(), "ready");
+    let o = slat_as(65534, &["inspect", "--pid", &target.0.id().to_string()]);
+    assert_eq!(o.code, 2, "{o:?}");
+    assert!(o.stderr.contains("permission denied") && o.stderr.contains("non-dumpable"), "{}", o.stderr);
+}
