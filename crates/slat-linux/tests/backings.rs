@@ -95,6 +95,7 @@ fn memfd_hugetlb_2m_is_huge_and_absent_from_rss() {
     if !root("memfd_hugetlb_2m") {
         return;
     }
+    let _lock = pool_lock();
     let _pool = HugetlbReservation::reserve(HugetlbSize::Size2M, 8).unwrap();
     let b = Backing::memfd(8 * M, Some(HugetlbSize::Size2M), ThpAdvice::None, Placement::aligned(M2)).unwrap();
     b.populate_write().unwrap();
@@ -117,6 +118,7 @@ fn hugetlb_pool_reservation_is_restored() {
     if !root("hugetlb_pool_reservation_is_restored") {
         return;
     }
+    let _lock = pool_lock();
     let before = slat_linux::pool::PoolState::read(HugetlbSize::Size2M).unwrap();
     {
         let _a = HugetlbReservation::reserve(HugetlbSize::Size2M, 3).unwrap();
@@ -124,14 +126,7 @@ fn hugetlb_pool_reservation_is_restored() {
         let during = slat_linux::pool::PoolState::read(HugetlbSize::Size2M).unwrap();
         assert!(during.total >= before.total + 5);
     }
-    // Other tests in this binary may hold reservations concurrently; wait for them to finish.
-    for _ in 0..200 {
-        if slat_linux::pool::PoolState::read(HugetlbSize::Size2M).unwrap().total == before.total {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("pool not restored to {}", before.total);
+    assert_eq!(slat_linux::pool::PoolState::read(HugetlbSize::Size2M).unwrap().total, before.total, "pool restored");
 }
 
 #[test]
@@ -167,6 +162,7 @@ fn hugetlbfs_file_2m() {
     if !root("hugetlbfs_file_2m") {
         return;
     }
+    let _lock = pool_lock();
     let _pool = HugetlbReservation::reserve(HugetlbSize::Size2M, 4).unwrap();
     let mnt = HugetlbfsMount::new(HugetlbSize::Size2M).unwrap();
     let b = Backing::file(mnt.path().join("ram"), 0, 8 * M, ThpAdvice::None, Placement::aligned(M2)).unwrap();

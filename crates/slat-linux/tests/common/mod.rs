@@ -24,3 +24,12 @@ pub fn own_vmas(start: u64, end: u64) -> Vec<Vma> {
 
 pub const M2: u64 = 2 << 20;
 pub const M: u64 = 1 << 20;
+
+/// Tests of one binary that grow a hugetlb pool and check it is restored take this lock, so a
+/// concurrent reservation of another test cannot change the totals they compare.
+pub static POOL_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Take [`POOL_LOCK`] (a panicked holder does not poison the others).
+pub fn pool_lock() -> std::sync::MutexGuard<'static, ()> {
+    POOL_LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
