@@ -69,6 +69,11 @@ impl FromStr for RangeSpec {
         if hva % 4096 != 0 || len % 4096 != 0 || len == 0 || gpa.is_some_and(|g| g % 4096 != 0) {
             return Err(format!("range {s:?}: HVA, LEN and GPA must be non-zero multiples of 4 KiB"));
         }
+        if hva.checked_add(len).is_none_or(|e| e > 1 << 57)
+            || gpa.is_some_and(|g| g.checked_add(len).is_none_or(|e| e > 1 << 52))
+        {
+            return Err(format!("range {s:?}: beyond the address space"));
+        }
         Ok(RangeSpec { hva, len, gpa })
     }
 }

@@ -105,6 +105,8 @@ fn range_specs_parse_and_reject() {
     assert!("0x1001:4K".parse::<RangeSpec>().is_err());
     assert!("nonsense".parse::<RangeSpec>().is_err());
     assert!("0x1000:0".parse::<RangeSpec>().is_err());
+    assert!("0xfffffffffffff000:1G".parse::<RangeSpec>().is_err());
+    assert!("0x1000:4K@0xfffffffffffff000".parse::<RangeSpec>().is_err());
     let e = inspect(me(), &Options { ranges: vec!["0x1000:4K".parse().unwrap()], ..Options::default() }).unwrap_err();
     assert!(e.to_string().contains("not mapped"), "{e}");
 }
