@@ -105,6 +105,23 @@ impl HostMap {
         Self::read_ranges(pagemap, vmas, &[(start, end)], force_smaps)
     }
 
+    /// The extents of process `pid` (0 = this process) over `ranges`: reads its smaps and
+    /// mountinfo, classifies every VMA and walks its page tables. For an MMU over another
+    /// process's memory: `ProcessSnapshot::new(HostMap::of_process(pid, &ranges, false)?, None)`.
+    pub fn of_process(pid: i32, ranges: &[(u64, u64)], force_smaps: bool) -> Result<Self> {
+        let vmas = crate::smaps::read(pid)?;
+        let mounts = crate::policy::mounts_of(if pid == 0 { std::process::id() as i32 } else { pid });
+        let kinds: Vec<(Vma, BackingKind)> = vmas
+            .into_iter()
+            .map(|v| {
+                let fs = crate::policy::mount_of(&mounts, &v).map(|m| m.fstype.clone());
+                let k = classify(&v, fs.as_deref());
+                (v, k)
+            })
+            .collect();
+        Self::read_ranges(&Pagemap::open(pid)?, &kinds, ranges, force_smaps)
+    }
+
     /// As [`read`](Self::read), over several disjoint ranges.
     pub fn read_ranges(
         pagemap: &Pagemap,

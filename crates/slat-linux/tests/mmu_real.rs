@@ -217,3 +217,32 @@ fn memfd_hugetlb_1g_when_granted() {
     drop(b);
     drop(pool);
 }
+
+#[test]
+fn a_snapshot_of_a_process_gives_the_same_leaf_decisions() {
+    use slat_linux::hostmap::HostMap;
+    use slat_linux::memory::ProcessSnapshot;
+    let b = Backing::anonymous(8 * M, ThpAdvice::Hugepage, Placement::aligned(M2)).unwrap();
+    b.populate_write().unwrap();
+    let live = map_all(&b);
+    let snap = ProcessSnapshot::new(HostMap::of_process(0, &[(b.hva(), b.hva() + b.len())], false).unwrap(), None);
+    let mmu = Mmu::<Ept4, _, _, _>::new(
+        MmuConfig::default(),
+        SimFrameAllocator::new(1 << 40, 1 << 20),
+        snap,
+        RecordingTlb::default(),
+    )
+    .unwrap();
+    mmu.add_memslot(MemslotSpec {
+        id: 0,
+        base_gfn: BASE_GFN,
+        npages: b.len() >> 12,
+        hva: b.hva(),
+        readonly: false,
+        log_dirty: false,
+    })
+    .unwrap();
+    for gfn in (BASE_GFN..BASE_GFN + (b.len() >> 12)).step_by(128) {
+        assert_eq!(mmu.explain(gfn).decision, live.explain(gfn).decision, "gfn {gfn:#x}");
+    }
+}
