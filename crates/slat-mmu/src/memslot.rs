@@ -295,6 +295,8 @@ impl Memslot {
             false
         };
         if changed {
+            // AcqRel: see "Atomic orderings" in the crate docs (a fault deciding its leaf size
+            // must see the count before the invalidation that follows this ends).
             for l in &self.lpage {
                 if let Some(w) = l.disallow.get(self.block_index(gfn, l.size)) {
                     if on {
@@ -359,6 +361,7 @@ impl Memslot {
                 let stop = ((b + 1) * pages).min(self.end_gfn());
                 let mixed = !self.uniform(start, stop);
                 if let Some(w) = l.disallow.get(self.block_index(b * pages, l.size)) {
+                    // AcqRel: as for write tracking (crate docs, "Atomic orderings").
                     if mixed {
                         w.fetch_or(MIXED, Ordering::AcqRel);
                     } else {
@@ -386,6 +389,7 @@ impl Memslot {
     /// Mark `gfn` dirty in the log.
     #[inline]
     pub(crate) fn mark_dirty(&self, gfn: u64) {
+        // AcqRel: a mark must be seen by the harvest that clears it (crate docs).
         let i = gfn - self.base_gfn;
         self.bitmap()[(i / 64) as usize].fetch_or(1 << (i % 64), Ordering::AcqRel);
     }

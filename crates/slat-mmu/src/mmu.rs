@@ -302,7 +302,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         g0: u64,
         g1: u64,
         batch: &mut FlushBatch,
-    ) {
+    ) -> u64 {
         let mut zapped = 0;
         let host = &self.host;
         let logged = slot.filter(|s| s.is_logging());
@@ -327,8 +327,8 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         debug_assert!(r.is_ok(), "zap range is page aligned and inside the space");
         Counters::add(&self.counters.zapped_leaves, zapped);
         // NX-split blocks wholly zapped are no longer split.
-        let mut nx = self.nx.lock();
-        nx.queue.retain(|&(g, s)| !(g >= g0 && g + s.pages() <= g1));
+        self.nx.lock().queue.retain(|&(g, s)| !(g >= g0 && g + s.pages() <= g1));
+        zapped
     }
 
     /// An MMU-initiated invalidation of gfns `g0..g1`: racing faults retry, leaves are zapped,
@@ -361,10 +361,10 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         while at < g1 {
             let stop = (at + YIELD_PAGES).min(g1);
             let (pt, batch) = x.parts();
-            self.zap(pt, slot, at, stop, batch);
+            let zapped = self.zap(pt, slot, at, stop, batch);
             at = stop;
             if at < g1 {
-                x.yield_now();
+                x.account(zapped);
             }
         }
     }

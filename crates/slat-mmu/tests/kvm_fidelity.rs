@@ -231,11 +231,13 @@ fn dropping_the_mmu_returns_parked_frames() {
         let m: Mmu<Ept4, &SimFrameAllocator, FakeHost, RecordingTlb> =
             Mmu::new(MmuConfig::default(), &frames, FakeHost::new(), RecordingTlb::default()).unwrap();
         m.host().map_range(HVA, 2 * MIB, HPA, PageSize::Size2M, true);
-        m.add_memslot(MemslotSpec { log_dirty: true, ..slot(0, GIB, 2 * MIB, HVA) }).unwrap();
+        m.add_memslot(slot(0, GIB, 2 * MIB, HVA)).unwrap();
+        // A write-tracked gfn keeps the block 4K; once untracked, the next fault replaces the
+        // 4K table by a 2M leaf and parks the table for deferred freeing.
+        m.write_track((GIB >> 12) + 9).unwrap();
         m.handle_fault(GIB, Access::Read).unwrap();
-        // Logging off: in-place recovery replaces the 4K table by a 2M leaf under the shared
-        // lock and parks the table for deferred freeing.
-        m.set_dirty_logging(0, false).unwrap();
+        m.write_untrack((GIB >> 12) + 9).unwrap();
+        m.handle_fault(GIB + 0x5000, Access::Read).unwrap();
         assert_eq!(m.stats().pages_2m, 1);
         assert!(frames.live_frames() > m.stats().table_pages as usize, "a table is parked");
     }
