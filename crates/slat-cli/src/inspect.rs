@@ -63,7 +63,8 @@ fn reasons(m: &std::collections::BTreeMap<String, u64>) -> String {
 fn block(out: &mut String, b: &BlockReport) {
     let _ =
         writeln!(out, "\n{}  {}  {}  at hva {:#x}  VmFlags [{}]", b.name, bytes(b.size), b.backing, b.hva, b.vm_flags);
-    let slots: Vec<String> = b.memslots.iter().map(|(g, l, h)| format!("{g:#x}+{} -> {h:#x}", bytes(*l))).collect();
+    let slots: Vec<String> =
+        b.memslots.iter().map(|m| format!("{:#x}+{} -> {:#x}", m.gpa, bytes(m.len), m.hva)).collect();
     let _ = writeln!(
         out,
         "  guest      {}{}  [found by {}]",

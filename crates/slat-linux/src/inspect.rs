@@ -91,6 +91,17 @@ pub struct Options {
     pub no_debugfs: bool,
 }
 
+/// One guest-physical range of a block: a memslot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct GuestRange {
+    /// First guest-physical address.
+    pub gpa: u64,
+    /// Bytes.
+    pub len: u64,
+    /// Host address of `gpa`.
+    pub hva: u64,
+}
+
 /// Alignment of a block's host address and of (address - file offset).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Alignment {
@@ -133,8 +144,8 @@ pub struct BlockReport {
     pub hva: u64,
     /// Bytes.
     pub size: u64,
-    /// Guest-physical ranges `(gpa, len, hva)`; `gpa_assumed` when made up.
-    pub memslots: Vec<(u64, u64, u64)>,
+    /// Guest-physical ranges (one memslot each); `gpa_assumed` when made up.
+    pub memslots: Vec<GuestRange>,
     /// The guest-physical layout was not known and a congruent one was assumed.
     pub gpa_assumed: bool,
     /// How the block was found.
@@ -609,7 +620,10 @@ fn block_report(t: &Target, slots: &[(u32, MemslotSpec)], mmu: &InspectMmu, cx: 
         name: t.name.clone(),
         hva: t.hva,
         size: t.size,
-        memslots: slots.iter().map(|(_, s)| (s.base_gfn << 12, s.npages << 12, s.hva)).collect(),
+        memslots: slots
+            .iter()
+            .map(|(_, s)| GuestRange { gpa: s.base_gfn << 12, len: s.npages << 12, hva: s.hva })
+            .collect(),
         gpa_assumed: t.gpa_assumed,
         located_by: t.located_by.clone(),
         kind: kind.name().to_string(),
@@ -723,7 +737,7 @@ fn verdict(
                     "echo madvise > /sys/kernel/mm/transparent_hugepage/enabled (the VMM madvises guest RAM) or always".into()
                 }
                 BackingKind::Anonymous => "have the VMM madvise(MADV_HUGEPAGE) guest RAM, or echo always > /sys/kernel/mm/transparent_hugepage/enabled".into(),
-                BackingKind::Shmem if policy.because.starts_with("tmpfs") => "mount the tmpfs with huge=always (mount -o remount,huge=always) and restart the VM".into(),
+                BackingKind::Shmem if policy.because.starts_with("tmpfs") => "mount the tmpfs with huge=always (mount -o remount,huge=always) and restart the VM; if hugetlbfs was intended, mem-path is not on a hugetlbfs mount (a tmpfs or empty directory masks it)".into(),
                 BackingKind::Shmem => format!(
                     "echo advise > /sys/kernel/mm/transparent_hugepage/shmem_enabled (QEMU madvises) and restart the VM, or {fix_shmem}"
                 ),

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use slat_linux::backing::HugetlbSize;
-use slat_linux::inspect::{inspect, BlockReport, Options, Report};
+use slat_linux::inspect::{inspect, BlockReport, GuestRange, Options, Report};
 use slat_linux::pool::{HugetlbReservation, HugetlbfsMount, TmpfsHuge, TmpfsMount};
 use slat_linux::smaps;
 
@@ -117,8 +117,8 @@ fn one_block_agreeing_with_smaps(q: &Qemu, r: &Report, size: u64) -> BlockReport
     assert_eq!(b.smaps_huge_bytes, huge);
     assert_eq!(b.host.bytes_absent, size - present);
     // The guest-physical layout of `-machine pc` below 4G: [0, 0xc0000) and [1M, size).
-    assert_eq!(b.memslots[0].0, 0);
-    assert_eq!(b.memslots[1], (0x10_0000, size - 0x10_0000, b.hva + 0x10_0000));
+    assert_eq!((b.memslots[0].gpa, b.memslots[0].len, b.memslots[0].hva), (0, 0xc_0000, b.hva));
+    assert_eq!(b.memslots[1], GuestRange { gpa: 0x10_0000, len: size - 0x10_0000, hva: b.hva + 0x10_0000 });
     b
 }
 
