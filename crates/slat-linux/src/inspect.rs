@@ -434,6 +434,12 @@ pub fn inspect(pid: i32, opts: &Options) -> Result<Report> {
             "KVM's per-VM counts need root (debugfs) or the VMM's API (QMP query-stats)".into()
         });
     }
+    if rustix::process::geteuid().is_root() {
+        match kvm::read_held_stats(pid) {
+            Ok(v) => kvm_report.vms.extend(v),
+            Err(e) => notes.push(format!("KVM stats fds held by the process could not be read: {e}")),
+        }
+    }
     if !kvm_report.vms.is_empty() && kvm_report.vms.iter().all(|v| v.pages_4k + v.pages_2m + v.pages_1g == 0) {
         kvm_report.note = Some("KVM has mapped nothing yet: the guest is paused or has not touched its memory".into());
     }
