@@ -142,6 +142,17 @@ pub fn render(r: &Report) -> String {
             slat_linux::hostmap::MapSource::Smaps => "pagemap+smaps (no THP positions)",
         }
     );
+    let pools: Vec<String> = r
+        .hugetlb_pools
+        .iter()
+        .map(|p| match p.node {
+            None => format!("{} {} free of {}", p.size, p.free, p.total),
+            Some(n) => format!("{} node{n} {} free of {}", p.size, p.free, p.total),
+        })
+        .collect();
+    if !pools.is_empty() {
+        let _ = writeln!(out, "hugetlb pools: {}", pools.join(", "));
+    }
     for b in &r.blocks {
         block(&mut out, b);
     }

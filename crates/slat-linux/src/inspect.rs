@@ -189,6 +189,43 @@ pub struct KvmReport {
     pub note: Option<String>,
 }
 
+/// One hugetlb pool.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HugetlbPool {
+    /// Page size (`2M`, `1G`).
+    pub size: &'static str,
+    /// NUMA node, `None` for the system total.
+    pub node: Option<u32>,
+    /// Pages in the pool.
+    pub total: u64,
+    /// Free pages.
+    pub free: u64,
+}
+
+fn hugetlb_pools() -> Vec<HugetlbPool> {
+    use crate::backing::HugetlbSize;
+    let mut out = Vec::new();
+    for size in [HugetlbSize::Size2M, HugetlbSize::Size1G] {
+        let Ok(st) = crate::pool::PoolState::read(size) else { continue };
+        out.push(HugetlbPool { size: size.name(), node: None, total: st.total, free: st.free });
+        let Ok(nodes) = std::fs::read_dir("/sys/devices/system/node") else { continue };
+        let mut nodes: Vec<u32> =
+            nodes.filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("node")?.parse().ok()).collect();
+        nodes.sort_unstable();
+        if nodes.len() < 2 {
+            continue;
+        }
+        for n in nodes {
+            let d = format!("/sys/devices/system/node/node{n}/hugepages/hugepages-{}kB", size.bytes() >> 10);
+            let get = |f: &str| std::fs::read_to_string(format!("{d}/{f}")).ok().and_then(|s| s.trim().parse().ok());
+            if let (Some(total), Some(free)) = (get("nr_hugepages"), get("free_hugepages")) {
+                out.push(HugetlbPool { size: size.name(), node: Some(n), total, free });
+            }
+        }
+    }
+    out
+}
+
 /// The whole answer.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Report {
@@ -204,6 +241,9 @@ pub struct Report {
     pub system: SystemThp,
     /// `PR_SET_THP_DISABLE` state (`THP_enabled` in status) when readable.
     pub process_thp_enabled: Option<bool>,
+    /// hugetlb pools: `(size, node or None for the total, state)`; pools are per NUMA node, and
+    /// a VMM bound to one node can fail although the total suffices.
+    pub hugetlb_pools: Vec<HugetlbPool>,
     /// Guest RAM blocks.
     pub blocks: Vec<BlockReport>,
     /// KVM's counts.
@@ -457,6 +497,7 @@ pub fn inspect(pid: i32, opts: &Options) -> Result<Report> {
         host_source: mmu.host().map().source(),
         system,
         process_thp_enabled,
+        hugetlb_pools: hugetlb_pools(),
         blocks,
         kvm: kvm_report,
         notes,
