@@ -12,6 +12,8 @@
 //! * [`qemu`], [`kvm`]: guest RAM and its guest-physical layout from QEMU's monitor; KVM's own
 //!   page counts.
 //! * [`inspect`]: the engine of `slat inspect`.
+//! * `vmm` (feature `kvm`): a micro-VMM on the real kernel's KVM, the oracle slat-mmu is checked
+//!   against; `oracle` (feature `kvm`): slat-mmu beside it on the same memory.
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -21,11 +23,15 @@ pub mod hostmap;
 pub mod inspect;
 pub mod kvm;
 pub mod memory;
+#[cfg(feature = "kvm")]
+pub mod oracle;
 pub mod pagemap;
 pub mod policy;
 pub mod pool;
 pub mod qemu;
 pub mod scan;
 pub mod smaps;
+#[cfg(feature = "kvm")]
+pub mod vmm;
 
 pub use error::{Error, Result};

@@ -1,0 +1,410 @@
+//! The real kernel's KVM as the oracle of slat-mmu (feature `kvm`).
+//!
+//! An [`Oracle`] runs a [`MicroVm`] and, beside it, a [`slat_mmu::Mmu`] over
+//! [`LocalMemory`] on the same two backings, with the same memslots. After each guest
+//! [`Sweep`], the MMU is driven with the faults the guest took: the code page's fetch once, then
+//! every touched gfn with the sweep's access kind. Its leaf counts are then comparable with KVM's
+//! `pages_4k/2m/1g`, and with dirty logging on, its dirty log with `KVM_GET_DIRTY_LOG`.
+//!
+//! What models the shadow MMU (PVM here: `tdp_mmu=N`):
+//!
+//! * leaves are at most the guest's own page size: the MMU's policy cap is 4 KiB when the guest
+//!   maps its data with 4 KiB pages (slat-mmu has no per-gfn guest page size, so the cap is
+//!   global; the system memslot, mapped by the guest with a 2 MiB page, is 4 KiB anyway);
+//! * no 1 GiB leaves (`pdpe1gb` is absent from `KVM_GET_SUPPORTED_CPUID`): `max_leaf` 2 MiB;
+//! * the guest's page-table gfns are write-tracked ([`slat_mmu::Mmu::write_track`]), as
+//!   `account_shadowed` does when KVM shadows them;
+//! * dirty logging write-protects and a write drops the huge leaf for one 4 KiB leaf
+//!   ([`DirtyLogMode::WriteProtect`]: the shadow MMU has no eager split,
+//!   `kvm_mmu_slot_try_split_huge_pages` returns early without the TDP MMU); turning it off zaps
+//!   collapsible 4 KiB leaves (`kvm_mmu_zap_collapsible_sptes`: [`RecoveryPolicy::Zap`]).
+//!
+//! One choice is KVM's own and not an MMU rule: **PTE prefetch.** When the shadow MMU installs a
+//! 4 KiB leaf in a *direct* shadow page (the guest maps the gfn with a 2 MiB page that the host or
+//! the memslot keeps at 4 KiB), `direct_pte_prefetch` → `__direct_pte_prefetch` →
+//! `direct_pte_prefetch_many` (arch/x86/kvm/mmu/mmu.c) also maps the other pages of the
+//! 8-aligned group (`PTE_PREFETCH_NUM`) whose host pages are present, unless the memslot is
+//! dirty-logged. The oracle reproduces it ([`Oracle::set_model_prefetch`], on by default) by
+//! faulting those neighbours in slat as reads; `tests/kvm_oracle.rs` pins it.
+
+use slat_mmu::testing::RecordingTlb;
+use slat_mmu::{
+    DirtyLogMode, Explanation, FaultError, FaultOutcome, HarvestMode, MemslotSpec, Mmu, MmuConfig, RecoveryPolicy,
+};
+use slat_pt::format::Ept4;
+use slat_pt::{Access, PageSize, SimFrameAllocator};
+
+use crate::backing::{Backing, HugetlbSize, Placement, ThpAdvice};
+use crate::error::{Error, Result};
+use crate::memory::LocalMemory;
+use crate::pool::{HugetlbReservation, HugetlbfsMount, TmpfsHuge, TmpfsMount};
+use crate::vmm::{
+    GuestAccess, GuestPageSize, MicroVm, RunReport, Sweep, VmStats, CODE_GFN, DATA_GPA, DATA_SLOT, SYSTEM_BYTES,
+    SYSTEM_SLOT,
+};
+
+/// `PTE_PREFETCH_NUM` in arch/x86/kvm/mmu/mmu.c.
+pub const PTE_PREFETCH_NUM: u64 = 8;
+
+/// Leaves per size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct LeafCounts {
+    /// 4 KiB leaves.
+    pub pages_4k: u64,
+    /// 2 MiB leaves.
+    pub pages_2m: u64,
+    /// 1 GiB leaves.
+    pub pages_1g: u64,
+}
+
+impl From<&VmStats> for LeafCounts {
+    fn from(s: &VmStats) -> Self {
+        LeafCounts { pages_4k: s.pages_4k, pages_2m: s.pages_2m, pages_1g: s.pages_1g }
+    }
+}
+
+impl std::fmt::Display for LeafCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "4K {} 2M {} 1G {}", self.pages_4k, self.pages_2m, self.pages_1g)
+    }
+}
+
+/// How the data memslot is backed on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostBacking {
+    /// Anonymous memory with `MADV_HUGEPAGE` (THP).
+    AnonThp,
+    /// Anonymous memory with `MADV_NOHUGEPAGE` (4 KiB).
+    Anon4k,
+    /// A memfd (shmem; huge only as `shmem_enabled` allows).
+    Memfd,
+    /// A memfd with `MFD_HUGETLB | MFD_HUGE_2MB` (pool grown for the run, then restored).
+    MemfdHugetlb2m,
+    /// A file on a private hugetlbfs mount with 2 MiB pages (pool grown, then restored).
+    Hugetlbfs2m,
+    /// A file on a private tmpfs mount with `huge=always`.
+    TmpfsHuge,
+}
+
+impl HostBacking {
+    /// Every backing, in the order reports list them.
+    pub const ALL: [HostBacking; 6] = [
+        HostBacking::AnonThp,
+        HostBacking::Anon4k,
+        HostBacking::Memfd,
+        HostBacking::MemfdHugetlb2m,
+        HostBacking::Hugetlbfs2m,
+        HostBacking::TmpfsHuge,
+    ];
+
+    /// The name used on the command line.
+    pub const fn name(self) -> &'static str {
+        match self {
+            HostBacking::AnonThp => "anon-thp",
+            HostBacking::Anon4k => "anon-4k",
+            HostBacking::Memfd => "memfd",
+            HostBacking::MemfdHugetlb2m => "memfd-hugetlb-2m",
+            HostBacking::Hugetlbfs2m => "hugetlbfs-2m",
+            HostBacking::TmpfsHuge => "tmpfs-huge",
+        }
+    }
+
+    /// The backing named `s`.
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|b| b.name() == s)
+    }
+
+    /// Whether making it needs root (pools, mounts).
+    pub const fn needs_root(self) -> bool {
+        matches!(self, HostBacking::MemfdHugetlb2m | HostBacking::Hugetlbfs2m | HostBacking::TmpfsHuge)
+    }
+
+    /// Map `len` bytes, `skew` bytes past a 2M boundary (a multiple of 4 KiB; hugetlb refuses
+    /// anything but 0), every page written.
+    pub fn make(self, len: u64, skew: u64) -> Result<HostMemorySetup> {
+        let placement = Placement::skewed(2 << 20, skew);
+        let mut setup = HostMemorySetup { backing: None, tmpfs: None, hugetlbfs: None, pool: None };
+        let pages_2m = len.div_ceil(2 << 20);
+        let backing = match self {
+            HostBacking::AnonThp => Backing::anonymous(len, ThpAdvice::Hugepage, placement)?,
+            HostBacking::Anon4k => Backing::anonymous(len, ThpAdvice::NoHugepage, placement)?,
+            HostBacking::Memfd => Backing::memfd(len, None, ThpAdvice::None, placement)?,
+            HostBacking::MemfdHugetlb2m => {
+                setup.pool = Some(HugetlbReservation::reserve(HugetlbSize::Size2M, pages_2m)?);
+                Backing::memfd(len, Some(HugetlbSize::Size2M), ThpAdvice::None, placement)?
+            }
+            HostBacking::Hugetlbfs2m => {
+                setup.pool = Some(HugetlbReservation::reserve(HugetlbSize::Size2M, pages_2m)?);
+                let m = setup.hugetlbfs.insert(HugetlbfsMount::new(HugetlbSize::Size2M)?);
+                Backing::file(m.path().join("guest-ram"), 0, len, ThpAdvice::None, placement)?
+            }
+            HostBacking::TmpfsHuge => {
+                let m = setup.tmpfs.insert(TmpfsMount::new(TmpfsHuge::Always, len + (4 << 20))?);
+                Backing::file(m.path().join("guest-ram"), 0, len, ThpAdvice::None, placement)?
+            }
+        };
+        backing.populate_write()?;
+        setup.backing = Some(backing);
+        Ok(setup)
+    }
+}
+
+/// A data backing with the pool reservation and mount it needs; dropping it unmaps the
+/// memory, then unmounts, then restores the pool.
+#[derive(Debug)]
+pub struct HostMemorySetup {
+    backing: Option<Backing>,
+    tmpfs: Option<TmpfsMount>,
+    hugetlbfs: Option<HugetlbfsMount>,
+    pool: Option<HugetlbReservation>,
+}
+
+impl HostMemorySetup {
+    /// The data memory.
+    pub fn backing(&self) -> &Backing {
+        self.backing.as_ref().expect("set by HostBacking::make")
+    }
+}
+
+impl Drop for HostMemorySetup {
+    fn drop(&mut self) {
+        self.backing.take();
+        self.tmpfs.take();
+        self.hugetlbfs.take();
+        self.pool.take();
+    }
+}
+
+/// slat-mmu as the oracle drives it.
+pub type OracleMmu<'a> = Mmu<Ept4, SimFrameAllocator, LocalMemory<'a>, RecordingTlb>;
+
+/// A micro-VM and slat-mmu on the same memory.
+#[derive(Debug)]
+pub struct Oracle<'a> {
+    vm: MicroVm<'a>,
+    mmu: OracleMmu<'a>,
+    code_faulted: bool,
+    model_prefetch: bool,
+    logging: bool,
+}
+
+fn mmu_err(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Invalid(format!("slat-mmu {what}: {e}"))
+}
+
+impl<'a> Oracle<'a> {
+    /// A VM over `system` (from [`crate::vmm::system_backing`]) and `data`, and slat-mmu with
+    /// the same memslots, configured as the shadow MMU behaves (see the module docs).
+    pub fn new(system: &'a Backing, data: &'a Backing, guest_pages: GuestPageSize) -> Result<Self> {
+        let vm = MicroVm::new(system, data, guest_pages)?;
+        let host = LocalMemory::new(vec![system, data])?;
+        let config = MmuConfig {
+            max_leaf: PageSize::Size2M,
+            cap: (guest_pages == GuestPageSize::Size4K).then_some(PageSize::Size4K),
+            dirty_log: DirtyLogMode::WriteProtect,
+            harvest: HarvestMode::GetAndClear,
+            recovery: RecoveryPolicy::Zap,
+            ..MmuConfig::default()
+        };
+        let mmu = OracleMmu::new(config, SimFrameAllocator::new(1 << 40, 16 << 20), host, RecordingTlb::default())
+            .map_err(|e| mmu_err("new", e))?;
+        let slot = |id, base_gfn, b: &Backing| MemslotSpec {
+            id,
+            base_gfn,
+            npages: b.len() >> 12,
+            hva: b.hva(),
+            readonly: false,
+            log_dirty: false,
+        };
+        mmu.add_memslot(slot(SYSTEM_SLOT, 0, system)).map_err(|e| mmu_err("add system memslot", e))?;
+        mmu.add_memslot(slot(DATA_SLOT, DATA_GPA >> 12, data)).map_err(|e| mmu_err("add data memslot", e))?;
+        for &gfn in vm.page_table_gfns() {
+            mmu.write_track(gfn).map_err(|e| mmu_err("write_track", e))?;
+        }
+        Ok(Oracle { vm, mmu, code_faulted: false, model_prefetch: true, logging: false })
+    }
+
+    /// Whether slat's side reproduces KVM's PTE prefetch (module docs); on by default.
+    pub fn set_model_prefetch(&mut self, on: bool) {
+        self.model_prefetch = on;
+    }
+
+    /// The VM.
+    pub fn vm(&self) -> &MicroVm<'a> {
+        &self.vm
+    }
+
+    /// slat's MMU.
+    pub fn mmu(&self) -> &OracleMmu<'a> {
+        &self.mmu
+    }
+
+    /// Run `sweep` in the guest, then drive slat with the faults it took.
+    pub fn run(&mut self, sweep: Sweep) -> Result<RunReport> {
+        let report = self.vm.run(sweep)?;
+        if !self.code_faulted {
+            self.fault(CODE_GFN << 12, Access::Exec, GuestPageSize::Size2M, false)?;
+            self.code_faulted = true;
+        }
+        let access = match sweep.access {
+            GuestAccess::Read => Access::Read,
+            GuestAccess::Write => Access::Write,
+        };
+        let gp = self.vm.guest_pages();
+        for off in sweep.offsets() {
+            self.fault(DATA_GPA + off, access, gp, self.logging)?;
+        }
+        Ok(report)
+    }
+
+    fn fault(&self, gpa: u64, access: Access, guest_page: GuestPageSize, logging: bool) -> Result<()> {
+        let size = self.fault_once(gpa, access)?;
+        // KVM's __direct_pte_prefetch: a 4K leaf under a guest 2M page (a direct shadow page),
+        // memslot not dirty-logged: the rest of the 8-aligned group, where the host page is present.
+        if self.model_prefetch && size == Some(PageSize::Size4K) && guest_page == GuestPageSize::Size2M && !logging {
+            let first = (gpa >> 12) & !(PTE_PREFETCH_NUM - 1);
+            for gfn in first..first + PTE_PREFETCH_NUM {
+                if gfn == gpa >> 12 || self.mapped(gfn).is_some() {
+                    continue;
+                }
+                let hva = self.hva_of(gfn);
+                if hva.is_some_and(|h| slat_mmu::HostMemory::lookup(self.mmu.host(), h).is_some()) {
+                    self.fault_once(gfn << 12, Access::Read)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn fault_once(&self, gpa: u64, access: Access) -> Result<Option<PageSize>> {
+        for _ in 0..16 {
+            match self.mmu.handle_fault(gpa, access) {
+                Ok(FaultOutcome::Mapped { size, .. }) => return Ok(Some(size)),
+                Ok(FaultOutcome::WriteTracked) => return Ok(self.mapped(gpa >> 12)),
+                Ok(FaultOutcome::Retry) => continue,
+                Err(e @ FaultError::NoMemslot { .. }) => return Err(mmu_err("fault", e)),
+                Err(e) => return Err(mmu_err(&format!("fault at gpa {gpa:#x}"), e)),
+            }
+        }
+        Err(Error::Invalid(format!("slat-mmu kept asking to retry the fault at gpa {gpa:#x}")))
+    }
+
+    fn hva_of(&self, gfn: u64) -> Option<u64> {
+        let (sys, data) = (self.vm.system(), self.vm.data());
+        if gfn < SYSTEM_BYTES >> 12 {
+            Some(sys.hva() + (gfn << 12))
+        } else if gfn >= DATA_GPA >> 12 && gfn < (DATA_GPA + data.len()) >> 12 {
+            Some(data.hva() + (gfn << 12) - DATA_GPA)
+        } else {
+            None
+        }
+    }
+
+    /// The size of slat's leaf mapping `gfn`, if any.
+    pub fn mapped(&self, gfn: u64) -> Option<PageSize> {
+        self.mmu.with_tables(|pt| pt.leaves(gfn << 12, 4096).first().map(|l| l.size))
+    }
+
+    /// KVM's leaf counts (the whole VM).
+    pub fn kvm_counts(&self) -> Result<LeafCounts> {
+        Ok(LeafCounts::from(&self.vm.stats()?))
+    }
+
+    /// slat's leaf counts (both memslots).
+    pub fn slat_counts(&self) -> LeafCounts {
+        let s = self.mmu.stats();
+        LeafCounts { pages_4k: s.pages_4k, pages_2m: s.pages_2m, pages_1g: s.pages_1g }
+    }
+
+    /// slat's leaves of `size` as (gfn, size), in address order, both memslots.
+    pub fn slat_leaves(&self, size: PageSize) -> Vec<u64> {
+        let mut out = Vec::new();
+        self.mmu.with_tables(|pt| {
+            for (base, len) in [(0, SYSTEM_BYTES), (DATA_GPA, self.vm.data().len())] {
+                pt.for_each_leaf(base, len, |l| {
+                    if l.size == size {
+                        out.push(l.gpa >> 12)
+                    }
+                })
+            }
+        });
+        out
+    }
+
+    /// slat's explanation for every data gfn mapped below 2 MiB (one per 2 MiB block: the
+    /// first such gfn of each block).
+    pub fn explain_small(&self) -> Vec<Explanation> {
+        let mut seen = std::collections::BTreeSet::new();
+        self.slat_leaves(PageSize::Size4K)
+            .into_iter()
+            .filter(|&g| seen.insert(g >> 9))
+            .map(|g| self.mmu.explain(g))
+            .collect()
+    }
+
+    /// Turn dirty logging of the data memslot on or off in both.
+    pub fn set_dirty_logging(&mut self, on: bool) -> Result<()> {
+        self.vm.set_dirty_logging(on)?;
+        self.mmu.set_dirty_logging(DATA_SLOT, on).map_err(|e| mmu_err("set_dirty_logging", e))?;
+        self.logging = on;
+        Ok(())
+    }
+
+    /// Harvest the data memslot's dirty log in both: (KVM's bitmap, slat's bitmap).
+    pub fn harvest(&self) -> Result<(Vec<u64>, Vec<u64>)> {
+        let kvm = self.vm.dirty_log()?;
+        let slat = self.mmu.get_dirty_log(DATA_SLOT).map_err(|e| mmu_err("get_dirty_log", e))?;
+        Ok((kvm, slat))
+    }
+
+    /// Compare leaf counts: `Ok` when equal, else a report of both sides per size and slat's
+    /// first leaves of each size (KVM gives counts only).
+    pub fn compare_counts(&self, what: &str) -> Result<LeafCounts, String> {
+        let kvm = self.kvm_counts().map_err(|e| e.to_string())?;
+        let slat = self.slat_counts();
+        if kvm == slat {
+            return Ok(kvm);
+        }
+        let mut s = format!("{what}: leaf counts differ\n  KVM : {kvm}\n  slat: {slat}\n");
+        for (size, k, v) in [
+            (PageSize::Size4K, kvm.pages_4k, slat.pages_4k),
+            (PageSize::Size2M, kvm.pages_2m, slat.pages_2m),
+            (PageSize::Size1G, kvm.pages_1g, slat.pages_1g),
+        ] {
+            if k != v {
+                let first: Vec<String> = self.slat_leaves(size).iter().take(16).map(|g| format!("{g:#x}")).collect();
+                s += &format!("  {size}: KVM {k} slat {v}; slat's first {size} leaves at gfns {}\n", first.join(" "));
+            }
+        }
+        for e in self.explain_small().iter().take(4) {
+            s += &format!("  slat: {e}\n");
+        }
+        Err(s)
+    }
+}
+
+/// Compare two dirty bitmaps of the data memslot: `Ok(dirty pages)` when equal, else the first
+/// gfns that differ on each side.
+pub fn compare_dirty(kvm: &[u64], slat: &[u64]) -> Result<u64, String> {
+    let bits = |b: &[u64]| -> Vec<u64> {
+        b.iter()
+            .enumerate()
+            .flat_map(|(w, &word)| (0..64).filter(move |i| word >> i & 1 == 1).map(move |i| w as u64 * 64 + i))
+            .collect()
+    };
+    let (k, s) = (bits(kvm), bits(slat));
+    if k == s {
+        return Ok(k.len() as u64);
+    }
+    let gfn = |p: &u64| format!("{:#x}", (DATA_GPA >> 12) + p);
+    let only_k: Vec<String> = k.iter().filter(|p| !s.contains(p)).take(16).map(gfn).collect();
+    let only_s: Vec<String> = s.iter().filter(|p| !k.contains(p)).take(16).map(gfn).collect();
+    Err(format!(
+        "dirty logs differ: KVM {} pages, slat {} pages\n  only KVM: {}\n  only slat: {}",
+        k.len(),
+        s.len(),
+        only_k.join(" "),
+        only_s.join(" ")
+    ))
+}

@@ -1,0 +1,210 @@
+//! Real KVM as the oracle: slat-mmu, driven with the faults a micro-VM's guest took on the same
+//! memory, must build the leaves KVM built (`pages_4k/2m/1g`) and report the dirty pages KVM
+//! reported, through a write sweep, dirty logging on, a partial rewrite and harvest, logging off
+//! (KVM zaps collapsible 4K leaves) and a full rewrite.
+//!
+//! This host's /dev/kvm is PVM (shadow MMU, no 1G guest pages): see `slat_linux::oracle`.
+#![cfg(feature = "kvm")]
+
+mod common;
+
+use slat_linux::backing::Backing;
+use slat_linux::oracle::{compare_dirty, HostBacking, Oracle, PTE_PREFETCH_NUM};
+use slat_linux::vmm::{self, GuestAccess, GuestPageSize, Sweep};
+use slat_linux::Error;
+
+const DATA: u64 = 16 << 20;
+
+/// Root, a usable /dev/kvm, PAGEMAP_SCAN; prints why the test skips otherwise.
+fn prerequisites(test: &str) -> bool {
+    if !common::root(test) {
+        return false;
+    }
+    if let Err(e) = vmm::open_kvm() {
+        eprintln!("SKIP {test}: {e}");
+        return false;
+    }
+    if !slat_linux::scan::supported() {
+        eprintln!("SKIP {test}: no PAGEMAP_SCAN (Linux 6.7+)");
+        return false;
+    }
+    true
+}
+
+fn counts(o: &Oracle<'_>, what: &str) -> slat_linux::oracle::LeafCounts {
+    match o.compare_counts(what) {
+        Ok(c) => {
+            eprintln!("{what}: KVM = slat: {c}");
+            c
+        }
+        Err(report) => panic!("{report}"),
+    }
+}
+
+/// The whole differential run on one backing; returns the counts after the first write sweep.
+fn differential(test: &str, backing: HostBacking, skew: u64, guest_pages: GuestPageSize) -> Option<[u64; 2]> {
+    if !prerequisites(test) {
+        return None;
+    }
+    let _pool = backing.needs_root().then(common::pool_lock);
+    let setup = match backing.make(DATA, skew) {
+        Ok(s) => s,
+        Err(e @ Error::PoolShort { .. }) => {
+            eprintln!("SKIP {test}: {e}");
+            return None;
+        }
+        Err(e) => panic!("{test}: making {}: {e}", backing.name()),
+    };
+    let system = vmm::system_backing().unwrap();
+    let data: &Backing = setup.backing();
+    let mut o = Oracle::new(&system, data, guest_pages).unwrap();
+
+    o.run(Sweep::write_all(DATA)).unwrap();
+    let first = counts(&o, &format!("{test}: write sweep"));
+
+    o.set_dirty_logging(true).unwrap();
+    counts(&o, &format!("{test}: logging on"));
+    // Every 16th page of 4 MiB, and 3 pages in another 2M block.
+    o.run(Sweep { offset: 4 << 20, len: 4 << 20, stride: 64 << 10, access: GuestAccess::Write }).unwrap();
+    o.run(Sweep { offset: 10 << 20, len: 12 << 10, stride: 4 << 10, access: GuestAccess::Write }).unwrap();
+    counts(&o, &format!("{test}: partial rewrite while logging"));
+    let (kvm, slat) = o.harvest().unwrap();
+    let dirty = compare_dirty(&kvm, &slat).unwrap_or_else(|r| panic!("{test}: first harvest: {r}"));
+    assert_eq!(dirty, 64 + 3, "{test}: every written page, nothing else");
+    // Harvest re-protects: a second pass over part of it, then a second harvest.
+    o.run(Sweep { offset: 4 << 20, len: 1 << 20, stride: 128 << 10, access: GuestAccess::Write }).unwrap();
+    let (kvm, slat) = o.harvest().unwrap();
+    let dirty = compare_dirty(&kvm, &slat).unwrap_or_else(|r| panic!("{test}: second harvest: {r}"));
+    assert_eq!(dirty, 8, "{test}: second harvest");
+    counts(&o, &format!("{test}: after harvests"));
+
+    o.set_dirty_logging(false).unwrap();
+    counts(&o, &format!("{test}: logging off (collapsible 4K leaves zapped)"));
+    o.run(Sweep::write_all(DATA)).unwrap();
+    let again = counts(&o, &format!("{test}: rewrite after logging"));
+    assert_eq!(again, first, "{test}: the rewrite rebuilds the leaves of the first sweep");
+    Some([first.pages_4k, first.pages_2m])
+}
+
+/// The code page (1 fetch) and its 7 prefetched neighbours in the system memslot.
+const SYSTEM_4K: u64 = PTE_PREFETCH_NUM;
+const BLOCKS: u64 = DATA >> 21;
+
+#[test]
+fn anonymous_thp() {
+    if let Some(c) = differential("anonymous_thp", HostBacking::AnonThp, 0, GuestPageSize::Size2M) {
+        assert_eq!(c, [SYSTEM_4K, BLOCKS], "every data block a 2M leaf");
+    }
+}
+
+#[test]
+fn anonymous_no_thp() {
+    if let Some(c) = differential("anonymous_no_thp", HostBacking::Anon4k, 0, GuestPageSize::Size2M) {
+        assert_eq!(c, [SYSTEM_4K + (DATA >> 12), 0]);
+    }
+}
+
+#[test]
+fn memfd_no_thp() {
+    if let Some(c) = differential("memfd_no_thp", HostBacking::Memfd, 0, GuestPageSize::Size2M) {
+        // shmem_enabled decides: huge only when it is always/force here.
+        assert!(c[1] == 0 || c[1] == BLOCKS, "{c:?}");
+    }
+}
+
+#[test]
+fn memfd_hugetlb_2m() {
+    if let Some(c) = differential("memfd_hugetlb_2m", HostBacking::MemfdHugetlb2m, 0, GuestPageSize::Size2M) {
+        assert_eq!(c, [SYSTEM_4K, BLOCKS]);
+    }
+}
+
+#[test]
+fn hugetlbfs_2m() {
+    if let Some(c) = differential("hugetlbfs_2m", HostBacking::Hugetlbfs2m, 0, GuestPageSize::Size2M) {
+        assert_eq!(c, [SYSTEM_4K, BLOCKS]);
+    }
+}
+
+#[test]
+fn tmpfs_huge_always() {
+    if let Some(c) = differential("tmpfs_huge_always", HostBacking::TmpfsHuge, 0, GuestPageSize::Size2M) {
+        assert_eq!(c, [SYSTEM_4K, BLOCKS]);
+    }
+}
+
+#[test]
+fn hva_4k_off() {
+    // THP inside the mapping, but gpa and hva differ mod 2M: no 2M leaf anywhere.
+    if let Some(c) = differential("hva_4k_off", HostBacking::AnonThp, 4096, GuestPageSize::Size2M) {
+        assert_eq!(c, [SYSTEM_4K + (DATA >> 12), 0]);
+    }
+}
+
+#[test]
+fn guest_4k_pages() {
+    // Shadow paging: a leaf is at most the guest's page, so everything is 4K. The guest's PTs
+    // carry no accessed bits, so FNAME(pte_prefetch) prefetches nothing under them.
+    if let Some(c) = differential("guest_4k_pages", HostBacking::AnonThp, 0, GuestPageSize::Size4K) {
+        assert_eq!(c, [SYSTEM_4K + (DATA >> 12), 0]);
+    }
+}
+
+#[test]
+fn read_sweep_anonymous_thp() {
+    if !prerequisites("read_sweep_anonymous_thp") {
+        return;
+    }
+    let setup = HostBacking::AnonThp.make(DATA, 0).unwrap();
+    let system = vmm::system_backing().unwrap();
+    let mut o = Oracle::new(&system, setup.backing(), GuestPageSize::Size2M).unwrap();
+    o.run(Sweep { offset: 0, len: DATA, stride: 4096, access: GuestAccess::Read }).unwrap();
+    let c = counts(&o, "read_sweep_anonymous_thp");
+    assert_eq!([c.pages_4k, c.pages_2m], [SYSTEM_4K, BLOCKS]);
+}
+
+/// KVM's own choice, pinned: a 4K leaf under a guest 2M page (a direct shadow page) comes with
+/// up to 7 prefetched neighbours (`__direct_pte_prefetch` → `direct_pte_prefetch_many`,
+/// arch/x86/kvm/mmu/mmu.c, `PTE_PREFETCH_NUM` = 8). slat-mmu maps what faults and nothing
+/// else; the oracle adds the prefetch on slat's side. Here a sparse sweep (one page in 64 KiB)
+/// over 4K host memory: KVM maps 8 pages per touched page, slat without the model 1.
+#[test]
+fn kvm_prefetches_eight_neighbours() {
+    if !prerequisites("kvm_prefetches_eight_neighbours") {
+        return;
+    }
+    let setup = HostBacking::Anon4k.make(DATA, 0).unwrap();
+    let system = vmm::system_backing().unwrap();
+    let mut o = Oracle::new(&system, setup.backing(), GuestPageSize::Size2M).unwrap();
+    o.set_model_prefetch(false);
+    let touched = DATA / (64 << 10);
+    o.run(Sweep { offset: 0, len: DATA, stride: 64 << 10, access: GuestAccess::Write }).unwrap();
+    let kvm = o.kvm_counts().unwrap();
+    let slat = o.slat_counts();
+    eprintln!("sparse sweep, {touched} pages touched: KVM {kvm}, slat without prefetch {slat}");
+    assert_eq!(kvm.pages_4k, PTE_PREFETCH_NUM * (touched + 1), "KVM: the 8-aligned group of every touched page");
+    assert_eq!(slat.pages_4k, touched + 1, "slat: exactly the touched pages (and the code page)");
+    // With the model on, the two agree.
+    let setup2 = HostBacking::Anon4k.make(DATA, 0).unwrap();
+    let system2 = vmm::system_backing().unwrap();
+    let mut o2 = Oracle::new(&system2, setup2.backing(), GuestPageSize::Size2M).unwrap();
+    o2.run(Sweep { offset: 0, len: DATA, stride: 64 << 10, access: GuestAccess::Write }).unwrap();
+    counts(&o2, "sparse sweep with the prefetch model");
+}
+
+/// The guest's page-table gfns are write-tracked: the code's 2M block (guest 2M page, host THP)
+/// stays 4K in KVM; slat agrees only because the oracle write-tracks the same gfns.
+#[test]
+fn page_tables_are_write_tracked() {
+    if !prerequisites("page_tables_are_write_tracked") {
+        return;
+    }
+    let setup = HostBacking::AnonThp.make(2 << 20, 0).unwrap();
+    let system = vmm::system_backing().unwrap();
+    let mut o = Oracle::new(&system, setup.backing(), GuestPageSize::Size2M).unwrap();
+    o.run(Sweep::write_all(2 << 20)).unwrap();
+    let c = counts(&o, "page_tables_are_write_tracked");
+    assert_eq!([c.pages_4k, c.pages_2m], [SYSTEM_4K, 1]);
+    let e = o.mmu().explain(vmm::CODE_GFN);
+    assert!(e.to_string().contains("write"), "slat names write tracking: {e}");
+}
