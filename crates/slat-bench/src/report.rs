@@ -182,7 +182,7 @@ pub fn markdown(results: &[RowResult], scale: Scale, reps: usize, meta: &str) ->
     let mut out = String::new();
     let w = &mut out;
     let _ = writeln!(w, "{meta}\n");
-    let _ = writeln!(w, "### Headline: ratios (median of per-repetition ratios; < 1 means slat is faster)\n");
+    let _ = writeln!(w, "### Headline: ratios (median of per-repetition ratios of CPU time, callgrind instruction ratio in brackets; < 1 means slat is faster)\n");
     let _ = writeln!(
         w,
         "Targets: slat / fastest peer <= {:.2} (1.5x faster) on every row, per-leaf rows against the fastest \
@@ -207,28 +207,42 @@ pub fn markdown(results: &[RowResult], scale: Scale, reps: usize, meta: &str) ->
             (Some(a), Some(b)) => r.ratio(a, b).value,
             _ => f64::NAN,
         };
+        let ir = |a: Option<usize>, b: Option<usize>| match (a, b) {
+            (Some(a), Some(b)) => match (r.cases[a].ir, r.cases[b].ir) {
+                (Some(x), Some(y)) => format!(" (Ir {})", self::x(x / y)),
+                _ => String::new(),
+            },
+            _ => String::new(),
+        };
         let ok = rp <= 1.0 / PEER_FACTOR && rf <= FLOOR_FACTOR && (rl.is_nan() || rl <= 1.0 / PEER_FACTOR);
         let _ = writeln!(
             w,
-            "| {} | {} ({}) | {} | **{}** | **{}** | {} | {} | **{}** | {} |",
+            "| {} | {} ({}) | {} | **{}**{} | **{}**{} | {} | {} | **{}**{} | {} |",
             r.row.title,
             ns(r.cases[s].ns()),
             r.row.cases[s].api_name,
             peer.map(|p| format!("{} ({})", ns(r.cases[p].ns()), name(p))).unwrap_or_default(),
             x(rp),
+            ir(Some(s), peer),
             x(rf),
+            ir(Some(s), floor),
             sl.map(|i| ns(r.cases[i].ns())).unwrap_or_else(|| "—".into()),
             lp.map(|p| format!("{} ({})", ns(r.cases[p].ns()), name(p))).unwrap_or_else(|| "—".into()),
             x(rl),
+            ir(sl, lp),
             met(ok),
         );
     }
     for r in results.iter().filter(|r| matches!(r.row.kind, RowKind::Split | RowKind::Harvest | RowKind::Recover)) {
         let (Some(s), Some(f)) = (r.slat_main(), r.floor()) else { continue };
         let rf = r.ratio(s, f).value;
+        let irf = match (r.cases[s].ir, r.cases[f].ir) {
+            (Some(a), Some(b)) => format!(" (Ir {})", x(a / b)),
+            _ => String::new(),
+        };
         let _ = writeln!(
             w,
-            "| {} | {} ({}) | — (slat only) | — | **{}** | — | — | — | {} |",
+            "| {} | {} ({}) | — (slat only) | — | **{}**{irf} | — | — | — | {} |",
             r.row.title,
             ns(r.cases[s].ns()),
             r.row.cases[s].api_name,
