@@ -275,7 +275,7 @@ pub fn markdown(results: &[RowResult], scale: Scale, reps: usize, meta: &str) ->
         w,
         "ns/op is per leaf (map, unmap, split, harvest: per 4K page), per translation, per fault or per 2M \
          block (recovery). *total* is per table. Ir/op: callgrind instructions per op. *heap allocs*: calls \
-         to the global allocator during one table's operation. *frames*: page-table frames per table after \
+         to the global allocator during one table's operation (fault path: during all the faults). *frames*: page-table frames per table after \
          the operation (the floor borrows slat's tables: —).\n"
     );
     for r in results {

@@ -301,7 +301,7 @@ pub fn translate_floor(s: &Shape, n: u64) -> Sample {
 
 /// Fault-path host and TLB: answer at once.
 pub mod instant {
-    use slat_mmu::{BackingKind, HostError, HostMemory, HostPage, Tlb};
+    use slat_mmu::{BackingKind, CacheMaintenance, HostError, HostMemory, HostPage, Tlb};
     use slat_pt::{FlushRange, PageSize};
 
     /// Host virtual address of the memslot.
@@ -312,12 +312,7 @@ pub mod instant {
 
     impl HostMemory for InstantHost {
         fn fault_in(&self, hva: u64, _write: bool) -> Result<HostPage, HostError> {
-            Ok(HostPage {
-                pfn: ((hva - HVA) >> 12) | (1 << 28),
-                size: self.0,
-                writable: true,
-                kind: BackingKind::Anonymous,
-            })
+            Ok(HostPage::new(((hva - HVA) >> 12) | (1 << 28), self.0, true, BackingKind::Anonymous))
         }
         fn lookup(&self, hva: u64) -> Option<HostPage> {
             self.fault_in(hva, false).ok()
@@ -332,6 +327,11 @@ pub mod instant {
     impl Tlb for NoTlb {
         fn flush_range(&self, _: &FlushRange) {}
         fn flush_all(&self) {}
+        fn cache_maintenance(&self) -> CacheMaintenance {
+            CacheMaintenance::NOT_NEEDED
+        }
+        fn clean_dcache(&self, _: u64, _: u64) {}
+        fn invalidate_icache(&self, _: u64, _: u64) {}
     }
 }
 
@@ -396,7 +396,7 @@ pub fn fault(len: u64, threads: u64) -> Sample {
     }
     let frames = pool::live() as f64;
     drop(m);
-    Sample { ns: ns / n as f64, allocs: allocs as f64 / n as f64, frames }
+    Sample { ns: ns / n as f64, allocs: allocs as f64, frames }
 }
 
 // ---- dirty logging: eager split, harvest, in-place recovery ----------------------------------
