@@ -54,7 +54,13 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Run(args) => run(&args),
         Command::Compare(args) => compare(&args),
         Command::Scenarios(args) => scenarios(&args),
+        Command::Inspect(args) => crate::inspect::run(&args),
     }
+}
+
+/// Write `text` to stdout (for other command modules); a closed pipe is not an error.
+pub(crate) fn emit_text(text: &str) -> Result<(), CliError> {
+    emit(text)
 }
 
 /// Write `text` to stdout; a closed pipe (`| head`) is not an error.
