@@ -168,7 +168,7 @@ fn meta(args: &Args, secs: f64) -> String {
         args.reps,
         args.dirty_reps,
         secs,
-        if args.callgrind { " (timing) plus the callgrind pass" } else { "" },
+        if args.callgrind { " in all, callgrind pass included" } else { "" },
     )
 }
 
