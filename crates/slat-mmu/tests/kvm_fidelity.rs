@@ -363,3 +363,20 @@ fn memory_type_range_that_overflows_is_an_error() {
     let err = m.set_memory_type(GIB >> 12, u64::MAX, MemType::Uncached).unwrap_err();
     assert!(matches!(err, MmuError::Memslot(MemslotError::OutOfSlot { .. })), "{err}");
 }
+
+// ---- hardware poison (KVM: FOLL_HWPOISON -> kvm_send_hwpoison_signal) -----------------------------
+
+#[test]
+fn poisoned_host_page_is_reported_and_nothing_is_mapped() {
+    let m = mmu(MmuConfig::default());
+    m.host().map_range(HVA, 4 * MIB, HPA, PageSize::Size2M, true);
+    m.add_memslot(slot(0, GIB, 4 * MIB, HVA)).unwrap();
+    m.host().poison(HVA + 0x7000);
+    let err = m.handle_fault(GIB + 0x7000, Access::Read).unwrap_err();
+    assert!(
+        matches!(err, slat_mmu::FaultError::Host(slat_mmu::HostError::HwPoison { size: PageSize::Size2M, .. })),
+        "{err}"
+    );
+    assert_eq!(leaves(&m), [0, 0, 0], "nothing may be installed over a poisoned page");
+    audit(&m);
+}
