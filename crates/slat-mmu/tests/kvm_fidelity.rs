@@ -380,3 +380,40 @@ fn poisoned_host_page_is_reported_and_nothing_is_mapped() {
     assert_eq!(leaves(&m), [0, 0, 0], "nothing may be installed over a poisoned page");
     audit(&m);
 }
+
+// ---- 14. a hardware log (PML): harvests follow the dirty set ----------------------------------------
+
+#[test]
+fn pml_harvest_reports_the_logged_pages_without_scanning_the_slot() {
+    let pml = MmuConfig { dirty_log: DirtyLogMode::HardwareDirty, hardware_log: true, ..MmuConfig::default() };
+    let m = mmu(pml);
+    m.host().map_range(HVA, 4 * MIB, HPA, PageSize::Size4K, true);
+    m.add_memslot(MemslotSpec { log_dirty: true, ..slot(0, GIB, 4 * MIB, HVA) }).unwrap();
+    for p in 0..16 {
+        touch(&m, GIB + p * 4096, Access::Read);
+    }
+    // The CPU writes pages 3 and 9 (setting D in slat's leaves) and logs only page 3 so far.
+    for p in [3u64, 9] {
+        let w = m.with_tables(|pt| pt.hw_walk(GIB + p * 4096, Access::Write).result);
+        assert!(w.is_ok(), "hardware-dirty leaves are writable: {w:?}");
+    }
+    assert_eq!(m.record_hardware_dirty([GIB + 3 * 4096, 5 * GIB]), 1);
+    assert_eq!(m.get_dirty_log(0).unwrap()[0], 1 << 3, "only logged pages: the slot is not scanned");
+    // Page 3 was re-armed (D clear), so its next write is logged again; page 9 arrives late.
+    assert!(!m.with_tables(|pt| pt.translate(GIB + 3 * 4096)).unwrap().attrs.dirty);
+    m.record_hardware_dirty([GIB + 9 * 4096]);
+    assert_eq!(m.get_dirty_log(0).unwrap()[0], 1 << 9);
+    audit(&m);
+}
+
+#[test]
+fn pml_needs_the_hardware_dirty_mode() {
+    let bad = MmuConfig { hardware_log: true, ..MmuConfig::default() };
+    let r = Mmu::<Ept4, _, _, _>::new(
+        bad,
+        SimFrameAllocator::new(0x100_0000_0000, GIB),
+        FakeHost::new(),
+        RecordingTlb::default(),
+    );
+    assert!(matches!(r, Err(MmuError::Config { .. })));
+}
