@@ -417,3 +417,15 @@ fn pml_needs_the_hardware_dirty_mode() {
     );
     assert!(matches!(r, Err(MmuError::Config { .. })));
 }
+
+#[test]
+fn decide_with_a_given_host_mapping() {
+    let m = mmu(MmuConfig::default());
+    m.add_memslot(slot(0, GIB, 8 * MIB, HVA)).unwrap();
+    let huge = slat_mmu::HostPage::new(HPA >> 12, PageSize::Size2M, true, BackingKind::Anonymous);
+    let d = m.decide_with((GIB >> 12) + 1, Some(&huge)).unwrap();
+    assert_eq!(d.size, PageSize::Size2M);
+    let d = m.decide_with(GIB >> 12, None).unwrap();
+    assert_eq!(d.size, PageSize::Size4K);
+    assert!(m.decide_with(0, None).is_none(), "no memslot");
+}
