@@ -127,6 +127,9 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         if let crate::config::DirtyLogMode::EagerSplit { chunk_tables: 0 } = config.dirty_log {
             return Err(MmuError::Config { what: "eager split chunk_tables must be at least 1" });
         }
+        if config.hardware_log && config.dirty_log != crate::config::DirtyLogMode::HardwareDirty {
+            return Err(MmuError::Config { what: "hardware_log (PML) needs the hardware-dirty logging mode" });
+        }
         if config.nx.is_some_and(|n| n.recovery_ratio == 0) {
             return Err(MmuError::Config { what: "nx recovery_ratio must be at least 1" });
         }
