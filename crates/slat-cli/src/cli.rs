@@ -37,6 +37,12 @@ slat run ./my.toml --json -\n  slat run --trace lackey.out --quiet")]
     #[command(after_help = "Examples:\n  slat inspect --pid $(pgrep -f qemu-system)\n  \
 slat inspect --pid 1234 --range 0x7f0000000000:1G@0x100000000 --json")]
     Inspect(crate::inspect::InspectArgs),
+    /// What will this host's KVM map for a VM backed like this? Runs a micro-VM and shows KVM's
+    /// leaves beside slat's prediction and reasons (needs /dev/kvm).
+    #[command(
+        after_help = "Examples:\n  slat probe-host\n  slat probe-host --backing memfd --size 16M --stride 64K --json"
+    )]
+    ProbeHost(crate::probe_host::ProbeHostArgs),
 }
 
 /// Which scenario, and how to change it.

@@ -55,6 +55,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Compare(args) => compare(&args),
         Command::Scenarios(args) => scenarios(&args),
         Command::Inspect(args) => crate::inspect::run(&args),
+        Command::ProbeHost(args) => crate::probe_host::run(&args),
     }
 }
 

@@ -408,3 +408,92 @@ pub fn compare_dirty(kvm: &[u64], slat: &[u64]) -> Result<u64, String> {
         only_s.join(" ")
     ))
 }
+
+/// What [`probe`] measured: KVM's leaves beside slat's for one backing.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProbeReport {
+    /// The data memslot's backing.
+    pub backing: HostBacking,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Bytes past a 2 MiB boundary of the hva (gpa is 1 GiB).
+    pub hva_skew: u64,
+    /// The guest's page size.
+    pub guest_pages: GuestPageSize,
+    /// The guest's sweep.
+    pub sweep: Sweep,
+    /// KVM's leaves (whole VM: data memslot and the 2 MiB of page tables and code).
+    pub kvm: LeafCounts,
+    /// slat's prediction for the same faults.
+    pub slat: LeafCounts,
+    /// KVM's leaves that are its PTE prefetch, not faults (included in `slat` as KVM does).
+    pub prefetched: u64,
+    /// Leaves of the system memslot (page tables and code), in both counts.
+    pub system_4k: u64,
+    /// The vCPU's costs.
+    pub run: RunReport,
+    /// slat's reasons for data pages below 2 MiB: one line per 2 MiB block (first gfn).
+    pub reasons: Vec<String>,
+    /// slat's why-not-huge totals for the data memslot (pages not in 1 GiB leaves, by primary
+    /// reason): `(reason, pages)`.
+    pub why_totals: Vec<(String, u64)>,
+}
+
+impl ProbeReport {
+    /// Whether KVM and slat agree leaf for leaf.
+    pub fn agree(&self) -> bool {
+        self.kvm == self.slat
+    }
+}
+
+/// Run the micro-VM on `backing` (`bytes`, hva `skew` past 2 MiB) with `guest_pages`, sweep it
+/// once, and report KVM's leaves beside slat's prediction and reasons.
+pub fn probe(
+    backing: HostBacking,
+    bytes: u64,
+    skew: u64,
+    guest_pages: GuestPageSize,
+    sweep: Sweep,
+) -> Result<ProbeReport> {
+    crate::vmm::open_kvm()?;
+    let setup = backing.make(bytes, skew)?;
+    let system = crate::vmm::system_backing()?;
+    let mut o = Oracle::new(&system, setup.backing(), guest_pages)?;
+    o.set_model_prefetch(false);
+    let run = o.run(sweep)?;
+    let without = o.slat_counts();
+    // Now with KVM's prefetch: a fresh pair (prefetch changes what later faults find).
+    drop(o);
+    let mut o = Oracle::new(&system, setup.backing(), guest_pages)?;
+    o.run(sweep)?;
+    let slat = o.slat_counts();
+    let kvm = o.kvm_counts()?;
+    let system_4k = o.slat_leaves(PageSize::Size4K).iter().filter(|&&g| g < SYSTEM_BYTES >> 12).count() as u64;
+    let reasons = o.explain_small().iter().filter(|e| e.gfn >= DATA_GPA >> 12).map(|e| e.to_string()).collect();
+    let report = o.mmu().why_not_huge();
+    let why_totals = report
+        .by_slot
+        .iter()
+        .filter(|(id, _)| *id == DATA_SLOT)
+        .flat_map(|(_, pages)| {
+            slat_mmu::WhyNotHuge::ALL
+                .into_iter()
+                .filter(|r| pages[*r as usize] > 0)
+                .map(|r| (r.name().to_string(), pages[r as usize]))
+        })
+        .collect();
+    Ok(ProbeReport {
+        backing,
+        bytes,
+        hva_skew: skew,
+        guest_pages,
+        sweep,
+        kvm,
+        slat,
+        prefetched: slat.pages_4k.saturating_sub(without.pages_4k),
+        system_4k,
+        run,
+        reasons,
+        why_totals,
+    })
+}
