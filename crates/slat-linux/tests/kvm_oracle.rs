@@ -208,3 +208,23 @@ fn page_tables_are_write_tracked() {
     let e = o.mmu().explain(vmm::CODE_GFN);
     assert!(e.to_string().contains("write"), "slat names write tracking: {e}");
 }
+
+/// A THP split by a partial `mprotect` before the run (the PMD becomes PTEs and stays so after
+/// the protection is restored): that block is 4K in KVM and in slat, the others 2M.
+#[test]
+fn thp_split_by_partial_mprotect() {
+    if !prerequisites("thp_split_by_partial_mprotect") {
+        return;
+    }
+    let setup = HostBacking::AnonThp.make(DATA, 0).unwrap();
+    let data = setup.backing();
+    data.mprotect((2 << 20) + 4096, 4096, true).unwrap();
+    data.mprotect((2 << 20) + 4096, 4096, false).unwrap();
+    let system = vmm::system_backing().unwrap();
+    let mut o = Oracle::new(&system, data, GuestPageSize::Size2M).unwrap();
+    o.run(Sweep::write_all(DATA)).unwrap();
+    let c = counts(&o, "thp_split_by_partial_mprotect");
+    assert_eq!([c.pages_4k, c.pages_2m], [SYSTEM_4K + 512, BLOCKS - 1]);
+    let e = o.mmu().explain((vmm::DATA_GPA >> 12) + 512);
+    assert!(e.to_string().contains("4K PTEs"), "slat's reason: {e}");
+}
