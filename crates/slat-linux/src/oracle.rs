@@ -83,18 +83,22 @@ pub enum HostBacking {
     MemfdHugetlb2m,
     /// A file on a private hugetlbfs mount with 2 MiB pages (pool grown, then restored).
     Hugetlbfs2m,
+    /// A memfd with `MFD_HUGETLB | MFD_HUGE_1GB` (pool grown for the run, then restored; the
+    /// kernel often cannot find a free 1 GiB at run time).
+    MemfdHugetlb1g,
     /// A file on a private tmpfs mount with `huge=always`.
     TmpfsHuge,
 }
 
 impl HostBacking {
     /// Every backing, in the order reports list them.
-    pub const ALL: [HostBacking; 6] = [
+    pub const ALL: [HostBacking; 7] = [
         HostBacking::AnonThp,
         HostBacking::Anon4k,
         HostBacking::Memfd,
         HostBacking::MemfdHugetlb2m,
         HostBacking::Hugetlbfs2m,
+        HostBacking::MemfdHugetlb1g,
         HostBacking::TmpfsHuge,
     ];
 
@@ -106,6 +110,7 @@ impl HostBacking {
             HostBacking::Memfd => "memfd",
             HostBacking::MemfdHugetlb2m => "memfd-hugetlb-2m",
             HostBacking::Hugetlbfs2m => "hugetlbfs-2m",
+            HostBacking::MemfdHugetlb1g => "memfd-hugetlb-1g",
             HostBacking::TmpfsHuge => "tmpfs-huge",
         }
     }
@@ -117,7 +122,13 @@ impl HostBacking {
 
     /// Whether making it needs root (pools, mounts).
     pub const fn needs_root(self) -> bool {
-        matches!(self, HostBacking::MemfdHugetlb2m | HostBacking::Hugetlbfs2m | HostBacking::TmpfsHuge)
+        matches!(
+            self,
+            HostBacking::MemfdHugetlb2m
+                | HostBacking::Hugetlbfs2m
+                | HostBacking::MemfdHugetlb1g
+                | HostBacking::TmpfsHuge
+        )
     }
 
     /// Map `len` bytes, `skew` bytes past a 2M boundary (a multiple of 4 KiB; hugetlb refuses
@@ -133,6 +144,10 @@ impl HostBacking {
             HostBacking::MemfdHugetlb2m => {
                 setup.pool = Some(HugetlbReservation::reserve(HugetlbSize::Size2M, pages_2m)?);
                 Backing::memfd(len, Some(HugetlbSize::Size2M), ThpAdvice::None, placement)?
+            }
+            HostBacking::MemfdHugetlb1g => {
+                setup.pool = Some(HugetlbReservation::reserve(HugetlbSize::Size1G, len.div_ceil(1 << 30))?);
+                Backing::memfd(len, Some(HugetlbSize::Size1G), ThpAdvice::None, placement)?
             }
             HostBacking::Hugetlbfs2m => {
                 setup.pool = Some(HugetlbReservation::reserve(HugetlbSize::Size2M, pages_2m)?);
