@@ -16,6 +16,11 @@ use slat_linux::Error;
 const DATA: u64 = 16 << 20;
 
 /// Root, a usable /dev/kvm, PAGEMAP_SCAN; prints why the test skips otherwise.
+///
+/// The tests of this binary run one at a time (the caller holds [`serial`]): they share this
+/// process's mm, and a hugetlb pool reservation or a munmap in a parallel test makes the kernel
+/// compact or invalidate memory, which zaps KVM's leaves through its MMU notifier while slat,
+/// over `LocalMemory`, gets no notifier call: a difference that is the host's, not the MMU's.
 fn prerequisites(test: &str) -> bool {
     if !common::root(test) {
         return false;
@@ -31,6 +36,11 @@ fn prerequisites(test: &str) -> bool {
     true
 }
 
+/// Hold for the whole test: see [`prerequisites`].
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    common::pool_lock()
+}
+
 fn counts(o: &Oracle<'_>, what: &str) -> slat_linux::oracle::LeafCounts {
     match o.compare_counts(what) {
         Ok(c) => {
@@ -43,10 +53,10 @@ fn counts(o: &Oracle<'_>, what: &str) -> slat_linux::oracle::LeafCounts {
 
 /// The whole differential run on one backing; returns the counts after the first write sweep.
 fn differential(test: &str, backing: HostBacking, skew: u64, guest_pages: GuestPageSize) -> Option<[u64; 2]> {
+    let _serial = serial();
     if !prerequisites(test) {
         return None;
     }
-    let _pool = backing.needs_root().then(common::pool_lock);
     let setup = match backing.make(DATA, skew) {
         Ok(s) => s,
         Err(e @ Error::PoolShort { .. }) => {
@@ -152,6 +162,7 @@ fn guest_4k_pages() {
 
 #[test]
 fn read_sweep_anonymous_thp() {
+    let _serial = serial();
     if !prerequisites("read_sweep_anonymous_thp") {
         return;
     }
@@ -170,6 +181,7 @@ fn read_sweep_anonymous_thp() {
 /// over 4K host memory: KVM maps 8 pages per touched page, slat without the model 1.
 #[test]
 fn kvm_prefetches_eight_neighbours() {
+    let _serial = serial();
     if !prerequisites("kvm_prefetches_eight_neighbours") {
         return;
     }
@@ -196,6 +208,7 @@ fn kvm_prefetches_eight_neighbours() {
 /// stays 4K in KVM; slat agrees only because the oracle write-tracks the same gfns.
 #[test]
 fn page_tables_are_write_tracked() {
+    let _serial = serial();
     if !prerequisites("page_tables_are_write_tracked") {
         return;
     }
@@ -213,6 +226,7 @@ fn page_tables_are_write_tracked() {
 /// the protection is restored): that block is 4K in KVM and in slat, the others 2M.
 #[test]
 fn thp_split_by_partial_mprotect() {
+    let _serial = serial();
     if !prerequisites("thp_split_by_partial_mprotect") {
         return;
     }
@@ -233,10 +247,10 @@ fn thp_split_by_partial_mprotect() {
 /// pages: no pdpe1gb): 512 2M leaves in KVM, and in slat (max leaf 2M, the guest's cap).
 #[test]
 fn hugetlb_1g_capped_by_guest_2m_pages() {
+    let _serial = serial();
     if !prerequisites("hugetlb_1g_capped_by_guest_2m_pages") {
         return;
     }
-    let _pool = common::pool_lock();
     let setup = match HostBacking::MemfdHugetlb1g.make(1 << 30, 0) {
         Ok(s) => s,
         Err(e @ (Error::PoolShort { .. } | Error::Unsupported { .. })) => {
