@@ -133,7 +133,8 @@ pub(crate) struct Engine<'s, F: Format> {
     pub hw: Hardware,
     pub slots: SlotMap,
     pub counters: EngineCounters,
-    /// Guest writes to logged slots since their last harvest (gfns), for the I5 check.
+    /// Guest writes to logged slots since their last harvest (page offsets into the slot), for
+    /// the I5 check.
     pub written: BTreeMap<u32, BTreeSet<u64>>,
     /// Balloon chunks inflated per slot (hva, len), for deflation.
     pub balloon: BTreeMap<u32, Vec<(u64, u64)>>,
@@ -236,6 +237,8 @@ impl<'s, F: Format> Engine<'s, F> {
                 Ok(None)
             })?;
             let Some(fault) = stop else { break };
+            // The guard counts retries of this one access only: an access that exits to the VMM
+            // (read-only slot, no memslot, host-unmapped, write-tracked) completes and resets it.
             tries += 1;
             if tries > 64 {
                 return Err(SimError::Livelock { gpa: fault.gpa, tries });
@@ -249,14 +252,17 @@ impl<'s, F: Format> Engine<'s, F> {
                 Ok(FaultOutcome::WriteTracked) => {
                     self.counters.write_tracked_exits += 1;
                     i += 1;
+                    tries = 0;
                 }
                 Err(FaultError::NoMemslot { .. }) => {
                     self.counters.mmio_exits += 1;
                     i += 1;
+                    tries = 0;
                 }
                 Err(FaultError::ReadOnly { .. }) => {
                     self.counters.readonly_exits += 1;
                     i += 1;
+                    tries = 0;
                 }
                 Err(FaultError::Host(HostError::OutOfMemory { kind, .. })) => {
                     let slot = self.slot_of_gpa(fault.gpa).unwrap_or(u32::MAX);
@@ -271,6 +277,7 @@ impl<'s, F: Format> Engine<'s, F> {
                     // The VMM unmapped or protected the memory: the access is lost (SIGBUS).
                     self.counters.host_unmapped += 1;
                     i += 1;
+                    tries = 0;
                 }
                 Err(source) => return Err(SimError::Fault { gpa: fault.gpa, source }),
             }
@@ -287,10 +294,16 @@ impl<'s, F: Format> Engine<'s, F> {
         Ok(())
     }
 
+    /// Record a guest write for the I5 check, as a page offset into its memslot (so a slot
+    /// moved between the write and the harvest still finds it).
     fn note_write(&mut self, gpa: u64) {
-        if let Some(id) = self.slot_of_gpa(gpa) {
+        let place = {
+            let slots = self.slots.lock().unwrap();
+            slots.iter().find(|(_, p)| p.present && gpa >= p.gpa && gpa < p.gpa + p.size).map(|(id, p)| (*id, p.gpa))
+        };
+        if let Some((id, base)) = place {
             if let Some(set) = self.written.get_mut(&id) {
-                set.insert(gpa >> 12);
+                set.insert((gpa - base) >> 12);
             }
         }
     }
