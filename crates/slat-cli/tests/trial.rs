@@ -185,3 +185,20 @@ slot = 1
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(total(&v, "dirty_lost"), 0, "{}", v["totals"]);
 }
+
+// Item 2: the last sample is not taken over an empty interval.
+
+#[test]
+fn rate_series_do_not_end_in_a_false_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["fragmented-khugepaged", "balloon"] {
+        let (out, v) = run_json(dir.path(), name, &[]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let samples = v["samples"].as_array().unwrap();
+        let n = samples.len();
+        let rate = |i: usize| samples[i]["tlb_misses_per_1k"].as_f64().unwrap();
+        assert!(rate(n - 2) > 0.0, "{name}: {}", samples[n - 2]);
+        assert!(rate(n - 1) > 0.0, "{name}: the last sample ends in 0: {}", samples[n - 1]);
+        assert!(samples[n - 1]["walk_refs_per_access"].as_f64().unwrap() > 0.0, "{name}");
+    }
+}

@@ -347,9 +347,16 @@ impl<'s, F: Format> Engine<'s, F> {
             walk_refs_per_access: per(hw.walk_refs, self.last_hw.walk_refs),
             table_pages: s.table_pages,
         };
+        let mut sample = sample;
         self.peak_4k = self.peak_4k.max(s.pages_4k);
         if self.report.samples.last().is_some_and(|l| l.access == sample.access) {
-            self.report.samples.pop();
+            // A second sample at the same point (the end of the run) covers an empty interval:
+            // it updates the counts but keeps the rates measured over the real one.
+            let last = self.report.samples.pop().unwrap();
+            if da == 0 {
+                sample.tlb_misses_per_1k = last.tlb_misses_per_1k;
+                sample.walk_refs_per_access = last.walk_refs_per_access;
+            }
         }
         self.report.samples.push(sample);
         self.last_hw = hw;
