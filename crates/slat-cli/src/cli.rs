@@ -51,6 +51,29 @@ pub struct ScenarioArgs {
     /// expectations, which belong to that workload, are dropped).
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
+    /// Resource limits checked before the run.
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Resource limits: a scenario estimated to exceed one fails before it runs.
+#[derive(Debug, Clone, Default, Args)]
+pub struct LimitArgs {
+    /// Most memory the simulator may use, e.g. `64G` (default: the memory available on this
+    /// machine). Scenarios estimated to need more fail at once.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_memory: Option<u64>,
+    /// Most guest accesses in a run (default: 2^32, minutes of simulation).
+    #[arg(long, value_name = "N")]
+    pub max_accesses: Option<u64>,
+    /// Most timed events in a scenario (default: 10,000; each audits the whole VM).
+    #[arg(long, value_name = "N")]
+    pub max_events: Option<usize>,
+}
+
+/// A size argument: `4096`, `512M`, `64G`, `1T`.
+fn parse_size(text: &str) -> Result<u64, String> {
+    slat_sim::scenario::Bytes::parse(text).map(|b| b.0)
 }
 
 /// Where results go.

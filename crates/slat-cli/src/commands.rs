@@ -150,7 +150,7 @@ fn prepare(scenario: Option<&str>, sets: &[String]) -> Result<ScenarioSource, Cl
 fn run(args: &RunArgs) -> Result<u8, CliError> {
     let a = &args.scenario;
     let source = prepare(a.scenario.as_deref(), &a.set)?;
-    let scenario = load::build(&source, a.seed, a.trace.as_deref())?;
+    let scenario = load::build(&source, a.seed, a.trace.as_deref(), &load::limits(&a.limits))?;
     check_outputs(&args.output)?;
 
     let progress = Progress::new(args.output.quiet, &scenario.name, scenario.total_accesses());
@@ -182,13 +182,14 @@ fn compare(args: &CompareArgs) -> Result<u8, CliError> {
     let specs = args.vary.iter().map(|s| compare::parse_vary(s)).collect::<Result<Vec<_>, _>>()?;
     let combos = compare::expand(&specs)?;
     // Build and validate every variant before running any.
+    let limits = load::limits(&a.limits);
     let mut planned: Vec<(Vec<(String, String)>, Scenario)> = Vec::with_capacity(combos.len());
     for settings in combos {
         let mut s = source.clone();
         for (k, v) in &settings {
             s.set(k, v).map_err(vary_error)?;
         }
-        let scenario = load::build(&s, a.seed, a.trace.as_deref())
+        let scenario = load::build(&s, a.seed, a.trace.as_deref(), &limits)
             .map_err(|e| e.context(format!("variant {}", compare::label(&settings))))?;
         planned.push((settings, scenario));
     }

@@ -9,9 +9,10 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use slat_sim::scenario::{library, ErrorKind, Location, Phase, Scenario, ScenarioError, ScenarioSource};
+use slat_sim::scenario::{library, ErrorKind, Limits, Location, Phase, Scenario, ScenarioError, ScenarioSource};
 use slat_sim::workload::{lackey, GvaRange, Pattern, PhaseSpec};
 
+use crate::cli::LimitArgs;
 use crate::error::{error_chain, CliError};
 
 /// The scenario run when none is named.
@@ -74,14 +75,53 @@ pub fn apply_sets(source: &mut ScenarioSource, sets: &[String]) -> Result<(), Cl
     Ok(())
 }
 
-/// Validate the source and apply `--seed` and `--trace`.
-pub fn build(source: &ScenarioSource, seed: Option<u64>, trace: Option<&Path>) -> Result<Scenario, CliError> {
-    let mut scenario = source.parse().map_err(scenario_error)?;
+/// The memory the simulator may use by default: what this machine has available
+/// (`MemAvailable`), or 8 GiB where that cannot be read.
+pub fn available_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(8 << 30, |kib| kib * 1024)
+}
+
+/// The limits of a run: the defaults, or what `--max-memory`, `--max-accesses` and
+/// `--max-events` say.
+pub fn limits(args: &LimitArgs) -> Limits {
+    let mut l = Limits::with_memory(args.max_memory.unwrap_or_else(available_memory));
+    if let Some(n) = args.max_accesses {
+        l.accesses = n;
+    }
+    if let Some(n) = args.max_events {
+        l.events = n;
+    }
+    l
+}
+
+/// Validate the source within `limits` and apply `--seed` and `--trace`.
+pub fn build(
+    source: &ScenarioSource,
+    seed: Option<u64>,
+    trace: Option<&Path>,
+    limits: &Limits,
+) -> Result<Scenario, CliError> {
+    let mut scenario = source.parse_within(limits).map_err(scenario_error)?;
     if let Some(seed) = seed {
         scenario.seed = seed;
     }
     if let Some(path) = trace {
         replay_trace(&mut scenario, path)?;
+        let n = scenario.total_accesses();
+        if n > limits.accesses {
+            return Err(CliError::input(format!(
+                "{}: the trace holds {n} accesses; the limit is {} (raise it with --max-accesses)",
+                path.display(),
+                limits.accesses
+            )));
+        }
     }
     Ok(scenario)
 }

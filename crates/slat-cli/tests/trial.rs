@@ -202,3 +202,108 @@ fn rate_series_do_not_end_in_a_false_zero() {
         assert!(samples[n - 1]["walk_refs_per_access"].as_f64().unwrap() > 0.0, "{name}");
     }
 }
+
+// Item 3: resources are estimated up front; a scenario that would not fit fails at once with
+// one line naming the field, the estimate and the limit.
+
+/// Run `args` and assert a prompt one-line error containing every needle.
+fn assert_prompt_error(dir: &std::path::Path, args: &[&str], needles: &[&str]) {
+    let t = std::time::Instant::now();
+    let out = slat_in(dir, args);
+    assert_input_error(&out, needles[0]);
+    for n in needles {
+        assert!(out.stderr.contains(n), "stderr should contain {n:?}:\n{}", out.stderr);
+    }
+    assert!(t.elapsed().as_secs() < 20, "took {:?}: {}", t.elapsed(), out.stderr);
+}
+
+#[test]
+fn a_huge_tlb_is_refused_before_it_is_allocated() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_prompt_error(
+        dir.path(),
+        &["run", "--set", "vm.tlb.stlb={ entries = 2147483648, ways = 1 }", "--max-memory", "4G"],
+        &["vm.tlb.stlb.entries", "the TLBs would need", "the limit is 4 GiB", "--max-memory"],
+    );
+    // Per-vCPU TLBs multiply: both values valid alone.
+    assert_prompt_error(
+        dir.path(),
+        &[
+            "run",
+            "--set",
+            "vm.vcpus=1024",
+            "--set",
+            "vm.tlb.stlb={ entries = 1048576, ways = 16 }",
+            "--max-memory",
+            "8G",
+        ],
+        &["vm.tlb.stlb.entries", "1,024 vCPUs", "the limit is 8 GiB"],
+    );
+}
+
+#[test]
+fn a_guest_mapped_with_4k_pages_beyond_memory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // 1 TiB with THP off, every 4K page touched: hundreds of GB in the simulator.
+    let toml = r#"
+name = "big"
+description = "1 TiB touched with 4K pages"
+seed = 1
+[host]
+memory = "2T"
+thp = "never"
+[[memslot]]
+id = 0
+gpa = 0
+size = "1T"
+backing = "anonymous"
+[[phase]]
+name = "touch"
+kind = "sequential"
+gva = 0
+len = "1T"
+step = "4K"
+accesses = 268435456
+"#;
+    let f = write(dir.path(), "big.toml", toml);
+    assert_prompt_error(
+        dir.path(),
+        &["run", &f, "--max-memory", "8G"],
+        &["big.toml:", "memslot[0].size", "4 KiB pages", "the limit is 8 GiB", "--max-memory"],
+    );
+    // A 1 TiB guest that touches 1 GiB fits.
+    let small = toml.replace("accesses = 268435456", "accesses = 262144");
+    let f = write(dir.path(), "ok.toml", &small);
+    let out = slat_in(dir.path(), &["run", &f, "-q", "--max-memory", "1G"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+#[test]
+fn too_many_accesses_or_events_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_prompt_error(
+        dir.path(),
+        &["run", "--set", "phase[1].accesses=9223372036854775807"],
+        &["phase[1].accesses", "years", "the limit is 4,294,967,296", "--max-accesses"],
+    );
+    let mut toml = small("[[phase]]\nname = \"run\"\nkind = \"uniform\"\ngva = 0\nlen = \"256M\"\naccesses = 100\n");
+    for _ in 0..10_001 {
+        toml.push_str("[[event]]\nphase = \"run\"\nat = 1\nkind = \"harvest\"\n");
+    }
+    let f = write(dir.path(), "events.toml", &toml);
+    assert_prompt_error(dir.path(), &["run", &f], &["event[10000]", "10,001 events", "--max-events"]);
+}
+
+#[test]
+fn dev_zero_and_newline_free_traces_fail_fast() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_prompt_error(dir.path(), &["run", "/dev/zero"], &["cannot read /dev/zero", "larger than 64 MiB"]);
+    assert_prompt_error(dir.path(), &["run", "--trace", "/dev/zero"], &["/dev/zero:1", "longer than 4096 bytes"]);
+    let sparse = dir.path().join("sparse.lackey");
+    std::fs::File::create(&sparse).unwrap().set_len(1 << 30).unwrap();
+    assert_prompt_error(
+        dir.path(),
+        &["run", "--trace", "sparse.lackey"],
+        &["sparse.lackey:1", "longer than 4096 bytes"],
+    );
+}
