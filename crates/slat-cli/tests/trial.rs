@@ -307,3 +307,28 @@ fn dev_zero_and_newline_free_traces_fail_fast() {
         &["sparse.lackey:1", "longer than 4096 bytes"],
     );
 }
+
+// Item 4: validation is linear in the number of events.
+
+#[test]
+fn validation_time_grows_linearly_with_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = small("[[phase]]\nname = \"run\"\nkind = \"uniform\"\ngva = 0\nlen = \"256M\"\naccesses = 100\n");
+    let time = |n: usize| {
+        let mut toml = base.clone();
+        for _ in 0..n {
+            toml.push_str("[[event]]\nphase = \"run\"\nat = 1\nkind = \"harvest\"\n");
+        }
+        // The last event is wrong: validation reads every event, then fails.
+        toml.push_str("[[event]]\nphase = \"nope\"\nat = 1\nkind = \"harvest\"\n");
+        let f = write(dir.path(), &format!("ev{n}.toml"), &toml);
+        let t = std::time::Instant::now();
+        let out = slat_in(dir.path(), &["run", &f, "--max-events", "1000000"]);
+        assert_input_error(&out, &format!("event[{n}].phase"));
+        t.elapsed().as_secs_f64()
+    };
+    let small_run = time(8_000);
+    let large_run = time(32_000);
+    // Quadratic validation takes 16 times as long for 4 times the events; linear about 4.
+    assert!(large_run < 8.0 * small_run.max(0.05), "8k events {small_run:.2} s, 32k events {large_run:.2} s");
+}
