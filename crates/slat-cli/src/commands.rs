@@ -4,17 +4,19 @@
 
 use std::io::{self, Write};
 use std::panic::{self, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use serde::Serialize;
 use slat_sim::report::{RunReport, SCHEMA_VERSION};
 use slat_sim::scenario::{library, Location, Scenario, ScenarioError, ScenarioSource};
+use slat_sim::workload::Pattern;
 
-use crate::cli::{Cli, Command, CompareArgs, OutputArgs, RunArgs, ScenariosArgs, ScenariosCommand};
+use crate::cli::{Cli, Command, CompareArgs, OutputArgs, RunArgs, ScenarioArgs, ScenariosArgs, ScenariosCommand};
 use crate::compare::{self, Comparison, Variant};
 use crate::error::{CliError, EXIT_EXPECTATION};
 use crate::load;
+use crate::output::{self, Output, Staged};
 use crate::progress::Progress;
 use crate::sim::simulate;
 use crate::style::Style;
@@ -71,50 +73,65 @@ fn json_to_stdout(out: &OutputArgs) -> bool {
     out.json.as_deref() == Some(Path::new("-"))
 }
 
-/// Fail early if an output file's directory does not exist.
-fn check_output(path: &Path) -> Result<(), CliError> {
-    if path == Path::new("-") {
-        return Ok(());
+/// The outputs asked for, with their options.
+fn outputs(out: &OutputArgs) -> Vec<Output<'_>> {
+    let mut v = Vec::new();
+    if let Some(p) = &out.json {
+        v.push(Output { option: "--json", path: p });
     }
-    if path.is_dir() {
-        return Err(CliError::input(format!("cannot write {}: it is a directory", path.display())));
+    if let Some(p) = &out.report {
+        v.push(Output { option: "--report", path: p });
     }
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !parent.is_dir() {
-        return Err(CliError::input(format!("cannot write {}: no directory {}", path.display(), parent.display())));
-    }
-    Ok(())
+    v
 }
 
-fn check_outputs(out: &OutputArgs) -> Result<(), CliError> {
-    if out.report.as_deref() == Some(Path::new("-")) {
+/// The files a run reads: the scenario file, `--trace`, and traces named by the scenario.
+fn inputs<'a>(args: &'a ScenarioArgs, scenarios: &'a [&'a Scenario]) -> Vec<&'a Path> {
+    let mut v: Vec<&Path> = Vec::new();
+    if let Some(s) = args.scenario.as_deref().filter(|s| load::is_path(s)) {
+        v.push(Path::new(s));
+    }
+    if let Some(t) = &args.trace {
+        v.push(t);
+    }
+    for s in scenarios {
+        for p in &s.phases {
+            if let Pattern::Trace { path } = &p.spec.pattern {
+                v.push(path);
+            }
+        }
+    }
+    v
+}
+
+/// Check the outputs before the run (see [`output::check`]).
+fn check_outputs(out: &OutputArgs, inputs: &[&Path]) -> Result<(), CliError> {
+    if out.report.as_deref().is_some_and(output::is_stdout) {
         return Err(CliError::input("--report needs a file name (the report is a whole HTML file)"));
     }
-    for p in out.json.iter().chain(out.report.iter()) {
-        check_output(p)?;
-    }
-    Ok(())
+    output::check(&outputs(out), inputs)
 }
 
-/// Write the JSON and HTML outputs that were asked for.
+/// Write the JSON and HTML outputs that were asked for: both are staged first, then renamed
+/// into place, so a failure leaves neither half-written.
 fn write_outputs(out: &OutputArgs, json: &impl Serialize, html: impl FnOnce() -> String) -> Result<(), CliError> {
+    let mut staged = Vec::new();
     if let Some(path) = &out.json {
         let mut text =
             serde_json::to_string_pretty(json).map_err(|e| CliError::input(format!("cannot encode JSON: {e}")))?;
         text.push('\n');
-        if path == Path::new("-") {
+        if output::is_stdout(path) {
             emit(&text)?;
         } else {
-            std::fs::write(path, text).map_err(|e| CliError::io("write", path, &e))?;
-            note(out, &format!("JSON written to {}", path.display()));
+            staged.push((Staged::write(path, text.as_bytes())?, format!("JSON written to {}", path.display())));
         }
     }
     if let Some(path) = &out.report {
-        std::fs::write(path, html()).map_err(|e| CliError::io("write", path, &e))?;
-        note(out, &format!("HTML report written to {}", path.display()));
+        staged.push((Staged::write(path, html().as_bytes())?, format!("HTML report written to {}", path.display())));
+    }
+    for (file, message) in staged {
+        file.commit()?;
+        note(out, &message);
     }
     Ok(())
 }
@@ -151,7 +168,7 @@ fn run(args: &RunArgs) -> Result<u8, CliError> {
     let a = &args.scenario;
     let source = prepare(a.scenario.as_deref(), &a.set)?;
     let scenario = load::build(&source, a.seed, a.trace.as_deref(), &load::limits(&a.limits))?;
-    check_outputs(&args.output)?;
+    check_outputs(&args.output, &inputs(a, &[&scenario]))?;
 
     let progress = Progress::new(args.output.quiet, &scenario.name, scenario.total_accesses());
     let report = simulate(&scenario, args.output.samples as usize, &progress)?;
@@ -193,7 +210,8 @@ fn compare(args: &CompareArgs) -> Result<u8, CliError> {
             .map_err(|e| e.context(format!("variant {}", compare::label(&settings))))?;
         planned.push((settings, scenario));
     }
-    check_outputs(&args.output)?;
+    let all: Vec<&Scenario> = planned.iter().map(|(_, s)| s).collect();
+    check_outputs(&args.output, &inputs(a, &all))?;
 
     let n = planned.len();
     let bar_label = |i: usize, settings: &[(String, String)]| format!("[{}/{n}] {}", i + 1, compare::label(settings));
@@ -270,11 +288,11 @@ mod tests {
 
     #[test]
     fn output_directories_are_checked() {
-        assert!(check_output(Path::new("-")).is_ok());
-        assert!(check_output(Path::new("out.html")).is_ok());
-        let e = check_output(Path::new("/nonexistent/dir/out.html")).unwrap_err();
+        let check = |p: &str| output::check(&[Output { option: "--json", path: Path::new(p) }], &[]);
+        assert!(check("-").is_ok());
+        let e = check("/nonexistent/dir/out.html").unwrap_err();
         assert_eq!(e.message, "cannot write /nonexistent/dir/out.html: no directory /nonexistent/dir");
-        assert!(check_output(Path::new("/")).is_err());
+        assert!(check("/").is_err());
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod compare;
 pub mod error;
 pub mod html;
 pub mod load;
+pub mod output;
 pub mod progress;
 pub mod sim;
 pub mod style;

@@ -332,3 +332,57 @@ fn validation_time_grows_linearly_with_events() {
     // Quadratic validation takes 16 times as long for 4 times the events; linear about 4.
     assert!(large_run < 8.0 * small_run.max(0.05), "8k events {small_run:.2} s, 32k events {large_run:.2} s");
 }
+
+// Item 5: outputs never overwrite inputs or each other, and are checked before the run.
+
+#[test]
+fn outputs_never_overwrite_an_input_or_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = write(dir.path(), "victim.toml", &scenario_toml("default"));
+    let before = std::fs::read_to_string(&victim).unwrap();
+    let out = slat_in(dir.path(), &["run", "victim.toml", "--report", "./victim.toml", "-q"]);
+    assert_input_error(&out, "--report ./victim.toml: that is an input of this run");
+    let out = slat_in(dir.path(), &["run", "victim.toml", "--json", &victim, "-q"]);
+    assert_input_error(&out, "that is an input of this run");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), before, "the scenario was overwritten");
+
+    let out = slat_in(dir.path(), &["run", "--json", "same.out", "--report", "same.out", "-q"]);
+    assert_input_error(&out, "--report same.out: --json writes to the same file");
+
+    std::fs::write(dir.path().join("t.lackey"), "I  04010173,3\n L 04222cac,8\n").unwrap();
+    let out = slat_in(dir.path(), &["run", "--trace", "t.lackey", "--report", "t.lackey", "-q"]);
+    assert_input_error(&out, "that is an input of this run (t.lackey)");
+    assert!(std::fs::read_to_string(dir.path().join("t.lackey")).unwrap().starts_with("I  "));
+}
+
+#[test]
+fn unwritable_outputs_fail_before_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    for target in ["/proc/slat-report.html", "/sys/slat.json"] {
+        let t = std::time::Instant::now();
+        let option = if target.ends_with(".html") { "--report" } else { "--json" };
+        // A run of minutes, if it started.
+        let out = slat_in(dir.path(), &["run", "--set", "phase[1].accesses=2000000000", option, target, "-q"]);
+        assert_input_error(&out, &format!("cannot write {target}"));
+        assert!(t.elapsed().as_secs() < 10, "the run started before the output was checked");
+    }
+}
+
+#[test]
+fn outputs_are_complete_files_and_leave_no_temporaries() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("r.json"), "old").unwrap();
+    let out = slat_in(dir.path(), &["run", "dax-huge", "--json", "r.json", "--report", "r.html", "-q"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("r.json")).unwrap()).unwrap();
+    assert_eq!(v["scenario"], "dax-huge");
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["r.html", "r.json"]);
+    // Special files are written in place, never replaced.
+    let out = slat_in(dir.path(), &["run", "dax-huge", "--json", "/dev/null", "-q"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!std::fs::metadata("/dev/null").unwrap().file_type().is_file());
+}
