@@ -197,6 +197,7 @@ fn compare(args: &CompareArgs) -> Result<u8, CliError> {
     let a = &args.scenario;
     let source = prepare(a.scenario.as_deref(), &a.set)?;
     let specs = args.vary.iter().map(|s| compare::parse_vary(s)).collect::<Result<Vec<_>, _>>()?;
+    compare::check_conflicts(&specs, a.seed, &a.set)?;
     let combos = compare::expand(&specs)?;
     // Build and validate every variant before running any.
     let limits = load::limits(&a.limits);

@@ -386,3 +386,39 @@ fn outputs_are_complete_files_and_leave_no_temporaries() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(!std::fs::metadata("/dev/null").unwrap().file_type().is_file());
 }
+
+// Item 6: compare refuses settings that would make its variants identical; quoted values may
+// hold commas.
+
+#[test]
+fn compare_refuses_a_seed_or_set_that_overrides_the_varied_key() {
+    let out = slat(&["compare", "dax-huge", "--vary", "seed=1,2", "--seed", "5"]);
+    assert_input_error(&out, "--seed 5 conflicts with --vary seed=1,2");
+    let out = slat(&["compare", "dax-huge", "--set", "policy.recover=zap", "--vary", "policy.recover=zap,in-place"]);
+    assert_input_error(&out, "--set policy.recover=zap conflicts with --vary policy.recover");
+    let out = slat(&["compare", "dax-huge", "--set", "vm.tlb.stlb={ entries = 64, ways = 4 }", "--vary", "vm.tlb=x,y"]);
+    assert_input_error(&out, "conflicts with --vary vm.tlb");
+}
+
+#[test]
+fn compare_values_with_commas_inside_quotes_or_braces() {
+    let out = slat(&["compare", "dax-huge", "--vary", r#"description="a,b",c"#, "--json", "-", "-q"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let variants = v["variants"].as_array().unwrap();
+    assert_eq!(variants.len(), 2, "{}", v["variants"]);
+    assert_eq!(variants[0]["report"]["description"], "a,b");
+    assert_eq!(variants[1]["report"]["description"], "c");
+    let out = slat(&[
+        "compare",
+        "dax-huge",
+        "--vary",
+        "vm.tlb.stlb={ entries = 64, ways = 4 },{ entries = 128, ways = 4 }",
+        "--json",
+        "-",
+        "-q",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["variants"].as_array().unwrap().len(), 2);
+}
