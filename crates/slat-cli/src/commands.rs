@@ -96,7 +96,7 @@ fn inputs<'a>(args: &'a ScenarioArgs, scenarios: &'a [&'a Scenario]) -> Vec<&'a 
     }
     for s in scenarios {
         for p in &s.phases {
-            if let Pattern::Trace { path } = &p.spec.pattern {
+            if let Pattern::Trace { path } | Pattern::TraceOnce { path } = &p.spec.pattern {
                 v.push(path);
             }
         }

@@ -422,3 +422,59 @@ fn compare_values_with_commas_inside_quotes_or_braces() {
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(v["variants"].as_array().unwrap().len(), 2);
 }
+
+// Item 7: traces from pipes are read once, streamed.
+
+/// Run `slat ARGS` with `input` on stdin (a pipe).
+fn slat_piped(args: &[&str], input: &[u8]) -> Out {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_slat"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn traces_stream_from_a_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut trace = String::from("==1== Lackey\n");
+    for i in 0..30_000u64 {
+        trace.push_str(&format!("I  {:08x},3\n L {:08x},8\n M {:08x},4\n", 0x400000 + i * 16, i * 4096, i * 64));
+    }
+    let f = write(dir.path(), "t.lackey", &trace);
+    let out = slat_in(dir.path(), &["run", "--trace", &f, "--json", "-", "-q"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let from_file: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let accesses = from_file["totals"]["accesses"].as_u64().unwrap();
+    assert_eq!(accesses, 120_000);
+    for arg in ["-", "/dev/stdin"] {
+        let out = slat_piped(&["run", "--trace", arg, "--json", "-", "-q"], trace.as_bytes());
+        assert_eq!(out.code, 0, "--trace {arg}: {}", out.stderr);
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(v["totals"]["accesses"], accesses, "--trace {arg}");
+        assert_eq!(v["phases"][0]["accesses"], 120_000, "--trace {arg}");
+        let samples = v["samples"].as_array().unwrap();
+        assert!((100..=400).contains(&samples.len()), "{} samples", samples.len());
+        assert_eq!(samples.last().unwrap()["access"], 120_000);
+        assert_eq!(v["totals"]["tlb_misses_per_1k"], from_file["totals"]["tlb_misses_per_1k"]);
+    }
+    let out = slat_piped(&["run", "--trace", "-", "-q"], b"==1== nothing\n");
+    assert_input_error(&out, "the trace holds no accesses");
+}

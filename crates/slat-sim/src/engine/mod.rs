@@ -150,9 +150,15 @@ pub(crate) struct Engine<'s, F: Format> {
 
 impl<'s, F: Format> Engine<'s, F> {
     fn run(mut self, mut opts: RunOptions) -> Result<RunReport, SimError> {
-        let total = self.s.total_accesses();
+        let mut total = self.s.total_accesses();
         let samples = if opts.samples == 0 { 200 } else { opts.samples } as u64;
-        let sample_every = (total / samples).max(1);
+        // An open-ended phase (a trace from a pipe) has no known length: sample often and halve
+        // the series whenever it grows past twice the target.
+        let open_ended = self.s.phases.iter().any(|p| p.open_ended);
+        let mut sample_every = if open_ended { 1024 } else { (total / samples).max(1) };
+        // Where each phase ends; cut short when the workload ends early.
+        let mut ends: Vec<u64> = self.s.phases.iter().map(|p| p.end()).collect();
+        let mut phase_first = 0;
         let mut workload = self.s.workload()?;
         let mut buf = vec![Access { vcpu: 0, gva: 0, kind: AccessKind::Read }; 4096];
         let events = self.s.events.clone();
@@ -170,8 +176,9 @@ impl<'s, F: Format> Engine<'s, F> {
                     next_event += 1;
                     continue;
                 }
-                if phase < self.s.phases.len() && self.done == self.s.phases[phase].end() {
-                    self.close_phase(phase, &phase_start);
+                if phase < ends.len() && self.done == ends[phase] {
+                    self.close_phase(phase, &phase_start, self.done - phase_first);
+                    phase_first = self.done;
                     phase += 1;
                     phase_start = self.phase_start_state();
                     continue;
@@ -182,7 +189,7 @@ impl<'s, F: Format> Engine<'s, F> {
                 break;
             }
             // Run up to the next stop: event, phase end or sample point.
-            let mut stop = self.s.phases[phase].end();
+            let mut stop = ends[phase];
             if let Some(e) = events.get(next_event) {
                 stop = stop.min(e.access.max(self.done));
             }
@@ -194,8 +201,12 @@ impl<'s, F: Format> Engine<'s, F> {
                     if let Some(e) = workload.take_error() {
                         return Err(e.into());
                     }
-                    // The workload ended early (a short trace): finish the run here.
-                    self.done = total;
+                    // The workload ended early (a short trace, or the end of a piped one):
+                    // the run ends here.
+                    for e in &mut ends[phase..] {
+                        *e = self.done;
+                    }
+                    total = self.done;
                     break;
                 }
                 self.play(&buf[..n])?;
@@ -206,9 +217,18 @@ impl<'s, F: Format> Engine<'s, F> {
             }
             if self.done % sample_every == 0 || self.done == total {
                 self.sample();
+                if open_ended && self.report.samples.len() as u64 > 2 * samples {
+                    sample_every *= 2;
+                    let last = self.report.samples.len() - 1;
+                    let mut i = 0;
+                    self.report.samples.retain(|s| {
+                        i += 1;
+                        s.access % sample_every == 0 || i - 1 == last
+                    });
+                }
             }
             if let Some(p) = opts.progress.as_mut() {
-                p(self.done, total);
+                p(self.done, if open_ended { 0 } else { total });
             }
         }
         self.finish()
@@ -368,7 +388,7 @@ impl<'s, F: Format> Engine<'s, F> {
         (self.mmu.stats(), self.hw.stats())
     }
 
-    fn close_phase(&mut self, index: usize, start: &(slat_mmu::Stats, HwStats)) {
+    fn close_phase(&mut self, index: usize, start: &(slat_mmu::Stats, HwStats), accesses: u64) {
         let s = self.mmu.stats();
         let hw = self.hw.stats();
         self.peak_4k = self.peak_4k.max(s.pages_4k);
@@ -377,7 +397,7 @@ impl<'s, F: Format> Engine<'s, F> {
         let p = &self.s.phases[index];
         self.report.phases.push(PhaseSummary {
             name: p.name.clone(),
-            accesses: p.spec.accesses,
+            accesses,
             leaves_before: metrics::leaves(&start.0),
             leaves_after: metrics::leaves(&s),
             peak_4k: self.peak_4k,

@@ -159,6 +159,9 @@ pub struct Phase {
     pub spec: PhaseSpec,
     /// Where it is written.
     pub location: Location,
+    /// Whether `spec.accesses` is only an upper bound: the phase ends where its trace ends
+    /// (a trace read from a pipe, whose length is not known before it is read).
+    pub open_ended: bool,
 }
 
 impl Phase {

@@ -526,6 +526,11 @@ fn build_phases(cx: &Ctx<'_, '_>, raw: &RawScenario, base_dir: Option<&Path>) ->
                 if let Err(e) = std::fs::File::open(&file) {
                     return Err(cx.invalid(&path.key("trace"), format!("cannot open {}: {e}", file.display())));
                 }
+                if file.is_dir() {
+                    return Err(
+                        cx.invalid(&path.key("trace"), format!("{} is a directory, not a trace", file.display()))
+                    );
+                }
                 Pattern::Trace { path: file }
             }
         };
@@ -549,7 +554,7 @@ fn build_phases(cx: &Ctx<'_, '_>, raw: &RawScenario, base_dir: Option<&Path>) ->
             return Err(cx.invalid(&path.key(key), reason));
         }
         let location = cx.loc.location(&path);
-        phases.push(Phase { name: p.name.clone(), start, spec, location });
+        phases.push(Phase { name: p.name.clone(), start, spec, location, open_ended: false });
         start = start
             .checked_add(p.accesses)
             .ok_or_else(|| cx.invalid(&path.key("accesses"), "the phases add up to more than 2^64 accesses"))?;
