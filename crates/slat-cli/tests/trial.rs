@@ -478,3 +478,58 @@ fn traces_stream_from_a_pipe() {
     let out = slat_piped(&["run", "--trace", "-", "-q"], b"==1== nothing\n");
     assert_input_error(&out, "the trace holds no accesses");
 }
+
+// Item 8: errors found before or during a run name file:line and the key to blame, and say
+// what is wrong without contradicting themselves.
+
+#[test]
+fn a_slot_too_small_for_the_guest_tables_names_the_key_and_the_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = r#"name = "tiny"
+description = "one 2 MiB memslot"
+seed = 1
+[host]
+memory = "1G"
+[[memslot]]
+id = 0
+gpa = 0
+size = "2M"
+backing = "anonymous"
+[[phase]]
+name = "run"
+kind = "uniform"
+gva = 0
+len = "2M"
+accesses = 1
+"#;
+    let f = write(dir.path(), "tiny.toml", toml);
+    let out = slat_in(dir.path(), &["run", &f]);
+    assert_input_error(&out, "tiny.toml:9: memslot[0].size = \"2M\": the guest page tables take the top 2M");
+    assert!(out.stderr.contains("at least"), "{}", out.stderr);
+}
+
+#[test]
+fn an_empty_hugetlb_pool_is_found_before_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = small("").replace("backing = \"anonymous\"", "backing = \"hugetlbfs-2m\"")
+        + "[[phase]]\nname = \"run\"\nkind = \"uniform\"\ngva = 0\nlen = \"256M\"\naccesses = 100\n";
+    let f = write(dir.path(), "pool.toml", &toml);
+    let out = slat_in(dir.path(), &["run", &f]);
+    assert_input_error(&out, "pool.toml:");
+    assert!(out.stderr.contains("memslot[0].size"), "{}", out.stderr);
+    assert!(out.stderr.contains("need 128 pages of 2M but the pool host.hugetlb_2m has 0"), "{}", out.stderr);
+}
+
+#[test]
+fn host_out_of_memory_during_the_run_names_the_memslot_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = small("[[phase]]\nname = \"run\"\nkind = \"sequential\"\ngva = 0\nlen = \"256M\"\nstep = \"4K\"\naccesses = 65536\nwrite_ratio = 1.0\n")
+        .replace("memory = \"2G\"", "memory = \"64M\"")
+        .replace("thp = \"always\"", "thp = \"never\"");
+    let f = write(dir.path(), "oom.toml", &toml);
+    let out = slat_in(dir.path(), &["run", &f]);
+    assert_input_error(&out, "oom.toml:");
+    let line = out.stderr.lines().next().unwrap();
+    assert!(line.contains(": memslot[0]: memslot 0 (anonymous) at gpa"), "{line}");
+    assert!(line.contains("host out of memory; grow host.memory"), "{line}");
+}

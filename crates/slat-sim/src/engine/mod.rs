@@ -45,8 +45,10 @@ pub enum SimError {
     Workload(#[from] crate::workload::WorkloadError),
     /// The host ran out of memory for a backing that cannot fall back (e.g. an empty hugetlbfs
     /// pool): the VMM would be killed.
-    #[error("host out of memory: memslot {slot} at gpa {gpa:#x} ({kind}); {hint}")]
+    #[error("{location}: memslot {slot} ({kind}) at gpa {gpa:#x}: host out of memory; {hint}")]
     HostOutOfMemory {
+        /// Where the memslot is written (`file:line`).
+        location: String,
         /// Memslot.
         slot: u32,
         /// Faulting guest-physical address.
@@ -286,7 +288,13 @@ impl<'s, F: Format> Engine<'s, F> {
                 }
                 Err(FaultError::Host(HostError::OutOfMemory { kind, .. })) => {
                     let slot = self.slot_of_gpa(fault.gpa).unwrap_or(u32::MAX);
+                    let index = self.s.memslots.iter().position(|m| m.id == slot);
+                    let location = match index.and_then(|i| Some((i, self.s.memslot_locations.get(i)?))) {
+                        Some((i, at)) => format!("{at}: memslot[{i}]"),
+                        None => self.s.file.clone(),
+                    };
                     return Err(SimError::HostOutOfMemory {
+                        location,
                         slot,
                         gpa: fault.gpa,
                         kind: kind.name(),

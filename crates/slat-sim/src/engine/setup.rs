@@ -160,8 +160,7 @@ impl<'s, F: Format> Engine<'s, F> {
             .iter()
             .map(|g| GuestRegion { gva: g.gva.0, len: g.len.0, page_size: g.size, gpa: g.gpa() })
             .collect();
-        let reserve: u64 = regions.iter().map(|r| r.len / (2 << 20) + r.len / (1 << 30) + 8).sum::<u64>() * 4096;
-        let reserve = reserve.next_multiple_of(2 << 20);
+        let reserve = crate::scenario::guest_table_reserve(regions.iter().map(|r| r.len));
         let first = s.memslots.iter().find(|m| m.at_boot).ok_or_else(|| SetupError::Hardware {
             file: file(),
             message: "no memslot is present at boot (at_boot = true): the guest page tables need one".into(),
@@ -170,7 +169,7 @@ impl<'s, F: Format> Engine<'s, F> {
             return Err(SetupError::Hardware {
                 file: file(),
                 message: format!(
-                    "memslot {} ({} bytes) is too small to hold the guest page tables ({reserve} bytes)",
+                    "memslot {} ({} bytes) must be larger than the {reserve} bytes the guest page tables take at its top",
                     first.id, first.size.0
                 ),
             });

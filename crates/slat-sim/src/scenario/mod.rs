@@ -134,6 +134,8 @@ pub struct Scenario {
     pub vm: Vm,
     /// Memslots, in file order (including those added later by events).
     pub memslots: Vec<Memslot>,
+    /// Where each memslot is written (parallel to `memslots`), for errors raised during a run.
+    pub memslot_locations: Vec<Location>,
     /// MMU policy.
     pub policy: Policy,
     /// Workload phases, in play order.
@@ -169,6 +171,13 @@ impl Phase {
     pub fn end(&self) -> u64 {
         self.start + self.spec.accesses
     }
+}
+
+/// Bytes the guest page tables take at the top of the first boot memslot, for guest regions of
+/// lengths `lens` (a 2 MiB multiple: page-table pages for every region plus room to spare).
+pub fn guest_table_reserve(lens: impl IntoIterator<Item = u64>) -> u64 {
+    let pages: u64 = lens.into_iter().map(|len| len / (2 << 20) + len / (1 << 30) + 8).sum();
+    (pages * 4096).next_multiple_of(2 << 20)
 }
 
 impl Scenario {

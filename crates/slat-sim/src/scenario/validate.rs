@@ -78,6 +78,7 @@ pub(crate) fn validate(raw: RawScenario, loc: &Locator<'_>, base_dir: Option<&Pa
         seed: raw.seed,
         host: raw.host,
         vm: raw.vm,
+        memslot_locations: (0..raw.memslot.len()).map(|i| loc.location(&slot_path(i))).collect(),
         memslots: raw.memslot,
         policy: raw.policy,
         phases,
@@ -260,7 +261,63 @@ fn check_memslots(cx: &Ctx<'_, '_>, raw: &RawScenario) -> Result<()> {
             }
         }
     }
+    check_hugetlb_pools(cx, raw)?;
+    check_guest_table_room(cx, raw)?;
     check_overlaps(cx, &raw.memslot, None)
+}
+
+/// hugetlbfs slots must fit their pool: a fault on an empty pool kills the VMM.
+fn check_hugetlb_pools(cx: &Ctx<'_, '_>, raw: &RawScenario) -> Result<()> {
+    for (ps, pool, key) in
+        [(PageSize::Size2M, raw.host.hugetlb_2m, "hugetlb_2m"), (PageSize::Size1G, raw.host.hugetlb_1g, "hugetlb_1g")]
+    {
+        let mut need = 0u64;
+        for (i, m) in raw.memslot.iter().enumerate() {
+            if m.backing.hugetlb_page() != Some(ps) {
+                continue;
+            }
+            need += m.size.get() / ps.bytes();
+            if need > pool {
+                return Err(cx.invalid(
+                    &slot_path(i).key("size"),
+                    format!(
+                        "the \"{}\" memslots need {need} pages of {} but the pool host.{key} has {pool}; raise host.{key}",
+                        m.backing,
+                        page_size_name(ps)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The guest page tables live at the top of the first memslot present at boot.
+fn check_guest_table_room(cx: &Ctx<'_, '_>, raw: &RawScenario) -> Result<()> {
+    let Some(first) = raw.memslot.iter().position(|m| m.at_boot) else {
+        return Err(cx.invalid(
+            &slot_path(0).key("at_boot"),
+            "no memslot is present at boot (at_boot = true); the guest page tables need one",
+        ));
+    };
+    let m = &raw.memslot[first];
+    let regions: Vec<(u64, u64)> = if raw.vm.guest_pages.is_empty() {
+        raw.memslot.iter().map(|m| (m.gpa.get(), m.size.get())).collect()
+    } else {
+        raw.vm.guest_pages.iter().map(|g| (g.gva.get(), g.len.get())).collect()
+    };
+    let reserve = super::guest_table_reserve(regions.iter().map(|r| r.1));
+    if reserve >= m.size.get() {
+        return Err(cx.invalid(
+            &slot_path(first).key("size"),
+            format!(
+                "the guest page tables take the top {} of the first boot memslot, so it must be larger than that (at least {}), or put a larger at_boot memslot first",
+                Bytes(reserve),
+                Bytes(reserve + PAGE)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Overlapping gpa ranges between slots (with slot `moved` at `gpa` instead, when given).
