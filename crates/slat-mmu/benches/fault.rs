@@ -16,7 +16,7 @@ struct InstantHost(PageSize);
 
 impl HostMemory for InstantHost {
     fn fault_in(&self, hva: u64, _write: bool) -> Result<HostPage, HostError> {
-        Ok(HostPage { pfn: (hva - HVA) >> 12 | (1 << 28), size: self.0, writable: true, kind: BackingKind::Anonymous })
+        Ok(HostPage::new((hva - HVA) >> 12 | (1 << 28), self.0, true, BackingKind::Anonymous))
     }
     fn lookup(&self, hva: u64) -> Option<HostPage> {
         self.fault_in(hva, false).ok()
@@ -30,6 +30,11 @@ struct NoTlb;
 impl Tlb for NoTlb {
     fn flush_range(&self, _: &FlushRange) {}
     fn flush_all(&self) {}
+    fn cache_maintenance(&self) -> slat_mmu::CacheMaintenance {
+        slat_mmu::CacheMaintenance::NOT_NEEDED
+    }
+    fn clean_dcache(&self, _: u64, _: u64) {}
+    fn invalidate_icache(&self, _: u64, _: u64) {}
 }
 
 type BenchMmu = Mmu<Ept4, SimFrameAllocator, InstantHost, NoTlb, slat_mmu::sharded::ShardedRawRwLock>;

@@ -11,6 +11,7 @@ use slat_pt::{Format, FrameAllocator, Leaf, PageSize, Perms, PAGE_SIZE};
 use crate::config::DirtyLogMode;
 use crate::host::HostMemory;
 use crate::mmu::Mmu;
+use crate::policy::LeafUse;
 use crate::reason::{Explanation, WhyNotHuge};
 use crate::tlb::Tlb;
 
@@ -205,6 +206,23 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
                     "writable leaf in a dirty-logged slot for a page not in the log".into(),
                 );
             }
+            // The attribute rules (policy.rs): no permission the rules withhold, the memory type
+            // they give.
+            let rules = self.leaf_attrs(slot, gfn, l.size, &host, LeafUse::Recovery { accessed: false });
+            if !rules.perms.contains(l.attrs.perms & (Perms::EXEC | Perms::WRITE)) {
+                bad(
+                    Invariant::Isolation,
+                    l.gpa,
+                    format!("{} leaf has {:?}, the rules allow {:?}", l.size, l.attrs.perms, rules.perms),
+                );
+            }
+            if l.attrs.mem_type != rules.mem_type {
+                bad(
+                    Invariant::Isolation,
+                    l.gpa,
+                    format!("{} leaf is {:?}, the rules say {:?}", l.size, l.attrs.mem_type, rules.mem_type),
+                );
+            }
             if writable && slot.is_write_tracked(gfn) {
                 bad(Invariant::Isolation, l.gpa, "writable leaf over a write-tracked gfn".into());
             }
@@ -221,8 +239,17 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
             if l.size > self.config.max_leaf || self.config.cap.is_some_and(|c| l.size > c) {
                 bad(Invariant::LegalHugeLeaf, l.gpa, format!("{} leaf above the configured limit", l.size));
             }
-            if slot.is_logging() && writable {
-                bad(Invariant::LegalHugeLeaf, l.gpa, format!("writable {} leaf in a dirty-logged slot", l.size));
+            // A huge leaf may stay writable in a logged slot only while every page it maps there
+            // is already in the log (initially-set mode before the first clear).
+            if slot.is_logging()
+                && writable
+                && (gfn.max(slot.base_gfn)..(gfn + pages).min(slot.end_gfn())).any(|g| !slot.is_marked_dirty(g))
+            {
+                bad(
+                    Invariant::LegalHugeLeaf,
+                    l.gpa,
+                    format!("writable {} leaf in a dirty-logged slot over pages not in the log", l.size),
+                );
             }
             if self.config.nx.is_some() && l.attrs.perms.contains(Perms::EXEC) {
                 bad(Invariant::LegalHugeLeaf, l.gpa, format!("executable {} leaf with the NX workaround on", l.size));

@@ -8,10 +8,15 @@ use lock_api::RawRwLock;
 use slat_pt::{FlushBatch, Format, FrameAllocator, PageSize, PageTable, Perms, SwBits, PAGE_SIZE};
 
 use crate::config::{DirtyLogMode, HarvestMode};
+use crate::exclusive::InvalidateGuard;
 use crate::host::HostMemory;
 use crate::memslot::{Memslot, MemslotError};
 use crate::mmu::{Mmu, MmuError};
 use crate::stats::Counters;
+
+/// Pages handled per exclusive lock hold by slot-wide walks (protect, harvest, clear, zap):
+/// 256 MiB of guest memory, at most 65,536 leaf updates, before the walk flushes and yields.
+pub(crate) const YIELD_PAGES: u64 = 1 << 16;
 use crate::tlb::Tlb;
 
 impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A, H, T, R> {
@@ -29,43 +34,57 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         }
         let (g0, g1) = (slot.base_gfn, slot.end_gfn());
         {
-            let mut pt = self.tables.write();
-            self.inval.begin(g0, g1);
+            // The flag flips inside an invalidation and an exclusive hold: faults that decided
+            // under the old flag retry; faults after it obey the new one. Protection follows in
+            // bounded chunks, faults running between them.
+            let _inval = InvalidateGuard::begin(&self.inval, g0, g1);
+            let _x = self.exclusive();
             slot.set_logging(on);
-            let mut batch = FlushBatch::new();
             if on {
                 slot.fill_dirty(self.initially_set());
-                if !self.initially_set() {
-                    self.protect_for_logging(&mut pt, g0, g1, &mut batch);
+            }
+        }
+        if !on {
+            return self.recover_huge_pages(id).map(|_| ());
+        }
+        if self.initially_set() {
+            return Ok(());
+        }
+        {
+            let mut x = self.exclusive();
+            let mut at = g0;
+            while at < g1 {
+                let stop = (at + YIELD_PAGES).min(g1);
+                let (pt, batch) = x.parts();
+                self.protect_for_logging(pt, at, stop, batch);
+                at = stop;
+                if at < g1 {
+                    x.yield_now();
                 }
             }
-            self.finish(&pt, batch);
-            drop(pt);
-            self.inval.end();
         }
-        if on {
-            if let (DirtyLogMode::EagerSplit { chunk_tables }, false) = (self.config.dirty_log, self.initially_set()) {
-                self.eager_split(g0, g1, chunk_tables)?;
-            }
-            Ok(())
-        } else {
-            self.recover_huge_pages(id).map(|_| ())
+        if let DirtyLogMode::EagerSplit { chunk_tables } = self.config.dirty_log {
+            // Best effort, as KVM's eager split: out of frames, the leaves left huge are
+            // write-protected and split on their first write.
+            let _ = self.eager_split(g0, g1, chunk_tables);
         }
+        Ok(())
     }
 
-    /// Split every huge leaf in gfns `g0..g1` down to 4 KiB, at most `chunk` new page-table
-    /// pages per lock hold, then write-protect what the split produced.
-    fn eager_split(&self, g0: u64, g1: u64, chunk: u64) -> Result<(), MmuError> {
+    /// Split every huge leaf in gfns `g0..g1` down to 4 KiB under the *shared* lock (faults run
+    /// beside it; splits are compare-and-swaps), at most `chunk` new page-table pages per lock
+    /// hold. Split children inherit their parent's write protection: the translation is
+    /// unchanged, so no flush is owed (x86, RISC-V), or break-before-make flushed already (arm64).
+    pub(crate) fn eager_split(&self, g0: u64, g1: u64, chunk: u64) -> Result<(), MmuError> {
         let mut at = g0;
         loop {
-            let mut pt = self.tables.write();
-            let p = pt.split_range(at * PAGE_SIZE, (g1 - at) * PAGE_SIZE, PageSize::Size4K, chunk, &mut |r| {
-                self.flush_now(r)
-            })?;
+            let p = {
+                let pt = self.tables.read();
+                pt.split_range_shared(at * PAGE_SIZE, (g1 - at) * PAGE_SIZE, PageSize::Size4K, chunk, &mut |r| {
+                    self.flush_now(r)
+                })?
+            };
             Counters::add(&self.counters.eager_splits, p.splits);
-            // Split children inherit the write-protection of their parent: no flush needed, the
-            // translation is unchanged (x86), or break-before-make already flushed (arm64).
-            self.finish(&pt, FlushBatch::new());
             match p.resume_at {
                 Some(next) => at = next / PAGE_SIZE,
                 None => return Ok(()),
@@ -73,7 +92,9 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         }
     }
 
-    /// Write-protect (or clear hardware dirty state of) every leaf in `g0..g1` for logging.
+    /// Write-protect (or clear hardware dirty state of) every leaf in `g0..g1` for logging. The
+    /// host already knows every such page is dirty: it was told when the leaf was made
+    /// writable, so clearing W and D here loses nothing for the host.
     fn protect_for_logging(&self, pt: &mut PageTable<F, A>, g0: u64, g1: u64, batch: &mut FlushBatch) {
         let hw = self.config.dirty_log == DirtyLogMode::HardwareDirty && F::HW_DIRTY;
         let changed = pt
@@ -96,40 +117,70 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     /// Read the dirty log of a memslot: one bit per page of the slot (bit `i % 64` of word
     /// `i / 64`). With [`HarvestMode::GetAndClear`] the log is cleared and the reported pages
     /// re-protected; with [`HarvestMode::ManualClear`] it is only read.
+    ///
+    /// Long slots are harvested in bounded chunks: each chunk's words are read and cleared, its
+    /// pages re-protected and flushed before the lock is dropped, so a write between chunks is
+    /// either already in a word not yet read, or faults and is logged.
+    ///
+    /// # Errors
+    /// [`MmuError::Memslot`] for an unknown slot, [`MmuError::NotLogging`] when it is not logged.
     pub fn get_dirty_log(&self, id: u32) -> Result<Vec<u64>, MmuError> {
         let slot = self.slot(id)?;
         if !slot.is_logging() {
             return Err(MmuError::NotLogging { id });
         }
-        let (g0, g1) = (slot.base_gfn, slot.end_gfn());
+        let words = slot.npages.div_ceil(64) as usize;
         let hw = self.config.dirty_log == DirtyLogMode::HardwareDirty && F::HW_DIRTY;
-        let mut pt = self.tables.write();
-        let mut batch = FlushBatch::new();
-        if hw {
-            // Fold hardware dirty bits into the log first.
-            let bits = pt.harvest_dirty(g0 * PAGE_SIZE, g1 - g0, &mut batch)?;
-            for (w, bits) in bits.iter().enumerate() {
-                for b in 0..64 {
-                    if bits & (1 << b) != 0 {
-                        slot.mark_dirty(g0 + w as u64 * 64 + b);
+        let clear = self.config.harvest == HarvestMode::GetAndClear;
+        let chunk_words = (YIELD_PAGES / 64) as usize;
+        let mut log = Vec::with_capacity(words);
+        let mut x = self.exclusive();
+        for w0 in (0..words).step_by(chunk_words) {
+            let w1 = (w0 + chunk_words).min(words);
+            let (pt, batch) = x.parts();
+            if hw {
+                // Fold hardware dirty bits into the log first.
+                let p0 = w0 as u64 * 64;
+                let p1 = (w1 as u64 * 64).min(slot.npages);
+                let bits = pt.harvest_dirty((slot.base_gfn + p0) * PAGE_SIZE, p1 - p0, batch)?;
+                for (i, bits) in bits.iter().enumerate() {
+                    let mut b = *bits;
+                    while b != 0 {
+                        let bit = b.trailing_zeros() as u64;
+                        b &= b - 1;
+                        slot.mark_dirty(slot.base_gfn + p0 + i as u64 * 64 + bit);
                     }
                 }
             }
-        }
-        let clear = self.config.harvest == HarvestMode::GetAndClear;
-        let log = slot.read_dirty(clear);
-        if clear {
-            self.reprotect_bitmap(&mut pt, &slot, 0, &log, &mut batch);
+            let part: Vec<u64> = (w0..w1).map(|w| slot.read_dirty_word(w, clear)).collect();
+            if clear {
+                self.reprotect_bitmap(pt, &slot, w0 as u64 * 64, &part, batch);
+            }
+            log.extend_from_slice(&part);
+            if w1 < words {
+                x.yield_now();
+            }
         }
         let n: u64 = log.iter().map(|w| w.count_ones() as u64).sum();
         Counters::add(&self.counters.dirty_pages_harvested, n);
-        self.finish(&pt, batch);
         Ok(log)
     }
 
-    /// Clear the bits of `mask` from the log, starting at page `first_page` of the slot (a
-    /// multiple of 64; the mask length is a multiple of 64 pages unless it reaches the slot's
-    /// end), and re-protect exactly the pages whose bits it cleared. Returns how many it cleared.
+    /// Clear the bits of `mask` from the log, starting at page `first_page` of the slot, and
+    /// re-protect exactly the pages whose bits it cleared (KVM's `KVM_CLEAR_DIRTY_LOG`). Returns
+    /// how many it cleared.
+    ///
+    /// With [`DirtyLogMode::EagerSplit`] (the initially-set mode defers splitting to here) the
+    /// 2 MiB blocks holding cleared pages are split first, both blocks where a 64-page word
+    /// straddles two; the split is best effort, as in KVM: out of page-table frames, a block
+    /// stays huge and write-protected and splits on its first write. Re-protection always
+    /// happens.
+    ///
+    /// # Errors
+    /// As `KVM_CLEAR_DIRTY_LOG` (EINVAL): [`MemslotError::MisalignedClear`] when `first_page`
+    /// is not a multiple of 64 or not inside the slot; [`MemslotError::ClearPastEnd`] when the
+    /// mask reaches past the word holding the slot's last page or sets a bit past the slot's
+    /// end. [`MmuError::NotLogging`] when the slot is not logged. Nothing is cleared on error.
     pub fn clear_dirty_log(&self, id: u32, first_page: u64, mask: &[u64]) -> Result<u64, MmuError> {
         let slot = self.slot(id)?;
         if !slot.is_logging() {
@@ -139,32 +190,55 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         if first_page % 64 != 0 || first_page >= slot.npages {
             return Err(MemslotError::MisalignedClear { id, first_page, npages }.into());
         }
-        let mut pt = self.tables.write();
-        let mut batch = FlushBatch::new();
-        let mut cleared = Vec::with_capacity(mask.len());
-        for (i, m) in mask.iter().enumerate() {
-            cleared.push(slot.clear_dirty_word((first_page / 64) as usize + i, *m));
+        let left = slot.npages - first_page;
+        let past_end = mask.len() as u64 > left.div_ceil(64)
+            || (npages > left && mask.last().is_some_and(|&m| m >> (left % 64) != 0));
+        if past_end {
+            return Err(MemslotError::ClearPastEnd { id, first_page, npages, slot_pages: slot.npages }.into());
         }
-        if let DirtyLogMode::EagerSplit { .. } = self.config.dirty_log {
-            // Initially-set mode defers splitting to the clear: split the blocks being re-armed.
-            for (i, w) in cleared.iter().enumerate() {
-                if *w != 0 {
-                    let g = slot.base_gfn + first_page + i as u64 * 64;
-                    let b = g & !(PageSize::Size2M.pages() - 1);
-                    let p = pt.split_range(
-                        b * PAGE_SIZE,
-                        PageSize::Size2M.bytes(),
-                        PageSize::Size4K,
-                        u64::MAX,
-                        &mut |r| self.flush_now(r),
-                    )?;
-                    Counters::add(&self.counters.eager_splits, p.splits);
+        let eager = matches!(self.config.dirty_log, DirtyLogMode::EagerSplit { .. });
+        let chunk_words = (YIELD_PAGES / 64) as usize;
+        let mut total = 0;
+        for (c, words) in mask.chunks(chunk_words).enumerate() {
+            let first = first_page + (c * chunk_words) as u64 * 64;
+            let mut cleared = Vec::with_capacity(words.len());
+            for (i, m) in words.iter().enumerate() {
+                cleared.push(slot.clear_dirty_word((first / 64) as usize + i, *m));
+            }
+            if eager {
+                self.split_cleared(&slot, first, &cleared);
+            }
+            let mut x = self.exclusive();
+            let (pt, batch) = x.parts();
+            self.reprotect_bitmap(pt, &slot, first, &cleared, batch);
+            total += cleared.iter().map(|w| w.count_ones() as u64).sum::<u64>();
+        }
+        Ok(total)
+    }
+
+    /// Eager split for a clear: every 2 MiB block holding a cleared page (a word of 64 pages
+    /// can straddle two blocks when the slot's base is not 64-page aligned to the block).
+    fn split_cleared(&self, slot: &Memslot, first_page: u64, cleared: &[u64]) {
+        let block = PageSize::Size2M.pages();
+        let mut last = None;
+        for (i, &w) in cleared.iter().enumerate() {
+            if w == 0 {
+                continue;
+            }
+            let lo = slot.base_gfn + first_page + i as u64 * 64 + w.trailing_zeros() as u64;
+            let hi = slot.base_gfn + first_page + i as u64 * 64 + 63 - w.leading_zeros() as u64;
+            for b in [lo & !(block - 1), hi & !(block - 1)] {
+                if last == Some(b) {
+                    continue;
                 }
+                last = Some(b);
+                let chunk = match self.config.dirty_log {
+                    DirtyLogMode::EagerSplit { chunk_tables } => chunk_tables,
+                    _ => u64::MAX,
+                };
+                let _ = self.eager_split(b, b + block, chunk);
             }
         }
-        self.reprotect_bitmap(&mut pt, &slot, first_page, &cleared, &mut batch);
-        self.finish(&pt, batch);
-        Ok(cleared.iter().map(|w| w.count_ones() as u64).sum())
     }
 
     /// Re-protect the pages set in `bits` (page `first_page + i` of the slot for bit `i`).
@@ -236,11 +310,10 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
             return Vec::new();
         };
         let slots = self.slots.read();
-        let mut pt = self.tables.write();
+        let mut x = self.exclusive();
         let mut got = rings.drain(vcpu);
         got.sort_unstable();
         got.dedup();
-        let mut batch = FlushBatch::new();
         for group in got.chunk_by(|a, b| a.0 == b.0) {
             let Some(slot) = slots.get(group[0].0).filter(|s| s.is_logging()) else {
                 continue;
@@ -250,10 +323,10 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
                 let mask = word.iter().fold(0u64, |m, p| m | 1 << (p % 64));
                 slot.clear_dirty_word((word[0] / 64) as usize, mask);
             }
-            self.reprotect_pages(&mut pt, slot, pages, &mut batch);
+            let (pt, batch) = x.parts();
+            self.reprotect_pages(pt, slot, pages, batch);
         }
         Counters::add(&self.counters.dirty_pages_harvested, got.len() as u64);
-        self.finish(&pt, batch);
         got
     }
 

@@ -2,17 +2,16 @@
 //! larger), re-check against invalidations under the shared lock, install with compare-and-swap.
 
 use slat_pt::{
-    Access, FlushBatch, Format, FrameAllocator, LeafAttrs, Mapping, PageSize, PageTable, Perms, PtError, SwBits,
-    PAGE_SIZE,
+    Access, FlushBatch, Format, FrameAllocator, Mapping, MemType, PageSize, PageTable, Perms, PtError, PAGE_SIZE,
 };
 
 use lock_api::RawRwLock;
 
 use crate::config::DirtyLogMode;
-use crate::host::{BackingKind, HostError, HostMemory, HostPage};
-use crate::memslot::Memslot;
+use crate::host::{HostError, HostMemory};
 use crate::mmu::Mmu;
-use crate::reason::{Decision, ReasonSet, WhyNotHuge};
+use crate::policy::LeafUse;
+use crate::reason::WhyNotHuge;
 use crate::ring::Push;
 use crate::stats::Counters;
 use crate::tlb::Tlb;
@@ -74,65 +73,6 @@ pub enum FaultError {
 }
 
 impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A, H, T, R> {
-    /// Largest leaf allowed for `gfn` of `slot` given the host mapping, with the reasons for
-    /// each step below 1 GiB. `exec`: the access is an instruction fetch.
-    pub(crate) fn decide(&self, slot: &Memslot, gfn: u64, host: Option<&HostPage>, exec: bool) -> Decision {
-        let mut not = [ReasonSet::EMPTY; 2];
-        let nx_on = self.config.nx.is_some();
-        for (i, size) in [(0, PageSize::Size2M), (1, PageSize::Size1G)] {
-            let r = &mut not[i];
-            if size > self.config.max_leaf || !F::leaf_allowed(size.level()) {
-                r.insert(WhyNotHuge::FormatLimit);
-            }
-            if self.config.cap.is_some_and(|c| size > c) {
-                r.insert(WhyNotHuge::PolicyCap);
-            }
-            if slot.is_logging() {
-                r.insert(WhyNotHuge::DirtyLogging);
-            }
-            if nx_on && (exec || self.nx.lock().contains(gfn, size)) {
-                r.insert(WhyNotHuge::NxHugePage);
-            }
-            if !slot.block_inside(gfn, size) {
-                r.insert(WhyNotHuge::CrossesSlot);
-            }
-            if !slot.congruent(size) {
-                r.insert(WhyNotHuge::Misaligned);
-            }
-            if slot.block_inside(gfn, size) {
-                if slot.disallow_count(gfn, size) > 0 {
-                    r.insert(WhyNotHuge::WriteTracking);
-                }
-                if slot.mixed(gfn, size) {
-                    r.insert(WhyNotHuge::MixedAttributes);
-                }
-            }
-            match host {
-                None => r.insert(WhyNotHuge::HostMapsSmall),
-                Some(h) if h.size < size => r.insert(if h.kind == BackingKind::PfnMap {
-                    WhyNotHuge::PfnMap
-                } else if h.size == PageSize::Size4K {
-                    WhyNotHuge::HostMapsSmall
-                } else {
-                    WhyNotHuge::HostLeaf2M
-                }),
-                Some(_) => {}
-            }
-        }
-        // Whatever forbids 2M forbids 1G.
-        for r in not[0].iter() {
-            not[1].insert(r);
-        }
-        let size = if not[1].is_empty() {
-            PageSize::Size1G
-        } else if not[0].is_empty() {
-            PageSize::Size2M
-        } else {
-            PageSize::Size4K
-        };
-        Decision { size, not_1g: not[1], not_2m: not[0] }
-    }
-
     /// Handle a stage-2 fault at `gpa` for `access` on vCPU 0 (see
     /// [`handle_fault_on`](Self::handle_fault_on)).
     pub fn handle_fault(&self, gpa: u64, access: Access) -> Result<FaultOutcome, FaultError> {
@@ -181,7 +121,8 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         };
 
         // (3) Leaf size and why not larger.
-        let decision = self.decide(slot, gfn, Some(&host), access == Access::Exec);
+        let exec = access == Access::Exec;
+        let decision = self.decide(slot, gfn, Some(&host), exec);
         let mut size = decision.size;
         if (host.pfn ^ gfn) & (size.pages() - 1) != 0 {
             // The host broke its own contract (a huge leaf must map a size-aligned block);
@@ -192,27 +133,16 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
             Counters::inc(&hot.why[r as usize]);
         }
         let logging = slot.is_logging();
-        let hw_dirty = self.config.dirty_log == DirtyLogMode::HardwareDirty && F::HW_DIRTY;
-        let writable_ok = host.writable && !slot.readonly && !tracked;
-        let grant_write = writable_ok && (write || !logging || hw_dirty);
-        let mut perms = Perms::READ | Perms::EXEC;
-        if self.config.nx.is_some() && size > PageSize::Size4K {
-            perms.remove(Perms::EXEC);
-        }
-        if grant_write {
-            perms.insert(Perms::WRITE);
-        }
-        let mut sw = SwBits::empty();
-        if writable_ok {
-            sw.insert(SwBits::HOST_WRITABLE);
-            if logging && !grant_write {
-                sw.insert(SwBits::DIRTY_LOG_WP);
-            }
-        }
-        let attrs = LeafAttrs { perms, mem_type: slot.mem_type(gfn), accessed: true, dirty: write && grant_write, sw };
+        let attrs = self.leaf_attrs(slot, gfn, size, &host, LeafUse::Fault { write, tracked });
+        let grant_write = attrs.perms.contains(Perms::WRITE);
         let mask = size.pages() - 1;
         let block = gfn & !mask;
         let m = Mapping { pa: (host.pfn & !mask) * PAGE_SIZE, size, attrs };
+        // The NX workaround: the largest leaf the rules would allow without it. Tables an exec
+        // fault creates below that size are tracked (KVM's `nx_huge_page_disallowed`).
+        let nx_req =
+            if self.config.nx.is_some() && exec { decision.size_without(WhyNotHuge::NxHugePage) } else { size };
+        self.cache_maintenance(&m);
 
         // A write while logging is recorded in the log (and the vCPU's dirty ring) right before
         // the leaf that makes it writable is installed, under the same lock hold: a harvest
@@ -242,30 +172,23 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
             Counters::inc(&hot.retries);
             return Ok(FaultOutcome::Retry);
         }
-        // The size of a leaf already covering the block matters only to the lazily-drop path and
-        // to NX tracking; other faults skip this extra walk.
+        // The size of a leaf already covering the block matters only to the lazily-drop path;
+        // other faults skip this extra walk.
         let wp_write = logging && write && self.config.dirty_log == DirtyLogMode::WriteProtect;
-        let nx_exec = self.config.nx.is_some() && access == Access::Exec;
-        let existing = if wp_write || nx_exec { pt.translate_pa(block * PAGE_SIZE).map(|(_, s)| s) } else { None };
+        let existing = if wp_write { pt.translate_pa(block * PAGE_SIZE).map(|(_, s)| s) } else { None };
         let result = if wp_write && existing > Some(size) {
             // Lazily drop the large leaf: zap it and map only the written page.
             drop(pt);
-            let mut pt = self.tables.write();
-            if self.inval.must_retry(seq, block, block + size.pages()) {
-                Counters::inc(&hot.retries);
-                return Ok(FaultOutcome::Retry);
-            }
-            if !mark() {
+            let mut x = self.exclusive();
+            if self.inval.must_retry(seq, block, block + size.pages()) || !mark() {
                 Counters::inc(&hot.retries);
                 return Ok(FaultOutcome::Retry);
             }
             let big = existing.unwrap_or(PageSize::Size4K);
             let b = gfn & !(big.pages() - 1);
-            let mut batch = FlushBatch::new();
-            self.zap(&mut pt, Some(slot), b, b + big.pages(), &mut batch);
-            let r = self.install(&pt, block, &m, &mut batch);
-            self.finish(&pt, batch);
-            r
+            let (pt, batch) = x.parts();
+            self.zap(pt, Some(slot), b, b + big.pages(), batch);
+            self.install(pt, block, &m, batch)
         } else {
             if !mark() {
                 Counters::inc(&hot.retries);
@@ -273,10 +196,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
             }
             let mut batch = FlushBatch::new();
             let r = self.install(&pt, block, &m, &mut batch);
-            self.flush(&batch);
-            if !batch.detached().is_empty() {
-                self.pending_free.lock().extend(batch.into_detached());
-            }
+            self.retire_shared(batch);
             r
         };
         let installed = match result {
@@ -296,23 +216,49 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         if installed.replaced_table {
             Counters::inc(&hot.huge_on_fault);
         }
-        if self.config.nx.is_some() && access == Access::Exec && installed.splits > 0 {
-            if let Some(big) = existing.filter(|s| *s > size) {
-                let b = gfn & !(big.pages() - 1);
-                let mut nx = self.nx.lock();
-                if !nx.contains(b, big) {
-                    nx.queue.push_back((b, big));
-                }
-            }
+        if nx_req > size {
+            self.track_nx(gfn, size, nx_req, installed.new_table_levels);
         }
         self.host.mark_accessed(host.pfn, 1);
-        if write && grant_write {
-            self.host.mark_dirty(host.pfn, 1);
+        if grant_write {
+            // The host learns of every writable leaf when it is made (KVM since 6.13, commit
+            // aa85986e7150): every page of a huge leaf, for a read fault too, since the guest may
+            // write through it without another fault.
+            self.host.mark_dirty(host.pfn & !mask, size.pages());
         }
         if tracked && write {
             return Ok(FaultOutcome::WriteTracked);
         }
         Ok(FaultOutcome::Mapped { size, new_leaf: installed.new_leaf, splits: installed.splits })
+    }
+
+    /// Record the tables an exec fault created between the leaf it installed (`size`) and the
+    /// size the rules would allow without the NX workaround (`req`), as KVM's `kvm_tdp_mmu_map`
+    /// marks them `nx_huge_page_disallowed`: later faults keep them (no huge leaf replaces them)
+    /// until NX recovery zaps them. `new_levels`: the levels whose entry got a new table.
+    fn track_nx(&self, gfn: u64, size: PageSize, req: PageSize, new_levels: u8) {
+        let mut nx = self.nx.lock();
+        for s in [PageSize::Size2M, PageSize::Size1G] {
+            if s > size && s <= req && new_levels & (1 << s.level()) != 0 {
+                let b = gfn & !(s.pages() - 1);
+                if !nx.contains(b, s) {
+                    nx.queue.push_back((b, s));
+                }
+            }
+        }
+    }
+
+    /// Cache maintenance before a leaf is installed (arm64 without FWB / DIC): clean the whole
+    /// block to PoC when it is cacheable, invalidate the instruction cache when it is executable.
+    fn cache_maintenance(&self, m: &Mapping) {
+        let need = self.tlb.cache_maintenance();
+        let cacheable = matches!(m.attrs.mem_type, MemType::WriteBack | MemType::WriteThrough);
+        if need.clean_dcache && cacheable {
+            self.tlb.clean_dcache(m.pa, m.size.bytes());
+        }
+        if need.invalidate_icache && m.attrs.perms.contains(Perms::EXEC) {
+            self.tlb.invalidate_icache(m.pa, m.size.bytes());
+        }
     }
 
     fn install(

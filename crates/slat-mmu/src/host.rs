@@ -5,7 +5,7 @@
 //! whether a huge stage-2 leaf is safe (the lesson of the 2019-2022 KVM fixes for page-cache THP
 //! and DAX).
 
-use slat_pt::PageSize;
+use slat_pt::{MemType, PageSize};
 
 /// What kind of memory backs a host virtual address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -39,7 +39,21 @@ impl BackingKind {
 }
 
 /// The host's answer for one host virtual address.
+///
+/// Built with [`HostPage::new`] (fields may be added in later versions):
+///
+/// ```
+/// use slat_mmu::{BackingKind, HostPage};
+/// use slat_pt::{MemType, PageSize};
+/// let ram = HostPage::new(0x1234, PageSize::Size2M, true, BackingKind::Anonymous);
+/// assert_eq!(ram.mem_type, MemType::WriteBack);
+/// let bar = HostPage::new(0xfe000, PageSize::Size4K, true, BackingKind::PfnMap);
+/// assert_eq!(bar.mem_type, MemType::Uncached);
+/// let wc = bar.with_mem_type(MemType::WriteCombining);
+/// assert_eq!(wc.mem_type, MemType::WriteCombining);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HostPage {
     /// Host physical frame number of the 4 KiB page at the address (not the head of the block).
     pub pfn: u64,
@@ -50,6 +64,35 @@ pub struct HostPage {
     pub writable: bool,
     /// What backs the address.
     pub kind: BackingKind,
+    /// How the host maps the memory: [`MemType::WriteBack`] for RAM; [`MemType::Uncached`] for
+    /// device MMIO (x86 UC, arm64 Device); [`MemType::WriteCombining`] for a write-combining
+    /// range (arm64 Normal-NC). The MMU never maps memory the host maps uncached as cacheable,
+    /// whatever the memslot's attributes say (KVM: `vmx_get_mt_mask` maps host MMIO UC; arm64
+    /// maps non-cacheable PFN maps Device or Normal-NC).
+    pub mem_type: MemType,
+}
+
+impl HostPage {
+    /// A page of `kind` backing: write-back, except [`BackingKind::PfnMap`], which is taken to
+    /// be device MMIO and uncached (use [`with_mem_type`](Self::with_mem_type) for a cacheable
+    /// PFN map or a write-combining BAR).
+    pub const fn new(pfn: u64, size: PageSize, writable: bool, kind: BackingKind) -> Self {
+        let mem_type = match kind {
+            BackingKind::PfnMap => MemType::Uncached,
+            _ => MemType::WriteBack,
+        };
+        HostPage { pfn, size, writable, kind, mem_type }
+    }
+
+    /// The same page with the host's memory type set to `mem_type`.
+    pub const fn with_mem_type(self, mem_type: MemType) -> Self {
+        HostPage { mem_type, ..self }
+    }
+
+    /// Whether the host maps the page cacheable (write-back or write-through).
+    pub const fn is_cacheable(&self) -> bool {
+        matches!(self.mem_type, MemType::WriteBack | MemType::WriteThrough)
+    }
 }
 
 /// Why the host could not provide a page.

@@ -69,6 +69,21 @@ impl Invalidation {
         r.end = r.end.max(end);
     }
 
+    /// Cover gfns `start..end` by every invalidation in progress, if any: a memslot published
+    /// while the host is changing memory (KVM's `kvm_swap_active_memslots` waits for
+    /// `mn_active_invalidate_count == 0` instead) must not let a fault install a page the host is
+    /// replacing. Faults on the new gfns retry until the last invalidation in flight ends.
+    /// Returns whether anything was in flight.
+    pub(crate) fn cover(&self, start: u64, end: u64) -> bool {
+        let mut r = self.range.lock();
+        if r.count == 0 {
+            return false;
+        }
+        r.start = r.start.min(start);
+        r.end = r.end.max(end);
+        true
+    }
+
     /// Finish an invalidation.
     pub(crate) fn end(&self) {
         self.seq.fetch_add(1, Ordering::Release);

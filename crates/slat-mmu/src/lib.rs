@@ -22,12 +22,14 @@ extern crate std;
 pub mod audit;
 pub mod config;
 mod dirty;
+mod exclusive;
 mod fault;
 pub mod host;
 mod invalidate;
 pub mod memslot;
 mod mmu;
 pub mod notifier;
+mod policy;
 pub mod reason;
 mod recover;
 mod ring;
@@ -47,7 +49,7 @@ pub use notifier::MmuNotifier;
 pub use reason::{Decision, Explanation, ReasonSet, WhyNotHuge};
 pub use recover::RecoveryReport;
 pub use stats::Stats;
-pub use tlb::Tlb;
+pub use tlb::{CacheMaintenance, Tlb};
 
 /// An [`Mmu`] with a blocking reader-writer lock (`parking_lot`), for hosted hypervisors whose
 /// vCPU threads may be descheduled while holding the MMU lock. `no_std` embedders use [`Mmu`]

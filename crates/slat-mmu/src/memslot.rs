@@ -115,6 +115,18 @@ pub enum MemslotError {
         /// Pages.
         npages: u64,
     },
+    /// A dirty-log clear whose mask reaches past the slot's last page.
+    #[error("memslot {id}: dirty-log clear of {npages} pages at page {first_page} reaches past the slot's {slot_pages} pages")]
+    ClearPastEnd {
+        /// Slot id.
+        id: u32,
+        /// First page (relative to the slot).
+        first_page: u64,
+        /// Pages in the mask.
+        npages: u64,
+        /// Pages in the slot.
+        slot_pages: u64,
+    },
 }
 
 /// Per-size large-page information.
@@ -175,6 +187,28 @@ impl Memslot {
             attrs: spin::Mutex::new(BTreeMap::new()),
             has_attrs: AtomicBool::new(false),
         }
+    }
+
+    /// The slot at `new_base_gfn` after a successful move: same host range, flags and dirty
+    /// bitmap (offsets are relative to the slot, so they stay valid); large-page bookkeeping is
+    /// rebuilt for the new gfns, write tracking and memory types start empty.
+    pub(crate) fn moved_to(&self, new_base_gfn: u64) -> Memslot {
+        let spec = MemslotSpec {
+            id: self.id,
+            base_gfn: new_base_gfn,
+            npages: self.npages,
+            hva: self.hva,
+            readonly: self.readonly,
+            log_dirty: self.is_logging(),
+        };
+        let moved = Memslot::new(&spec);
+        if let Some(old) = self.dirty.get() {
+            let words = moved.bitmap();
+            for (n, o) in words.iter().zip(old) {
+                n.store(o.load(Ordering::Acquire), Ordering::Release);
+            }
+        }
+        moved
     }
 
     /// One past the last gfn.
@@ -380,11 +414,11 @@ impl Memslot {
         }
     }
 
-    pub(crate) fn read_dirty(&self, clear: bool) -> Vec<u64> {
+    /// Read word `word` of the log, clearing it when `clear` (0 past the end).
+    pub(crate) fn read_dirty_word(&self, word: usize, clear: bool) -> u64 {
         self.bitmap()
-            .iter()
-            .map(|w| if clear { w.swap(0, Ordering::AcqRel) } else { w.load(Ordering::Acquire) })
-            .collect()
+            .get(word)
+            .map_or(0, |w| if clear { w.swap(0, Ordering::AcqRel) } else { w.load(Ordering::Acquire) })
     }
 
     /// Clear the bits of `mask` in word `word`; returns the bits that were set and are now clear.
@@ -462,9 +496,15 @@ impl Memslots {
         Ok(())
     }
 
-    pub(crate) fn insert(&mut self, slot: Memslot) {
+    /// Validate moving slot `spec.id` to `spec.base_gfn` (the slot itself is not an overlap).
+    pub(crate) fn validate_move(&self, spec: &MemslotSpec, input_bits: u32) -> Result<(), MemslotError> {
+        let others = Memslots { slots: self.slots.iter().filter(|s| s.id != spec.id).cloned().collect() };
+        others.validate(spec, input_bits)
+    }
+
+    pub(crate) fn insert(&mut self, slot: alloc::sync::Arc<Memslot>) {
         let pos = self.slots.partition_point(|s| s.base_gfn < slot.base_gfn);
-        self.slots.insert(pos, alloc::sync::Arc::new(slot));
+        self.slots.insert(pos, slot);
     }
 
     pub(crate) fn remove(&mut self, id: u32) -> Option<alloc::sync::Arc<Memslot>> {

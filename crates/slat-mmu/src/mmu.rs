@@ -18,6 +18,8 @@ use slat_pt::{
 };
 
 use crate::config::MmuConfig;
+use crate::dirty::YIELD_PAGES;
+use crate::exclusive::{Exclusive, InvalidateGuard};
 use crate::host::HostMemory;
 use crate::invalidate::Invalidation;
 use crate::memslot::{Memslot, MemslotError, MemslotInfo, MemslotSpec, Memslots};
@@ -117,6 +119,9 @@ pub struct Mmu<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock
     pub(crate) inval: Invalidation,
     pub(crate) counters: Counters,
     pub(crate) pending_free: spin::Mutex<Vec<Detached>>,
+    /// Serializes memslot changes (KVM's `slots_lock`): a delete zaps in chunks without holding
+    /// `slots`, so another change must not slip in between.
+    pub(crate) slots_update: spin::Mutex<()>,
     pub(crate) nx: spin::Mutex<NxTracker>,
     /// Per-vCPU dirty rings (`None` unless [`MmuConfig::dirty_ring`] is set).
     pub(crate) rings: Option<DirtyRings>,
@@ -163,6 +168,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
             inval: Invalidation::default(),
             counters: Counters::default(),
             pending_free: spin::Mutex::new(Vec::new()),
+            slots_update: spin::Mutex::new(()),
             nx: spin::Mutex::new(NxTracker::default()),
             rings: config.dirty_ring.map(DirtyRings::new),
         })
@@ -219,6 +225,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
             pages_1g: counts.leaves[2],
             remote_tlb_flush: c.remote_tlb_flush.load(Relaxed),
             remote_tlb_flush_requests: c.remote_tlb_flush_requests.load(Relaxed),
+            remote_tlb_flush_ranges: c.remote_tlb_flush_ranges.load(Relaxed),
             nx_lpage_splits: self.nx.lock().queue.len() as u64,
             faults: c.sum(|h| &h.faults),
             retries: c.sum(|h| &h.retries),
@@ -241,23 +248,32 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
 
     // ---- flushing -----------------------------------------------------------------------
 
-    /// Send a batch to the TLB, counting it.
+    /// Send a batch to the TLB, counting it as KVM counts `kvm_flush_remote_tlbs`: one request,
+    /// and one flush if anything was flushed (so flushes never exceed requests); the range
+    /// invalidations it took go to `remote_tlb_flush_ranges`.
     pub(crate) fn flush(&self, batch: &FlushBatch) {
         if batch.is_empty() {
             return;
         }
         Counters::inc(&self.counters.remote_tlb_flush_requests);
         if tlb::apply(&self.tlb, batch) {
-            let n = if batch.is_all() { 1 } else { batch.ranges().len() as u64 };
-            Counters::add(&self.counters.remote_tlb_flush, n);
+            Counters::inc(&self.counters.remote_tlb_flush);
+            let calls = if batch.is_all() { 1 } else { batch.ranges().len() as u64 };
+            Counters::add(&self.counters.remote_tlb_flush_ranges, calls);
         }
     }
 
-    /// Break-before-make: invalidate one range now.
+    /// Break-before-make: invalidate one range now (one request, one flush, one range).
     pub(crate) fn flush_now(&self, r: FlushRange) {
         Counters::inc(&self.counters.remote_tlb_flush_requests);
         Counters::inc(&self.counters.remote_tlb_flush);
+        Counters::inc(&self.counters.remote_tlb_flush_ranges);
         self.tlb.flush_range(&r);
+    }
+
+    /// Start an exclusive section (see [`Exclusive`]).
+    pub(crate) fn exclusive(&self) -> Exclusive<'_, F, A, H, T, R> {
+        Exclusive::new(self)
     }
 
     /// End of an exclusive section: flush everything the section changed, then free the pages it
@@ -318,44 +334,101 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     /// An MMU-initiated invalidation of gfns `g0..g1`: racing faults retry, leaves are zapped,
     /// one flush, then `change` runs (still under the exclusive lock, before faults may proceed).
     pub(crate) fn invalidate_gfns(&self, slot: Option<&Memslot>, g0: u64, g1: u64, change: impl FnOnce()) {
-        let mut pt = self.tables.write();
-        self.inval.begin(g0, g1);
-        let mut batch = FlushBatch::new();
-        self.zap(&mut pt, slot, g0, g1, &mut batch);
+        self.invalidate_gfns_within(slot, (g0, g1), g0, g1, change);
+    }
+
+    /// [`invalidate_gfns`](Self::invalidate_gfns) whose in-progress range `window` is wider
+    /// than the zapped gfns (faults next to an attribute change retry too).
+    pub(crate) fn invalidate_gfns_within(
+        &self,
+        slot: Option<&Memslot>,
+        window: (u64, u64),
+        g0: u64,
+        g1: u64,
+        change: impl FnOnce(),
+    ) {
+        let _inval = InvalidateGuard::begin(&self.inval, window.0, window.1);
+        let mut x = self.exclusive();
+        self.zap_chunked(&mut x, slot, g0, g1);
         change();
         Counters::inc(&self.counters.invalidations);
-        self.finish(&pt, batch);
-        drop(pt);
-        self.inval.end();
+    }
+
+    /// [`zap`](Self::zap) gfns `g0..g1` in chunks of [`YIELD_PAGES`], flushing and yielding the
+    /// exclusive lock between chunks (the caller's invalidation keeps faults off the range).
+    pub(crate) fn zap_chunked(&self, x: &mut Exclusive<'_, F, A, H, T, R>, slot: Option<&Memslot>, g0: u64, g1: u64) {
+        let mut at = g0;
+        while at < g1 {
+            let stop = (at + YIELD_PAGES).min(g1);
+            let (pt, batch) = x.parts();
+            self.zap(pt, slot, at, stop, batch);
+            at = stop;
+            if at < g1 {
+                x.yield_now();
+            }
+        }
     }
 
     // ---- memslots -----------------------------------------------------------------------
 
     /// Add a memslot after validating it (size, alignment, overlap, address width).
+    ///
+    /// A slot added while the host is in the middle of an invalidation (between
+    /// [`invalidate_range_start`](MmuNotifier::invalidate_range_start) and its end) is published
+    /// with its gfns covered by that invalidation: faults on it retry until the host has
+    /// finished changing its memory, so no fault installs a page the host is replacing.
+    ///
+    /// # Errors
+    /// [`MmuError::Memslot`] when the spec is invalid or overlaps a slot; nothing changes.
     pub fn add_memslot(&self, spec: MemslotSpec) -> Result<(), MmuError> {
+        let _update = self.slots_update.lock();
         let mut slots = self.slots.write();
         slots.validate(&spec, F::INPUT_BITS)?;
         let slot = Memslot::new(&spec);
         if spec.log_dirty {
             slot.fill_dirty(self.initially_set());
         }
-        slots.insert(slot);
+        self.inval.cover(slot.base_gfn, slot.end_gfn());
+        slots.insert(alloc::sync::Arc::new(slot));
         Ok(())
     }
 
-    /// Delete a memslot: its leaves are zapped through the invalidation protocol.
+    /// Delete a memslot: its leaves are zapped through the invalidation protocol, in bounded
+    /// chunks. Faults on the slot retry while it is being deleted (KVM's `KVM_MEMSLOT_INVALID`);
+    /// faults elsewhere run between the chunks.
+    ///
+    /// # Errors
+    /// [`MmuError::Memslot`] when the slot does not exist.
     pub fn delete_memslot(&self, id: u32) -> Result<(), MmuError> {
-        let mut slots = self.slots.write();
-        let slot = slots.get(id).ok_or(MemslotError::NotFound { id })?.clone();
-        self.invalidate_gfns(Some(&slot), slot.base_gfn, slot.end_gfn(), || {
-            slots.remove(id);
-        });
+        let _update = self.slots_update.lock();
+        let slot = self.slot(id)?;
+        let _inval = InvalidateGuard::begin(&self.inval, slot.base_gfn, slot.end_gfn());
+        let mut x = self.exclusive();
+        self.zap_chunked(&mut x, Some(&slot), slot.base_gfn, slot.end_gfn());
+        // Faults on the slot have retried since the invalidation began, so nothing was
+        // installed in it between the chunks; removal completes the delete. (Flush first and
+        // release the table lock: `slots` comes before `tables` in the lock order.)
+        drop(x);
+        self.slots.write().remove(id);
+        Counters::inc(&self.counters.invalidations);
         Ok(())
     }
 
-    /// Move a memslot to a new base gfn (same host range): the old range is zapped; on a
-    /// validation error the slot stays where it was.
+    /// Move a memslot to a new base gfn (same host range, `KVM_MR_MOVE`): the old gfns are
+    /// zapped through an invalidation, and the slot is published at its new gfns.
+    ///
+    /// What moves with the slot, as in KVM: its logging flag and its dirty bitmap (bit `i` still
+    /// means page `i` of the slot, so no dirty page is lost; zapping the old gfns adds any page
+    /// whose writable leaf goes away). What is reset: write tracking and memory types, which
+    /// are keyed by gfn (KVM rebuilds `lpage_info` and the write-track array for the new gfns;
+    /// a hypervisor re-applies them after the move).
+    ///
+    /// # Errors
+    /// [`MmuError::Memslot`] when the slot does not exist or the new range is invalid or
+    /// overlaps another slot. A failed move changes nothing: the slot keeps its gfns, leaves,
+    /// dirty log, write tracking and memory types.
     pub fn move_memslot(&self, id: u32, new_base_gfn: u64) -> Result<(), MmuError> {
+        let _update = self.slots_update.lock();
         let mut slots = self.slots.write();
         let old = slots.get(id).ok_or(MemslotError::NotFound { id })?.clone();
         let spec = MemslotSpec {
@@ -366,17 +439,13 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
             readonly: old.readonly,
             log_dirty: old.is_logging(),
         };
-        slots.remove(id);
-        if let Err(e) = slots.validate(&spec, F::INPUT_BITS) {
-            slots.insert(Memslot::new(&MemslotSpec { base_gfn: old.base_gfn, ..spec }));
-            return Err(e.into());
-        }
-        self.invalidate_gfns(Some(&old), old.base_gfn, old.end_gfn(), || {});
-        let slot = Memslot::new(&spec);
-        if spec.log_dirty {
-            slot.fill_dirty(true);
-        }
-        slots.insert(slot);
+        slots.validate_move(&spec, F::INPUT_BITS)?;
+        self.invalidate_gfns(Some(&old), old.base_gfn, old.end_gfn(), || {
+            slots.remove(id);
+        });
+        let moved = old.moved_to(new_base_gfn);
+        self.inval.cover(moved.base_gfn, moved.end_gfn());
+        slots.insert(alloc::sync::Arc::new(moved));
         Ok(())
     }
 
@@ -411,20 +480,14 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     /// the huge blocks straddling the range's edges, so faults next to it retry too.
     pub fn set_memory_type(&self, gfn: u64, npages: u64, mem_type: MemType) -> Result<(), MmuError> {
         let slot = self.slot_of(gfn)?;
-        if npages == 0 || gfn + npages > slot.end_gfn() {
+        if npages == 0 || gfn.checked_add(npages).is_none_or(|end| end > slot.end_gfn()) {
             return Err(MemslotError::OutOfSlot { id: slot.id, gfn, npages }.into());
         }
         let g = PageSize::Size1G.pages();
         let (w0, w1) = ((gfn & !(g - 1)).max(slot.base_gfn), ((gfn + npages).div_ceil(g) * g).min(slot.end_gfn()));
-        let mut pt = self.tables.write();
-        self.inval.begin(w0, w1);
-        let mut batch = FlushBatch::new();
-        self.zap(&mut pt, Some(&slot), gfn, gfn + npages, &mut batch);
-        slot.set_mem_type(gfn, npages, mem_type);
-        Counters::inc(&self.counters.invalidations);
-        self.finish(&pt, batch);
-        drop(pt);
-        self.inval.end();
+        self.invalidate_gfns_within(Some(&slot), (w0, w1), gfn, gfn + npages, || {
+            slot.set_mem_type(gfn, npages, mem_type);
+        });
         Ok(())
     }
 
@@ -443,15 +506,17 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> MmuNotif
             self.inval.begin(u64::MAX, 0);
             return;
         }
-        let mut pt = self.tables.write();
+        // The host pairs this with `invalidate_range_end`, which ends the invalidation; the
+        // exclusive section (and its flush) ends here.
+        let mut x = self.exclusive();
         self.inval.begin(u64::MAX, 0);
-        let mut batch = FlushBatch::new();
-        for (slot, g0, g1) in &hits {
+        for (_, g0, g1) in &hits {
             self.inval.add_range(*g0, *g1);
-            self.zap(&mut pt, Some(slot), *g0, *g1, &mut batch);
+        }
+        for (slot, g0, g1) in &hits {
+            self.zap_chunked(&mut x, Some(slot), *g0, *g1);
         }
         Counters::inc(&self.counters.invalidations);
-        self.finish(&pt, batch);
     }
 
     fn invalidate_range_end(&self, _start: u64, _end: u64) {
@@ -472,6 +537,17 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> MmuNotif
         let slots = self.slots.read();
         let pt = self.tables.read();
         slots.hva_to_gfns(start, end).iter().any(|(_, g0, g1)| pt.test_young(g0 * PAGE_SIZE, (g1 - g0) * PAGE_SIZE))
+    }
+}
+
+impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Drop for Mmu<F, A, H, T, R> {
+    /// Teardown: the page-table pages faults parked for deferred freeing go back to the
+    /// allocator (the table frees its own tree when it drops, after this).
+    fn drop(&mut self) {
+        let parked: Vec<Detached> = core::mem::take(self.pending_free.get_mut());
+        // SAFETY: `&mut self`: no operation of this MMU runs or can start, and every parked page
+        // was flushed by the fault that detached it before it was parked.
+        unsafe { self.tables.get_mut().free_detached(parked) };
     }
 }
 

@@ -120,8 +120,21 @@ impl ReasonSet {
         self.0 |= 1 << r as u8;
     }
 
-    /// Whether `r` is in the set.
+    /// Remove a reason.
     #[inline]
+    pub fn remove(&mut self, r: WhyNotHuge) {
+        self.0 &= !(1 << r as u8);
+    }
+
+    /// The set without `r`.
+    #[inline]
+    pub fn without(self, r: WhyNotHuge) -> ReasonSet {
+        let mut s = self;
+        s.remove(r);
+        s
+    }
+
+    /// Whether `r` is in the set.
     pub fn contains(self, r: WhyNotHuge) -> bool {
         self.0 & (1 << r as u8) != 0
     }
@@ -155,6 +168,18 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// The size the rules would allow if `r` did not apply (for example the leaf an exec fault
+    /// would get without the NX workaround).
+    pub fn size_without(&self, r: WhyNotHuge) -> PageSize {
+        if self.not_1g.without(r).is_empty() {
+            PageSize::Size1G
+        } else if self.not_2m.without(r).is_empty() {
+            PageSize::Size2M
+        } else {
+            PageSize::Size4K
+        }
+    }
+
     /// The reason that decided the final step down (the primary reason the leaf is not one size
     /// larger), if the size is below 1 GiB.
     pub fn primary(&self) -> Option<WhyNotHuge> {

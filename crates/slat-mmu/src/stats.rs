@@ -31,6 +31,7 @@ pub(crate) struct Counters {
     pub invalidations: AtomicU64,
     pub remote_tlb_flush: AtomicU64,
     pub remote_tlb_flush_requests: AtomicU64,
+    pub remote_tlb_flush_ranges: AtomicU64,
     pub write_protected: AtomicU64,
     pub dirty_pages_harvested: AtomicU64,
     pub nx_recovered: AtomicU64,
@@ -71,10 +72,14 @@ pub struct Stats {
     pub pages_2m: u64,
     /// 1 GiB leaves present (KVM `pages_1g`).
     pub pages_1g: u64,
-    /// TLB flush operations sent to the `Tlb` (KVM `remote_tlb_flush`).
+    /// Flushes performed (KVM `remote_tlb_flush`): one per request that flushed anything, so
+    /// never more than `remote_tlb_flush_requests`.
     pub remote_tlb_flush: u64,
     /// Operations that asked for a flush (KVM `remote_tlb_flush_requests`).
     pub remote_tlb_flush_requests: u64,
+    /// Calls made to the [`Tlb`](crate::Tlb) by those flushes: one per range invalidation, one
+    /// per full flush (slat's own figure; KVM flushes the whole VM instead of ranges).
+    pub remote_tlb_flush_ranges: u64,
     /// Huge blocks currently split by the NX workaround (KVM `nx_lpage_splits`).
     pub nx_lpage_splits: u64,
     /// Stage-2 faults handled.
@@ -119,13 +124,14 @@ impl Stats {
     }
 
     /// `(name, value)` pairs for every scalar statistic, in a stable order.
-    pub fn named(&self) -> [(&'static str, u64); 21] {
+    pub fn named(&self) -> [(&'static str, u64); 22] {
         [
             ("pages_4k", self.pages_4k),
             ("pages_2m", self.pages_2m),
             ("pages_1g", self.pages_1g),
             ("remote_tlb_flush", self.remote_tlb_flush),
             ("remote_tlb_flush_requests", self.remote_tlb_flush_requests),
+            ("remote_tlb_flush_ranges", self.remote_tlb_flush_ranges),
             ("nx_lpage_splits", self.nx_lpage_splits),
             ("faults", self.faults),
             ("retries", self.retries),

@@ -9,7 +9,7 @@ use alloc::vec::Vec;
 use slat_pt::{FlushRange, PageSize, PAGE_SIZE};
 
 use crate::host::{BackingKind, HostError, HostMemory, HostPage};
-use crate::tlb::Tlb;
+use crate::tlb::{CacheMaintenance, Tlb};
 
 #[derive(Debug, Clone, Copy)]
 struct HostLeaf {
@@ -103,12 +103,8 @@ impl FakeHost {
     fn find(&self, hva: u64) -> Option<HostPage> {
         let l = self.leaves.lock();
         let (&k, leaf) = l.range(..=hva).next_back()?;
-        (hva < k + leaf.size.bytes()).then(|| HostPage {
-            pfn: leaf.pfn + (hva - k) / PAGE_SIZE,
-            size: leaf.size,
-            writable: leaf.writable,
-            kind: leaf.kind,
-        })
+        (hva < k + leaf.size.bytes())
+            .then(|| HostPage::new(leaf.pfn + (hva - k) / PAGE_SIZE, leaf.size, leaf.writable, leaf.kind))
     }
 }
 
@@ -156,21 +152,54 @@ pub enum Flush {
     All,
 }
 
-/// A TLB that records every flush.
+/// A cache-maintenance operation the TLB was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOp {
+    /// Clean the data cache to PoC for `pa .. pa + len`.
+    CleanDcache {
+        /// Host-physical start.
+        pa: u64,
+        /// Bytes.
+        len: u64,
+    },
+    /// Invalidate the instruction cache for `pa .. pa + len`.
+    InvalidateIcache {
+        /// Host-physical start.
+        pa: u64,
+        /// Bytes.
+        len: u64,
+    },
+}
+
+/// A TLB that records every flush (and every cache-maintenance operation, when built with
+/// [`RecordingTlb::with_cache_maintenance`]).
 #[derive(Debug, Default)]
 pub struct RecordingTlb {
     log: spin::Mutex<Vec<Flush>>,
+    cache: CacheMaintenance,
+    cmos: spin::Mutex<Vec<CacheOp>>,
 }
 
 impl RecordingTlb {
+    /// A recording TLB of a CPU that needs `cache` maintenance (arm64 without FWB / DIC).
+    pub fn with_cache_maintenance(cache: CacheMaintenance) -> Self {
+        RecordingTlb { cache, ..Self::default() }
+    }
+
     /// Every flush so far.
     pub fn flushes(&self) -> Vec<Flush> {
         self.log.lock().clone()
     }
 
-    /// Forget recorded flushes.
+    /// Every cache-maintenance operation so far.
+    pub fn cache_ops(&self) -> Vec<CacheOp> {
+        self.cmos.lock().clone()
+    }
+
+    /// Forget recorded flushes and cache-maintenance operations.
     pub fn clear(&self) {
         self.log.lock().clear();
+        self.cmos.lock().clear();
     }
 
     /// Whether the recorded flushes cover every byte of `gpa..gpa+len`.
@@ -201,5 +230,14 @@ impl Tlb for RecordingTlb {
     }
     fn flush_all(&self) {
         self.log.lock().push(Flush::All);
+    }
+    fn cache_maintenance(&self) -> CacheMaintenance {
+        self.cache
+    }
+    fn clean_dcache(&self, pa: u64, len: u64) {
+        self.cmos.lock().push(CacheOp::CleanDcache { pa, len });
+    }
+    fn invalidate_icache(&self, pa: u64, len: u64) {
+        self.cmos.lock().push(CacheOp::InvalidateIcache { pa, len });
     }
 }

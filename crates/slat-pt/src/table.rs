@@ -197,6 +197,10 @@ pub struct Installed {
     pub replaced_table: bool,
     /// Page-table pages allocated.
     pub tables_allocated: u32,
+    /// Levels whose entry on the path got a new table from this install (created, or a huge
+    /// leaf split): bit `l` for the entry at level `l`. KVM's NX huge-page tracking marks
+    /// exactly these tables.
+    pub new_table_levels: u8,
 }
 
 /// Kind of guest access, for [`PageTable::hw_walk`].
@@ -861,6 +865,100 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         Ok(())
     }
 
+    /// [`split_range`](Self::split_range) for the shared lock: every split is a
+    /// compare-and-swap from the huge leaf just read, so faults ([`install`](Self::install)) and
+    /// other shared operations run beside it. A leaf that changed under it is read again; an
+    /// entry another thread has frozen stops the pass with [`SplitProgress::resume_at`] at that
+    /// block (call again to continue: the other thread finishes its change without waiting).
+    pub fn split_range_shared(
+        &self,
+        gpa: u64,
+        len: u64,
+        target: PageSize,
+        max_tables: u64,
+        bbm: &mut dyn FnMut(FlushRange),
+    ) -> Result<SplitProgress, PtError> {
+        self.check_range(gpa, len, PageSize::Size4K)?;
+        let mut p = SplitProgress::default();
+        let mut d = Delta::default();
+        let r = self.split_shared_in(
+            self.root,
+            F::ROOT_LEVEL,
+            gpa,
+            gpa + len,
+            target.level(),
+            max_tables,
+            bbm,
+            &mut p,
+            &mut d,
+        );
+        self.apply(gpa, &d);
+        r.map(|()| p)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn split_shared_in(
+        &self,
+        table: u64,
+        level: Level,
+        start: u64,
+        end: u64,
+        target: Level,
+        max: u64,
+        bbm: &mut dyn FnMut(FlushRange),
+        p: &mut SplitProgress,
+        d: &mut Delta,
+    ) -> Result<(), PtError> {
+        if level <= target {
+            return Ok(());
+        }
+        let t = self.table_ptr(table);
+        let size = level_bytes(level);
+        let entries = Self::entries_at(level);
+        let mut a = start;
+        while a < end {
+            let base = a & !(size - 1);
+            let stop = (base + size).min(end);
+            let e = self.entry(t, table_index(a, level, entries));
+            let mut cur = e.load(Ordering::Acquire);
+            if cur == F::FROZEN {
+                p.resume_at = Some(a);
+                return Ok(());
+            }
+            if F::is_present(cur) {
+                if F::is_leaf(level, cur) {
+                    if p.tables_allocated >= max {
+                        p.resume_at = Some(a);
+                        return Ok(());
+                    }
+                    let child = self.build_split(level, cur)?;
+                    let lock = if F::BREAK_BEFORE_MAKE { F::FROZEN } else { F::table(child) };
+                    if e.compare_exchange(cur, lock, Ordering::AcqRel, Ordering::Acquire).is_err() {
+                        // SAFETY: the frame was never linked; only this thread knows it.
+                        unsafe { self.alloc.free(child, 1) };
+                        continue;
+                    }
+                    if F::BREAK_BEFORE_MAKE {
+                        bbm(FlushRange { gpa: base, len: size, size: PageSize::from_level(level).unwrap() });
+                        e.store(F::table(child), Ordering::Release);
+                    }
+                    cur = F::table(child);
+                    d.leaves[level as usize] -= 1;
+                    d.leaves[level as usize - 1] += ENTRIES_PER_TABLE as i64;
+                    d.tables += 1;
+                    p.splits += 1;
+                    p.tables_allocated += 1;
+                }
+                self.split_shared_in(F::addr(level, cur), level - 1, a, stop, target, max, bbm, p, d)?;
+                if p.resume_at.is_some() {
+                    return Ok(());
+                }
+            }
+            a = stop;
+        }
+        Ok(())
+    }
+
     /// Collapse the table under the `size` block containing `gpa` into one `size` leaf. Every
     /// child must be a present leaf, the children must map one contiguous run starting at a
     /// `size`-aligned output, and their permissions, memory type and software bits must match.
@@ -1066,6 +1164,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
                 }
                 d.tables += 1;
                 out.tables_allocated += 1;
+                out.new_table_levels |= 1 << level;
                 c
             } else if F::is_leaf(level, old) {
                 let c = match self.build_split(level, old) {
@@ -1088,6 +1187,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
                 d.tables += 1;
                 out.splits += 1;
                 out.tables_allocated += 1;
+                out.new_table_levels |= 1 << level;
                 c
             } else {
                 F::addr(level, old)

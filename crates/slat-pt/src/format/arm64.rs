@@ -174,6 +174,7 @@ macro_rules! arm64_format {
             const HW_DIRTY: bool = true;
             const BREAK_BEFORE_MAKE: bool = true;
             const FROZEN: u64 = SW_ALL;
+            const EXEC_UNCACHED: bool = false;
 
             #[inline]
             fn table(pa: u64) -> u64 {

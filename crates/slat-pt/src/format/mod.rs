@@ -88,6 +88,10 @@ pub trait Format: Copy + Send + Sync + 'static {
     /// The frozen marker value: never present to hardware, never produced by [`Format::leaf`]
     /// or [`Format::table`].
     const FROZEN: u64;
+    /// Whether a leaf whose memory type is not cacheable (device / uncached / write-combining)
+    /// may be executable. False on arm64: instruction fetches from Device memory are
+    /// architecturally unpredictable there, and KVM never maps such memory executable.
+    const EXEC_UNCACHED: bool = true;
 
     /// Whether a leaf may sit at `level`.
     #[inline]

@@ -92,6 +92,7 @@ impl<'s, F: Format> Engine<'s, F> {
             Metric::Invalidations => s.invalidations,
             Metric::TlbFlushes => s.remote_tlb_flush,
             Metric::TlbFlushRequests => s.remote_tlb_flush_requests,
+            Metric::TlbFlushRanges => s.remote_tlb_flush_ranges,
             Metric::NxSplits => s.nx_lpage_splits,
             Metric::NxRecovered => s.nx_recovered,
             Metric::DirtyPagesHarvested => s.dirty_pages_harvested,

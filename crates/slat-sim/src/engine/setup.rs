@@ -185,6 +185,11 @@ impl<'s, F: Format> Engine<'s, F> {
         let (checker_host, checker_slots) = (host.clone(), slots.clone());
         hw.set_walk_checker(Some(Box::new(move |w: &WalkRecord| check_walk(&checker_host, &checker_slots, w))));
 
+        // arm64 formats model a CPU without FEAT_S2FWB and FEAT_DIC: every leaf installed costs
+        // cache maintenance, which the hardware model counts.
+        if F::NAME.starts_with("arm64") {
+            hw.set_cache_maintenance(slat_mmu::CacheMaintenance::ARM64_NO_FWB_NO_DIC);
+        }
         let mmu = Mmu::new(
             s.policy.mmu_config(),
             SimFrameAllocator::new(STAGE2_TABLE_BASE, 64 << 30),

@@ -62,19 +62,14 @@ impl HostState {
         } else {
             self.flags.mark_accessed(pfn, 1);
         }
-        Ok(HostPage { pfn, size: t.size, writable: t.attrs.perms.contains(Perms::WRITE), kind: vma.kind() })
+        Ok(HostPage::new(pfn, t.size, t.attrs.perms.contains(Perms::WRITE), vma.kind()))
     }
 
     /// `HostMemory::lookup`.
     pub fn lookup(&self, hva: u64) -> Option<HostPage> {
         let vma = self.vmas.find(hva)?;
         let t = self.pt.translate(hva)?;
-        Some(HostPage {
-            pfn: t.pa / PAGE,
-            size: t.size,
-            writable: t.attrs.perms.contains(Perms::WRITE),
-            kind: vma.kind(),
-        })
+        Some(HostPage::new(t.pa / PAGE, t.size, t.attrs.perms.contains(Perms::WRITE), vma.kind()))
     }
 
     /// A write to a read-only leaf of a writable VMA: break copy-on-write of a KSM page, or

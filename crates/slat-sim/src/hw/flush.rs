@@ -12,7 +12,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use slat_mmu::Tlb;
+use slat_mmu::{CacheMaintenance, Tlb};
 use slat_pt::FlushRange;
 
 /// Invalidations logged by the MMU and not yet applied to the TLBs.
@@ -53,6 +53,10 @@ pub(crate) struct FlushLog {
     pending: Mutex<PendingFlushes>,
     range_flushes: AtomicU64,
     full_flushes: AtomicU64,
+    /// The modelled CPU's cache-maintenance needs, and the operations the MMU asked for.
+    cache: Mutex<CacheMaintenance>,
+    dcache_cleans: AtomicU64,
+    icache_invalidations: AtomicU64,
 }
 
 impl FlushLog {
@@ -73,6 +77,16 @@ impl FlushLog {
         self.pending_flag.store(false, Ordering::Release);
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         std::mem::take(&mut *p)
+    }
+
+    /// Model a CPU that needs `cache` maintenance before leaves are installed.
+    pub(crate) fn set_cache_maintenance(&self, cache: CacheMaintenance) {
+        *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = cache;
+    }
+
+    /// `(data-cache cleans, instruction-cache invalidations)` requested so far.
+    pub(crate) fn cache_ops(&self) -> (u64, u64) {
+        (self.dcache_cleans.load(Ordering::Relaxed), self.icache_invalidations.load(Ordering::Relaxed))
     }
 
     /// `(range flushes, full flushes)` requested so far.
@@ -119,5 +133,19 @@ impl Tlb for SimTlb {
             p.all = true;
             p.ranges.clear();
         });
+    }
+
+    fn cache_maintenance(&self) -> CacheMaintenance {
+        *self.log.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counted only: the simulated caches are coherent.
+    fn clean_dcache(&self, _pa: u64, _len: u64) {
+        self.log.dcache_cleans.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counted only: the simulated caches are coherent.
+    fn invalidate_icache(&self, _pa: u64, _len: u64) {
+        self.log.icache_invalidations.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -272,6 +272,12 @@ impl Hardware {
         self.vcpus.len()
     }
 
+    /// Model a CPU that needs `cache` maintenance before stage-2 leaves are installed (arm64
+    /// without FEAT_S2FWB / FEAT_DIC); the operations are counted in [`HwStats`].
+    pub fn set_cache_maintenance(&self, cache: slat_mmu::CacheMaintenance) {
+        self.flushes.set_cache_maintenance(cache);
+    }
+
     /// A handle for the MMU: implements [`slat_mmu::Tlb`] over every vCPU's TLB.
     pub fn tlb_handle(&self) -> SimTlb {
         SimTlb::new(Arc::clone(&self.flushes))
@@ -489,6 +495,7 @@ impl Hardware {
         self.apply_flushes();
         let c = &self.counters;
         let (range_flushes, full_flushes) = self.flushes.counts();
+        let (dcache_cleans, icache_invalidations) = self.flushes.cache_ops();
         HwStats {
             accesses: c.accesses,
             l1_hits: c.l1_hits,
@@ -502,6 +509,8 @@ impl Hardware {
             nested_tlb_hits: c.nested_tlb_hits,
             range_flushes,
             full_flushes,
+            dcache_cleans,
+            icache_invalidations,
             entries_invalidated: c.entries_invalidated,
             walk_cache_invalidated: c.walk_cache_invalidated,
             isolation_violations: self.violations.isolation,

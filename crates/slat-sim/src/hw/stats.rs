@@ -33,6 +33,10 @@ pub struct HwStats {
     pub range_flushes: u64,
     /// Full flushes requested by the MMU.
     pub full_flushes: u64,
+    /// Data-cache cleans to PoC the MMU asked for (arm64 without FEAT_S2FWB).
+    pub dcache_cleans: u64,
+    /// Instruction-cache invalidations the MMU asked for (arm64 without FEAT_DIC).
+    pub icache_invalidations: u64,
     /// TLB entries removed by flushes (all vCPUs).
     pub entries_invalidated: u64,
     /// Walk-cache entries removed by flushes (all vCPUs).

@@ -363,6 +363,8 @@ names! {
         TlbFlushes = "remote_tlb_flush",
         /// Operations that asked for a TLB flush (KVM `remote_tlb_flush_requests`).
         TlbFlushRequests = "remote_tlb_flush_requests",
+        /// Range invalidations (and full flushes) sent to the TLB by those flushes.
+        TlbFlushRanges = "remote_tlb_flush_ranges",
         /// Huge blocks currently split by the NX workaround (KVM `nx_lpage_splits`).
         NxSplits = "nx_lpage_splits",
         /// NX-split blocks recovered.

@@ -1,0 +1,105 @@
+//! The MMU's two pairing rules as types.
+//!
+//! * [`Exclusive`]: the page table locked for writing together with the [`FlushBatch`] of
+//!   everything the section changed. Dropping it flushes the batch and then frees every page-table
+//!   page the section (and faults before it) detached, so no early return can skip the flush or
+//!   leak a frame. [`Exclusive::yield_now`] flushes first, then lets waiting faults in (KVM's
+//!   `tdp_mmu_iter_cond_resched`: flush before yielding).
+//! * [`InvalidateGuard`]: one invalidation in progress over a gfn range; dropping it ends the
+//!   invalidation (sequence up, count down), so faults that raced it retry.
+//!
+//! Declare an `InvalidateGuard` *before* the `Exclusive` it covers: locals drop in reverse
+//! order, so the flush happens before the invalidation ends, as the protocol requires.
+
+use core::ops::{Deref, DerefMut};
+
+use lock_api::{RawRwLock, RwLockWriteGuard};
+use slat_pt::{FlushBatch, Format, FrameAllocator, PageTable};
+
+use crate::host::HostMemory;
+use crate::invalidate::Invalidation;
+use crate::mmu::Mmu;
+use crate::tlb::Tlb;
+
+/// An exclusive section over the page table: write lock + flush batch, settled in `Drop`.
+pub(crate) struct Exclusive<'a, F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> {
+    mmu: &'a Mmu<F, A, H, T, R>,
+    pt: RwLockWriteGuard<'a, R, PageTable<F, A>>,
+    /// TLB obligations and detached pages of the section so far.
+    pub(crate) batch: FlushBatch,
+}
+
+impl<'a, F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Exclusive<'a, F, A, H, T, R> {
+    pub(crate) fn new(mmu: &'a Mmu<F, A, H, T, R>) -> Self {
+        Exclusive { mmu, pt: mmu.tables.write(), batch: FlushBatch::new() }
+    }
+
+    /// The table and the batch at once (most operations need both).
+    pub(crate) fn parts(&mut self) -> (&mut PageTable<F, A>, &mut FlushBatch) {
+        (&mut self.pt, &mut self.batch)
+    }
+
+    /// Flush what the section changed so far and free what it detached, keeping the lock.
+    pub(crate) fn settle(&mut self) {
+        let batch = core::mem::take(&mut self.batch);
+        self.mmu.finish(&self.pt, batch);
+    }
+
+    /// End one bounded chunk of a long operation: flush and free first (nothing the TLB may
+    /// cache from this section survives the unlock), then release the lock so waiting faults
+    /// run, then take it again. The caller resumes from a position it recorded (forward
+    /// progress: every chunk completes at least one unit of work before yielding).
+    pub(crate) fn yield_now(&mut self) {
+        self.settle();
+        RwLockWriteGuard::unlocked(&mut self.pt, relax);
+    }
+}
+
+/// Give other threads a chance to take the lock between two exclusive chunks.
+fn relax() {
+    #[cfg(feature = "std")]
+    std::thread::yield_now();
+    #[cfg(not(feature = "std"))]
+    for _ in 0..64 {
+        core::hint::spin_loop();
+    }
+}
+
+impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Deref for Exclusive<'_, F, A, H, T, R> {
+    type Target = PageTable<F, A>;
+    fn deref(&self) -> &PageTable<F, A> {
+        &self.pt
+    }
+}
+
+impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> DerefMut for Exclusive<'_, F, A, H, T, R> {
+    fn deref_mut(&mut self) -> &mut PageTable<F, A> {
+        &mut self.pt
+    }
+}
+
+impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Drop for Exclusive<'_, F, A, H, T, R> {
+    fn drop(&mut self) {
+        self.settle();
+    }
+}
+
+/// One MMU-initiated invalidation in progress; ends when dropped.
+#[must_use = "the invalidation ends when the guard is dropped"]
+pub(crate) struct InvalidateGuard<'a> {
+    inval: &'a Invalidation,
+}
+
+impl<'a> InvalidateGuard<'a> {
+    /// Begin an invalidation of gfns `start..end`.
+    pub(crate) fn begin(inval: &'a Invalidation, start: u64, end: u64) -> Self {
+        inval.begin(start, end);
+        InvalidateGuard { inval }
+    }
+}
+
+impl Drop for InvalidateGuard<'_> {
+    fn drop(&mut self) {
+        self.inval.end();
+    }
+}
