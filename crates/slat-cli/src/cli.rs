@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Scenario argument help, shared by `run` and `compare`.
 const SCENARIO_HELP: &str = "Embedded scenario name (see `slat scenarios`) or a TOML file. \
@@ -15,6 +15,10 @@ Default: the embedded `default` scenario";
 #[command(name = "slat", version, propagate_version = true, max_term_width = 110)]
 #[command(after_help = "Exit codes: 0 all expectations held, 1 an expectation failed, 2 bad input, 3 internal error.")]
 pub struct Cli {
+    /// When to colour the output: auto (terminals, unless NO_COLOR is set; CLICOLOR_FORCE=1
+    /// forces it), always or never.
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -32,6 +36,37 @@ slat run ./my.toml --json -\n  slat run --trace lackey.out --quiet")]
     Compare(CompareArgs),
     /// List the embedded scenarios, or print one's TOML.
     Scenarios(ScenariosArgs),
+    /// Validate a scenario (and its overrides) without running it; print what it would cost.
+    Check(CheckArgs),
+    /// List every key a scenario or `--set` can set, with its type and default.
+    Keys,
+    /// Print a shell completion script, e.g. `slat completions bash > /etc/bash_completion.d/slat`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `slat man > slat.1 && man ./slat.1`.
+    Man,
+}
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// Colour on terminals (see `NO_COLOR`, `CLICOLOR_FORCE`).
+    Auto,
+    /// Always colour.
+    Always,
+    /// Never colour.
+    Never,
+}
+
+/// `slat check`.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// The scenario.
+    #[command(flatten)]
+    pub scenario: ScenarioArgs,
 }
 
 /// Which scenario, and how to change it.

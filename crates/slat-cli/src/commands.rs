@@ -7,12 +7,15 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 use std::process::ExitCode;
 
+use clap::CommandFactory;
 use serde::Serialize;
 use slat_sim::report::{RunReport, SCHEMA_VERSION};
-use slat_sim::scenario::{library, Location, Scenario, ScenarioError, ScenarioSource};
+use slat_sim::scenario::{human_bytes, library, Location, Scenario, ScenarioError, ScenarioSource, KEYS};
 use slat_sim::workload::Pattern;
 
-use crate::cli::{Cli, Command, CompareArgs, OutputArgs, RunArgs, ScenarioArgs, ScenariosArgs, ScenariosCommand};
+use crate::cli::{
+    CheckArgs, Cli, Command, CompareArgs, OutputArgs, RunArgs, ScenarioArgs, ScenariosArgs, ScenariosCommand,
+};
 use crate::compare::{self, Comparison, Variant};
 use crate::error::{CliError, EXIT_EXPECTATION};
 use crate::load;
@@ -52,11 +55,21 @@ pub fn main(cli: Cli) -> ExitCode {
 
 /// Run the command; `Ok` carries the exit code (0 or 1).
 pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
+    style::set_color_choice(cli.color);
     match cli.command {
         Command::Run(args) => run(&args),
         Command::Compare(args) => compare(&args),
         Command::Scenarios(args) => scenarios(&args),
+        Command::Check(args) => check(&args),
+        Command::Keys => keys(),
+        Command::Completions { shell } => completions(shell),
+        Command::Man => man(),
     }
+}
+
+/// Write human-readable `text` to stdout, in ASCII where the locale is not UTF-8.
+fn emit_text(text: &str) -> Result<(), CliError> {
+    emit(&Style::for_stdout().chars(text))
 }
 
 /// Write `text` to stdout; a closed pipe (`| head`) is not an error.
@@ -176,7 +189,7 @@ fn run(args: &RunArgs) -> Result<u8, CliError> {
 
     let shown = !json_to_stdout(&args.output);
     if shown {
-        emit(&summary::render(&report, Style::for_stdout()))?;
+        emit_text(&summary::render(&report, Style::for_stdout()))?;
     }
     write_outputs(&args.output, &report, || html::run_report(&report))?;
     Ok(verdict_code(report.passed(), &summary::failures(&report), shown))
@@ -244,7 +257,7 @@ fn compare(args: &CompareArgs) -> Result<u8, CliError> {
     };
     let shown = !json_to_stdout(&args.output);
     if shown {
-        emit(&compare::render(&cmp, Style::for_stdout()))?;
+        emit_text(&compare::render(&cmp, Style::for_stdout()))?;
     }
     write_outputs(&args.output, &cmp, || html::compare_report(&cmp))?;
     let failures: Vec<String> = cmp
@@ -265,12 +278,12 @@ fn scenarios(args: &ScenariosArgs) -> Result<u8, CliError> {
                 t.row([e.name, e.description]);
             }
             let mut text = String::new();
-            for (i, line) in t.lines().iter().enumerate() {
+            for (i, line) in t.lines_within(st.width).iter().enumerate() {
                 text.push_str(&if i < 2 { st.dim(line) } else { line.clone() });
                 text.push('\n');
             }
             text.push_str(&st.dim("\nRun one with `slat run NAME`; print its TOML with `slat scenarios show NAME`.\n"));
-            emit(&text)?;
+            emit_text(&text)?;
         }
         Some(ScenariosCommand::Show { name }) => {
             let entry = library().iter().find(|e| e.name == name).ok_or_else(|| load::unknown_scenario(name))?;
@@ -280,6 +293,81 @@ fn scenarios(args: &ScenariosArgs) -> Result<u8, CliError> {
             }
         }
     }
+    Ok(0)
+}
+
+/// `slat check`: load, override and validate within the limits; print the estimate.
+fn check(args: &CheckArgs) -> Result<u8, CliError> {
+    let a = &args.scenario;
+    let source = prepare(a.scenario.as_deref(), &a.set)?;
+    let limits = load::limits(&a.limits);
+    let scenario = load::build(&source, a.seed, a.trace.as_deref(), &limits)?;
+    let est = scenario.estimate();
+    let st = Style::for_stdout();
+    let mut text = format!(
+        "{}: {} ({} phase{}, {} event{}, {} expectation{}, {} accesses)\n",
+        st.good("ok"),
+        scenario.label(),
+        scenario.phases.len(),
+        if scenario.phases.len() == 1 { "" } else { "s" },
+        scenario.events.len(),
+        if scenario.events.len() == 1 { "" } else { "s" },
+        scenario.checks.len(),
+        if scenario.checks.len() == 1 { "" } else { "s" },
+        crate::units::count(est.accesses),
+    );
+    text.push_str(&format!(
+        "memory: at most about {} (limit {})\n",
+        human_bytes(est.memory()),
+        human_bytes(limits.memory)
+    ));
+    for p in &est.parts {
+        text.push_str(&st.dim(&format!("  {:<38} {:>10}  {} ({})\n", p.what, human_bytes(p.bytes), p.how, p.field)));
+    }
+    emit_text(&text)?;
+    Ok(0)
+}
+
+/// `slat keys`.
+fn keys() -> Result<u8, CliError> {
+    let st = Style::for_stdout();
+    let mut t = TextTable::new(&[
+        ("key", Align::Left),
+        ("default", Align::Left),
+        ("meaning", Align::Left),
+        ("type or values", Align::Left),
+    ]);
+    for k in KEYS {
+        t.row([k.key, k.default, k.about, k.kind]);
+    }
+    let mut text = String::new();
+    for (i, line) in t.lines_within(st.width).iter().enumerate() {
+        text.push_str(&if i < 2 { st.dim(line) } else { line.clone() });
+        text.push('\n');
+    }
+    text.push_str(&st.dim(
+        "\n[i] is an array index (memslot[0], phase[1]).\nSet any key in a scenario file or with --set KEY=VALUE.\n",
+    ));
+    emit_text(&text)?;
+    Ok(0)
+}
+
+/// `slat completions SHELL`.
+fn completions(shell: clap_complete::Shell) -> Result<u8, CliError> {
+    let mut cmd = Cli::command();
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "slat", &mut out);
+    emit(&String::from_utf8_lossy(&out))?;
+    Ok(0)
+}
+
+/// `slat man`.
+fn man() -> Result<u8, CliError> {
+    let mut out = Vec::new();
+    clap_mangen::Man::new(Cli::command())
+        .render(&mut out)
+        .map_err(|e| CliError::input(format!("cannot render the man page: {e}")))?;
+    emit(&String::from_utf8_lossy(&out))?;
     Ok(0)
 }
 

@@ -217,7 +217,6 @@ fn why_section(out: &mut String, report: &RunReport, style: Style) {
         let _ = writeln!(out, "  nothing: every mapped page sits in a 1 GiB leaf");
         return;
     }
-    let max = report.why_not_huge.iter().map(|r| r.share).fold(0.0, f64::max);
     let mut t = TextTable::new(&[
         ("reason", Align::Left),
         ("4K pages", Align::Right),
@@ -227,7 +226,8 @@ fn why_section(out: &mut String, report: &RunReport, style: Style) {
         ("what it means", Align::Left),
     ]);
     for r in &report.why_not_huge {
-        let frac = if max > 0.0 { r.share / max } else { 0.0 };
+        // Bars are shares of guest memory, so two 25% reasons draw quarter bars.
+        let frac = r.share;
         t.row([
             r.reason.clone(),
             count(r.pages),

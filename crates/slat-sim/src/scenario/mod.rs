@@ -90,6 +90,7 @@ mod document;
 mod error;
 mod event;
 mod expect;
+mod keys;
 mod library;
 mod names;
 mod resources;
@@ -104,6 +105,7 @@ pub use document::Override;
 pub use error::{ErrorDetails, ErrorKind, Location, ScenarioError};
 pub use event::{Action, Event, SlotRange};
 pub use expect::{Check, CmpOp, Comparison, Scope, Subject};
+pub use keys::{KeyDoc, KEYS};
 pub use library::{library, LibraryEntry};
 pub use names::{
     page_size_from_name, page_size_name, Attribute, Backing, DirtyLog, EventKind, Format, Harvest, Metric, PhaseKind,
