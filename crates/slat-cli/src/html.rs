@@ -212,7 +212,15 @@ fn bands(report: &RunReport) -> Vec<Band> {
         .collect()
 }
 
+/// The markers with their numbers only (for the small charts: the kinds are in the main chart
+/// and the event table).
+fn badges(markers: &[Marker]) -> Vec<Marker> {
+    markers.iter().map(|m| Marker { label: String::new(), ..m.clone() }).collect()
+}
+
 fn chart(title: &str, y_label: &str, y_scale: Scale, series: Vec<Series>, markers: Vec<Marker>, width: f64) -> Chart {
+    let marker_labels = !markers.is_empty();
+    let markers = if width >= FULL { markers } else { badges(&markers) };
     Chart {
         title: title.into(),
         x_label: "guest accesses".into(),
@@ -221,7 +229,7 @@ fn chart(title: &str, y_label: &str, y_scale: Scale, series: Vec<Series>, marker
         series,
         stacked: false,
         markers,
-        marker_labels: false,
+        marker_labels,
         bands: Vec::new(),
         width,
         height: if width >= FULL { 340.0 } else { 280.0 },
@@ -270,21 +278,71 @@ fn key_numbers(report: &RunReport) -> String {
     let t = &report.totals;
     let mapped = leaves.mapped_bytes().max(1) as f64;
     let mut out = String::from(r#"<div class="cards">"#);
-    out.push_str(&card("mapped guest memory", &bytes(leaves.mapped_bytes()), "at the end of the run"));
-    for (label, n, shift) in [
-        ("1 GiB leaves", leaves.pages_1g, 30),
-        ("2 MiB leaves", leaves.pages_2m, 21),
-        ("4 KiB leaves", leaves.pages_4k, 12),
+    // Peaks over the samples and the phases, with the phase they fell in.
+    let phase_at = |access: u64| {
+        let mut start = 0;
+        for p in &report.phases {
+            if access <= start + p.accesses {
+                return p.name.clone();
+            }
+            start += p.accesses;
+        }
+        String::new()
+    };
+    let peak_of = |f: &dyn Fn(&Sample) -> u64| {
+        report.samples.iter().map(|s| (f(s), s.access)).fold((0, 0), |a, b| if b.0 > a.0 { b } else { a })
+    };
+    let mapped_peak = peak_of(&|s| s.leaves.mapped_bytes());
+    let mapped_sub = if mapped_peak.0 > leaves.mapped_bytes() {
+        format!("at the end of the run · peak {} during {}", bytes(mapped_peak.0), phase_at(mapped_peak.1))
+    } else {
+        "at the end of the run, also the peak".to_string()
+    };
+    out.push_str(&card("mapped guest memory, end", &bytes(leaves.mapped_bytes()), &mapped_sub));
+    let (peak_4k_phase, peak_4k_value) = report
+        .phases
+        .iter()
+        .map(|p| (p.name.clone(), p.peak_4k))
+        .fold((String::new(), 0), |a, b| if b.1 > a.1 { b } else { a });
+    for (label, n, shift, peak) in [
+        ("1 GiB leaves, end", leaves.pages_1g, 30, peak_of(&|s| s.leaves.pages_1g)),
+        ("2 MiB leaves, end", leaves.pages_2m, 21, peak_of(&|s| s.leaves.pages_2m)),
+        ("4 KiB leaves, end", leaves.pages_4k, 12, peak_of(&|s| s.leaves.pages_4k)),
     ] {
-        out.push_str(&card(label, &count(n), &format!("{} of mapped", percent((n << shift) as f64 / mapped))));
+        let share = percent((n << shift) as f64 / mapped);
+        let sub = if shift == 12 && peak_4k_value > peak.0 {
+            format!("{share} of mapped · peak {} during {peak_4k_phase}", count(peak_4k_value))
+        } else if peak.0 > n {
+            let during = phase_at(peak.1);
+            format!(
+                "{share} of mapped · peak {}{}",
+                count(peak.0),
+                if during.is_empty() { String::new() } else { format!(" during {during}") }
+            )
+        } else {
+            format!("{share} of mapped · also the peak")
+        };
+        out.push_str(&card(label, &count(n), &sub));
     }
     out.push_str(&card("TLB misses / 1k accesses", &ratio(t.tlb_misses_per_1k), "whole run"));
     out.push_str(&card("walk refs / access", &ratio(t.walk_refs_per_access), "whole run"));
     out.push_str(&card("stage-2 faults", &count(last.faults), &format!("{} retries", count(last.retries))));
+    let tables_peak = peak_of(&|s| s.table_pages * 4096);
+    let tables_peak = (tables_peak.0.max(t.table_bytes), tables_peak.1);
+    let during = phase_at(tables_peak.1);
     out.push_str(&card(
-        "page-table memory",
+        "page-table memory, end",
         &bytes(t.table_bytes),
-        &format!("bookkeeping {}", bytes(t.bookkeeping_bytes)),
+        &format!(
+            "peak {}{} · bookkeeping {}",
+            bytes(tables_peak.0),
+            if during.is_empty() || tables_peak.0 == t.table_bytes {
+                String::new()
+            } else {
+                format!(" during {during}")
+            },
+            bytes(t.bookkeeping_bytes)
+        ),
     ));
     out.push_str("</div>\n");
     out
@@ -451,8 +509,28 @@ fn counters_tables(report: &RunReport) -> String {
 }
 
 /// The HTML report of one run.
+/// The command line that made a report, and the host it ran on, for the report's header.
+pub fn provenance() -> (String, String) {
+    let args: Vec<String> = std::env::args()
+        .enumerate()
+        .map(|(i, a)| if i == 0 { "slat".to_string() } else { a })
+        .map(|a| {
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "\"'$`\\{}[]*?;&|<>()".contains(c)) {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            } else {
+                a
+            }
+        })
+        .collect();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    let host = format!("{host} ({}, slat {})", std::env::consts::ARCH, env!("CARGO_PKG_VERSION"));
+    (args.join(" "), host.trim().to_string())
+}
+
+/// The HTML report of one run.
 pub fn run_report(report: &RunReport) -> String {
     let mut body = String::new();
+    let (command, host) = provenance();
     let overrides = if report.overrides.is_empty() { "none".to_string() } else { report.overrides.join(", ") };
     body.push_str(&header(
         "slat simulation report",
@@ -465,6 +543,8 @@ pub fn run_report(report: &RunReport) -> String {
             ("phases", report.phases.len().to_string()),
             ("events", report.events.len().to_string()),
             ("overrides", overrides),
+            ("command", command),
+            ("host", host),
         ],
         report.passed(),
     ));
@@ -484,11 +564,31 @@ pub fn run_report(report: &RunReport) -> String {
     .with_bands(phases.clone());
     leaves.stacked = true;
     leaves.marker_labels = true;
+    let small = chart(
+        "4 KiB leaves and page-table memory",
+        "bytes",
+        Scale::Bytes,
+        vec![
+            Series::new("mapped by 4 KiB leaves", COLOR_4K, points(s, |x| (x.leaves.pages_4k << 12) as f64)),
+            Series::new("stage-2 page-table memory", SERIES_COLORS[3], points(s, |x| (x.table_pages * 4096) as f64)),
+        ],
+        marks.clone(),
+        HALF,
+    )
+    .with_bands(phases.clone());
+    let small_fig = figure(
+        &small.render(),
+        "on their own axis: small next to the huge leaves above, decisive for TLB reach and memory",
+    );
     body.push_str(&section(
         "leaves",
         "Guest memory by leaf size",
         "Guest memory mapped by 1 GiB, 2 MiB and 4 KiB stage-2 leaves (stacked). Dashed lines mark events, numbered as in the event table.",
-        &figure(&leaves.render(), "x: guest accesses executed · y: bytes of guest memory mapped by each leaf size"),
+        &format!(
+            "{}{}",
+            figure(&leaves.render(), "x: guest accesses executed · y: bytes of guest memory mapped by each leaf size"),
+            small_fig
+        ),
     ));
 
     let tlb = chart(
