@@ -838,7 +838,7 @@ mod tests {
         let html = run_report(&fixtures::report(0));
         let doc = xml(&html);
         let svgs = doc.descendants().filter(|n| n.has_tag_name(("http://www.w3.org/2000/svg", "svg"))).count();
-        assert_eq!(svgs, 6);
+        assert_eq!(svgs, 7);
         for id in ["leaves", "translation", "faults", "why-not-huge", "phases", "events", "expectations", "counters"] {
             assert!(doc.descendants().any(|n| n.attribute("id") == Some(id)), "section {id}");
         }
