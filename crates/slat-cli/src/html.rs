@@ -349,13 +349,16 @@ fn key_numbers(report: &RunReport) -> String {
 }
 
 fn why_section(report: &RunReport) -> String {
-    let note = "4 KiB guest pages mapped with leaves smaller than 1 GiB, by the first reason that kept them small.";
+    let note = "At the end of the run: 4 KiB guest pages mapped with leaves smaller than 1 GiB, by the first reason that kept them small. Per phase: the decisions made during each phase.";
     if report.why_not_huge.is_empty() {
         return section(
             "why-not-huge",
             "Why not huge",
             note,
-            r#"<p class="empty">Nothing to explain: every mapped page sits in a 1 GiB leaf.</p>"#,
+            &format!(
+                r#"<p class="empty">Nothing to explain at the end of the run: every mapped page sits in a 1 GiB leaf.</p>{}"#,
+                why_by_phase(report)
+            ),
         );
     }
     let bars = report
@@ -399,9 +402,43 @@ fn why_section(report: &RunReport) -> String {
         "Why not huge",
         note,
         &format!(
-            "{}<div style=\"height:12px\"></div>{tbl}",
-            figure(&chart.render(), "Bar length: share of all mapped guest memory.")
+            "<h3>At the end of the run</h3>{}<div style=\"height:12px\"></div>{tbl}{}",
+            figure(&chart.render(), "Bar length: share of all mapped guest memory."),
+            why_by_phase(report)
         ),
+    )
+}
+
+/// Leaf-size decisions below 1 GiB per phase and reason: the why-not-huge story over time.
+fn why_by_phase(report: &RunReport) -> String {
+    let mut reasons: Vec<&str> = Vec::new();
+    for p in &report.phases {
+        for (r, _) in &p.why_not_huge {
+            if !reasons.contains(&r.as_str()) {
+                reasons.push(r);
+            }
+        }
+    }
+    if reasons.is_empty() {
+        return String::new();
+    }
+    let rows: Vec<Vec<Cell>> = report
+        .phases
+        .iter()
+        .map(|p| {
+            let mut row = vec![Cell::text(&p.name)];
+            for r in &reasons {
+                let n = p.why_not_huge.iter().find(|(x, _)| x == r).map_or(0, |(_, n)| *n);
+                row.push(Cell::num(if n == 0 { "·".to_string() } else { count(n) }));
+            }
+            row
+        })
+        .collect();
+    let mut headers: Vec<(&str, bool)> = vec![("phase", false)];
+    headers.extend(reasons.iter().map(|r| (*r, true)));
+    format!(
+        r#"<h3>Per phase</h3><p class="note">Leaf-size decisions (faults, splits, recoveries) that chose less than 1 GiB during each phase, by reason.</p>{}"#,
+        table(&headers, &rows, true)
     )
 }
 

@@ -189,6 +189,12 @@ fn report_tells_the_story() {
     assert!(peak[..400].contains("during migrate"), "page-table card lacks the peak: {}", &peak[..400]);
     // The 4K leaves get their own axis.
     assert!(r.html.contains("4 KiB leaves and page-table memory"));
+    // Why-not-huge over time: the default scenario is about dirty logging, which only the
+    // per-phase view shows (at the end every leaf is 2M again).
+    let per_phase = r.html.split("<h3>Per phase</h3>").nth(1).expect("a per-phase why-not-huge table");
+    assert!(per_phase[..per_phase.find("</table>").unwrap()].contains("dirty-logging"));
+    let migrate = r.out.stdout.lines().find(|l| l.trim_start().starts_with("migrate") && l.contains("85,132"));
+    assert!(migrate.is_some(), "the terminal lacks the per-phase dirty-logging decisions:\n{}", r.out.stdout);
     // Provenance: the command line and the host.
     assert!(r.html.contains("<dt>command</dt><dd>slat run --quiet --json run.json --report report.html</dd>"));
     assert!(r.html.contains("<dt>host</dt><dd>"));

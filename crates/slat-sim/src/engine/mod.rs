@@ -412,6 +412,11 @@ impl<'s, F: Format> Engine<'s, F> {
             faults: s.faults - start.0.faults,
             tlb_misses_per_1k: per(hw.misses, start.1.misses) * 1000.0,
             walk_refs_per_access: per(hw.walk_refs, start.1.walk_refs),
+            why_not_huge: slat_mmu::WhyNotHuge::ALL
+                .iter()
+                .map(|r| (r.name().to_string(), s.why(*r).saturating_sub(start.0.why(*r))))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
         });
         let snap = self.snapshot();
         self.phase_metrics.push(snap);
