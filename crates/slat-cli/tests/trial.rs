@@ -533,3 +533,41 @@ fn host_out_of_memory_during_the_run_names_the_memslot_line() {
     assert!(line.contains(": memslot[0]: memslot 0 (anonymous) at gpa"), "{line}");
     assert!(line.contains("host out of memory; grow host.memory"), "{line}");
 }
+
+// The report: honest axes for empty and tiny series, readable phase names, one number format.
+
+#[test]
+fn report_axes_are_honest_for_tiny_and_empty_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "one.toml",
+        &small("[[phase]]\nname = \"once\"\nkind = \"uniform\"\ngva = 0\nlen = \"256M\"\naccesses = 1\n"),
+    );
+    let out = slat_in(dir.path(), &["run", &f, "--report", "one.html", "-q"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let html = std::fs::read_to_string(dir.path().join("one.html")).unwrap();
+    for svg in svg_elements(&html) {
+        // No fractional ticks of accesses, counts or bytes ("0.2", "0.2 B").
+        assert!(!svg.contains(">0.2<") && !svg.contains(">0.2 "), "fractional tick in:\n{svg}");
+    }
+    assert!(html.contains("all zero during the run"), "an all-zero chart has no note");
+    // The last sample of a rate series is the real one (1 access, 1 miss: 1,000 per 1k).
+    let out = slat_in(dir.path(), &["run", &f, "--json", "-", "-q"]);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["samples"].as_array().unwrap().last().unwrap()["tlb_misses_per_1k"], 1000.0);
+}
+
+#[test]
+fn phase_names_sit_under_the_axis_in_dark_ink() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = slat_in(dir.path(), &["run", "--report", "r.html", "-q"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let html = std::fs::read_to_string(dir.path().join("r.html")).unwrap();
+    let leaves = svg_elements(&html)[0];
+    let phases = &leaves[leaves.find(r#"<g class="phases">"#).unwrap()..];
+    let phases = &phases[..phases.find("</g></g>").unwrap()];
+    for name in ["boot", "serve", "migrate", "recovered"] {
+        assert!(phases.contains(&format!(r##"fill="#39414d">{name}</text>"##)), "phase {name} label:\n{phases}");
+    }
+}
