@@ -66,6 +66,8 @@ tbody tr:hover { background: #fafbfc; }
 td.rowhead { font-weight: 600; white-space: nowrap; }
 table.fit td.num, table.fit th.num, table.fit td.badge-cell { width: 1%; }
 table.compare { width: auto; min-width: 55%; }
+.scroll { overflow-x: auto; max-width: 100%; }
+table.compare td.rowhead, table.compare thead th:first-child { position: sticky; left: 0; background: var(--panel, #fff); z-index: 1; }
 table.compare td.num, table.compare th.num { min-width: 120px; }
 td.differs { font-weight: 650; }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px; font-weight: 700; letter-spacing: 0.04em; }
@@ -732,7 +734,8 @@ pub fn compare_report(cmp: &Comparison) -> String {
     // The side-by-side table, variant columns with their colour.
     let mut headers: Vec<(String, bool)> = vec![(String::new(), false)];
     headers.extend(cmp.variants.iter().map(|v| (v.label.clone(), true)));
-    let mut html = String::from(r#"<table class="compare"><thead><tr><th></th>"#);
+    // Many variants scroll sideways inside the table, the row names staying in view.
+    let mut html = String::from(r#"<div class="scroll"><table class="compare"><thead><tr><th></th>"#);
     for (i, v) in cmp.variants.iter().enumerate() {
         let _ = write!(
             html,
@@ -758,7 +761,7 @@ pub fn compare_report(cmp: &Comparison) -> String {
         }
         html.push_str("</tr>");
     }
-    html.push_str("</tbody></table>");
+    html.push_str("</tbody></table></div>");
     body.push_str(&section(
         "table",
         "Side by side",

@@ -244,11 +244,36 @@ fn open_svg(out: &mut String, width: f64, height: f64, title: &str, class: &str)
     );
 }
 
-/// The legend: colour swatches and names laid out from the left at `y`.
-fn legend(out: &mut String, series: &[Series], x0: f64, y: f64, filled: bool) {
-    let _ = write!(out, r#"<g class="legend">"#);
+/// Where each legend entry goes: `(x, row)`, wrapping at `x_max` so no entry is clipped.
+fn legend_layout(series: &[Series], x0: f64, x_max: f64) -> Vec<(f64, usize)> {
     let mut x = x0;
-    for s in series {
+    let mut row = 0;
+    series
+        .iter()
+        .map(|s| {
+            let w = 20.0 + text_width(&s.name, 12.0) + 18.0;
+            if x > x0 && x + w - 18.0 > x_max {
+                x = x0;
+                row += 1;
+            }
+            let at = (x, row);
+            x += w;
+            at
+        })
+        .collect()
+}
+
+/// Rows the legend takes.
+fn legend_rows(series: &[Series], x0: f64, x_max: f64) -> usize {
+    legend_layout(series, x0, x_max).last().map_or(1, |(_, r)| r + 1)
+}
+
+/// The legend: colour swatches and names laid out from the left at `y`, in rows of 16 px that
+/// wrap at `x_max`.
+fn legend(out: &mut String, series: &[Series], x0: f64, y0: f64, x_max: f64, filled: bool) {
+    let _ = write!(out, r#"<g class="legend">"#);
+    for (s, (x, row)) in series.iter().zip(legend_layout(series, x0, x_max)) {
+        let y = y0 + row as f64 * 16.0;
         if filled {
             let _ = write!(
                 out,
@@ -270,7 +295,6 @@ fn legend(out: &mut String, series: &[Series], x0: f64, y: f64, filled: bool) {
             );
         }
         let _ = write!(out, r#"<text x="{}" y="{}" fill="{INK_SOFT}">{}</text>"#, c(x + 20.0), c(y), esc(&s.name));
-        x += 20.0 + text_width(&s.name, 12.0) + 18.0;
     }
     out.push_str("</g>");
 }
@@ -310,7 +334,10 @@ impl Chart {
         let label_rows = if self.marker_labels && !self.markers.is_empty() { 2 } else { 0 };
         // Phase names go under the x-axis ticks, outside the plot and its fills.
         let (right, bottom) = (18.0, if self.bands.is_empty() { 46.0 } else { 62.0 });
-        let top = 30.0 + label_rows as f64 * 17.0 + if label_rows > 0 { 4.0 } else { 0.0 };
+        // Legend rows beyond the first push the plot down (the left edge is not known yet:
+        // lay out from a typical one).
+        let extra = (legend_rows(&self.series, 60.0, self.width - right) - 1) as f64 * 16.0;
+        let top = 30.0 + extra + label_rows as f64 * 17.0 + if label_rows > 0 { 4.0 } else { 0.0 };
 
         let all = self.series.iter().flat_map(|s| s.points.iter());
         let (mut x0, mut x1) =
@@ -374,7 +401,7 @@ impl Chart {
             out.push_str("</g>");
         }
 
-        legend(&mut out, &self.series, left, 16.0, self.stacked);
+        legend(&mut out, &self.series, left.min(60.0), 16.0, self.width - right, self.stacked);
 
         // Grid and y ticks.
         out.push_str(r#"<g class="y-axis">"#);
@@ -497,7 +524,7 @@ impl Chart {
                     c(top + ph)
                 );
                 if let Some((row, text)) = label {
-                    let y = 26.0 + row as f64 * 17.0;
+                    let y = 26.0 + extra + row as f64 * 17.0;
                     let w = text_width(&text, 11.0) + 10.0;
                     let _ = write!(
                         out,

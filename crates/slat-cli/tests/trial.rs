@@ -571,3 +571,33 @@ fn phase_names_sit_under_the_axis_in_dark_ink() {
         assert!(phases.contains(&format!(r##"fill="#39414d">{name}</text>"##)), "phase {name} label:\n{phases}");
     }
 }
+
+#[test]
+fn compare_with_32_variants_keeps_every_legend_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "c.toml",
+        &small("[[phase]]\nname = \"run\"\nkind = \"uniform\"\ngva = 0\nlen = \"256M\"\naccesses = 2000\n"),
+    );
+    let seeds: Vec<String> = (1..=32).map(|i| i.to_string()).collect();
+    let vary = format!("seed={}", seeds.join(","));
+    let out = slat_in(dir.path(), &["compare", &f, "--vary", &vary, "--report", "c.html", "-q"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let html = std::fs::read_to_string(dir.path().join("c.html")).unwrap();
+    assert!(html.contains(r#"<div class="scroll"><table class="compare">"#));
+    let charts: Vec<&str> = svg_elements(&html).into_iter().filter(|s| s.contains(r#"class="legend""#)).collect();
+    assert!(!charts.is_empty());
+    for svg in charts {
+        let legend = &svg[svg.find(r#"class="legend""#).unwrap()..];
+        let legend = &legend[..legend.find("</g>").unwrap()];
+        for s in &seeds {
+            assert!(legend.contains(&format!(">{s}</text>")), "legend lacks variant {s}");
+        }
+        // Every entry lies inside the chart's width.
+        let width: f64 = svg.split("width=\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
+        for x in legend.split("<text x=\"").skip(1).map(|t| t.split('"').next().unwrap().parse::<f64>().unwrap()) {
+            assert!(x < width - 20.0, "legend entry at x={x} in a {width}-wide chart");
+        }
+    }
+}
