@@ -140,8 +140,8 @@ fn report_is_wellformed_xhtml_with_every_chart() {
     assert_ok(&r.out);
     let charts = check_wellformed(&r.html);
     assert_eq!(
-        charts, 7,
-        "leaves, 4K leaves + page-table memory, TLB misses, walk refs, faults, splits/recoveries/flushes, why-not-huge"
+        charts, 8,
+        "leaves, 4K leaves, page-table memory, TLB misses, walk refs, faults, splits/recoveries/flushes, why-not-huge"
     );
     for needle in [
         "<h1>default",
@@ -172,7 +172,7 @@ fn report_tells_the_story() {
     // Every time chart numbers its event markers (badges 1..5), not only the leaf chart.
     let time_charts: Vec<&str> =
         svg_elements(&r.html).into_iter().filter(|s| s.contains(r#"class="events""#)).collect();
-    assert_eq!(time_charts.len(), 6, "six time charts carry the events");
+    assert_eq!(time_charts.len(), 7, "seven time charts carry the events");
     for svg in &time_charts {
         for n in 1..=5 {
             assert!(
@@ -188,7 +188,7 @@ fn report_tells_the_story() {
     let peak = r.html.split("page-table memory, end").nth(1).unwrap();
     assert!(peak[..400].contains("during migrate"), "page-table card lacks the peak: {}", &peak[..400]);
     // The 4K leaves get their own axis.
-    assert!(r.html.contains("4 KiB leaves and page-table memory"));
+    assert!(r.html.contains("Guest memory mapped by 4 KiB leaves") && r.html.contains("Stage-2 page-table memory"));
     // Why-not-huge over time: the default scenario is about dirty logging, which only the
     // per-phase view shows (at the end every leaf is 2M again).
     let per_phase = r.html.split("<h3>Per phase</h3>").nth(1).expect("a per-phase why-not-huge table");
