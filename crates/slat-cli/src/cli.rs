@@ -48,6 +48,11 @@ slat run ./my.toml --json -\n  slat run --trace lackey.out --quiet")]
     },
     /// Print the man page (roff), e.g. `slat man > slat.1 && man ./slat.1`.
     Man,
+    /// Inspect a running VMM (QEMU, or any with --range): how its guest RAM is backed and mapped on
+    /// this host, what stage 2 could map huge and why not, what KVM mapped, and the fix.
+    #[command(after_help = "Examples:\n  slat inspect --pid $(pgrep -f qemu-system)\n  \
+slat inspect --pid 1234 --range 0x7f0000000000:1G@0x100000000 --json")]
+    Inspect(crate::inspect::InspectArgs),
 }
 
 /// `--color`.

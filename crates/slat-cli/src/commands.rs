@@ -64,11 +64,13 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Keys => keys(),
         Command::Completions { shell } => completions(shell),
         Command::Man => man(),
+        Command::Inspect(args) => crate::inspect::run(&args),
     }
 }
 
-/// Write human-readable `text` to stdout, in ASCII where the locale is not UTF-8.
-fn emit_text(text: &str) -> Result<(), CliError> {
+/// Write human-readable `text` to stdout (also for other command modules), in ASCII where the
+/// locale is not UTF-8; a closed pipe is not an error.
+pub(crate) fn emit_text(text: &str) -> Result<(), CliError> {
     emit(&Style::for_stdout().chars(text))
 }
 

@@ -10,6 +10,7 @@
 //! slat run [SCENARIO] [--set KEY=VALUE]... [--seed N] [--trace FILE] [--json FILE|-] [--report FILE.html] [--quiet]
 //! slat compare [SCENARIO] --vary KEY=V1,V2,... [--vary ...] [--set ...] [--json ...] [--report ...]
 //! slat scenarios [show NAME]
+//! slat inspect --pid PID [--range HVA:LEN[@GPA]]... [--qmp SOCKET] [--json] [--smaps] [--no-debugfs]
 //! ```
 //!
 //! SCENARIO is an embedded scenario's name (`slat scenarios`) or, when it contains `/` or ends
@@ -22,6 +23,7 @@ pub mod commands;
 pub mod compare;
 pub mod error;
 pub mod html;
+pub mod inspect;
 pub mod load;
 pub mod output;
 pub mod progress;

@@ -56,10 +56,10 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
             while at < g1 {
                 let stop = (at + YIELD_PAGES).min(g1);
                 let (pt, batch) = x.parts();
-                self.protect_for_logging(pt, at, stop, batch);
+                let changed = self.protect_for_logging(pt, at, stop, batch);
                 at = stop;
                 if at < g1 {
-                    x.yield_now();
+                    x.account(changed);
                 }
             }
         }
@@ -95,7 +95,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     /// Write-protect (or clear hardware dirty state of) every leaf in `g0..g1` for logging. The
     /// host already knows every such page is dirty: it was told when the leaf was made
     /// writable, so clearing W and D here loses nothing for the host.
-    fn protect_for_logging(&self, pt: &mut PageTable<F, A>, g0: u64, g1: u64, batch: &mut FlushBatch) {
+    fn protect_for_logging(&self, pt: &mut PageTable<F, A>, g0: u64, g1: u64, batch: &mut FlushBatch) -> u64 {
         let hw = self.config.dirty_log == DirtyLogMode::HardwareDirty && F::HW_DIRTY;
         let changed = pt
             .update_leaves(g0 * PAGE_SIZE, (g1 - g0) * PAGE_SIZE, batch, |l| {
@@ -112,6 +112,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
             })
             .unwrap_or(0);
         Counters::add(&self.counters.write_protected, changed);
+        changed
     }
 
     /// Read the dirty log of a memslot: one bit per page of the slot (bit `i % 64` of word
@@ -130,7 +131,9 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
             return Err(MmuError::NotLogging { id });
         }
         let words = slot.npages.div_ceil(64) as usize;
-        let hw = self.config.dirty_log == DirtyLogMode::HardwareDirty && F::HW_DIRTY;
+        // With a hardware log (PML) the dirty bits already reached the bitmap through
+        // `record_hardware_dirty`; otherwise fold them in by scanning the slot's leaves.
+        let hw = self.config.dirty_log == DirtyLogMode::HardwareDirty && F::HW_DIRTY && !self.config.hardware_log;
         let clear = self.config.harvest == HarvestMode::GetAndClear;
         let chunk_words = (YIELD_PAGES / 64) as usize;
         let mut log = Vec::with_capacity(words);
@@ -158,12 +161,31 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
             }
             log.extend_from_slice(&part);
             if w1 < words {
-                x.yield_now();
+                x.account(part.iter().map(|w| w.count_ones() as u64).sum());
             }
         }
         let n: u64 = log.iter().map(|w| w.count_ones() as u64).sum();
         Counters::add(&self.counters.dirty_pages_harvested, n);
         Ok(log)
+    }
+
+    /// Record guest-physical addresses the CPU logged as dirtied (Intel PML entries, with
+    /// [`MmuConfig::hardware_log`](crate::MmuConfig::hardware_log)): each page of a logged
+    /// memslot is marked in its dirty bitmap; addresses outside every logged slot are ignored.
+    /// Drain every vCPU's log into this before [`get_dirty_log`](Self::get_dirty_log) or
+    /// [`clear_dirty_log`](Self::clear_dirty_log) (KVM's `kvm_arch_sync_dirty_log` kicks the
+    /// vCPUs to flush their PML buffers first). Returns how many pages were marked.
+    pub fn record_hardware_dirty(&self, gpas: impl IntoIterator<Item = u64>) -> u64 {
+        let slots = self.slots.read();
+        let mut marked = 0;
+        for gpa in gpas {
+            let gfn = gpa / PAGE_SIZE;
+            if let Some(slot) = slots.find_gfn(gfn).filter(|s| s.is_logging()) {
+                slot.mark_dirty(gfn);
+                marked += 1;
+            }
+        }
+        marked
     }
 
     /// Clear the bits of `mask` from the log, starting at page `first_page` of the slot, and
@@ -218,7 +240,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
 
     /// Eager split for a clear: every 2 MiB block holding a cleared page (a word of 64 pages
     /// can straddle two blocks when the slot's base is not 64-page aligned to the block).
-    fn split_cleared(&self, slot: &Memslot, first_page: u64, cleared: &[u64]) {
+    fn split_cleared(&self, slot: &Memslot<R>, first_page: u64, cleared: &[u64]) {
         let block = PageSize::Size2M.pages();
         let mut last = None;
         for (i, &w) in cleared.iter().enumerate() {
@@ -245,7 +267,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     fn reprotect_bitmap(
         &self,
         pt: &mut PageTable<F, A>,
-        slot: &Memslot,
+        slot: &Memslot<R>,
         first_page: u64,
         bits: &[u64],
         batch: &mut FlushBatch,
@@ -269,7 +291,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     fn reprotect_pages(
         &self,
         pt: &mut PageTable<F, A>,
-        slot: &Memslot,
+        slot: &Memslot<R>,
         pages: impl IntoIterator<Item = u64>,
         batch: &mut FlushBatch,
     ) {

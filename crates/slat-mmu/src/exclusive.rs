@@ -27,11 +27,13 @@ pub(crate) struct Exclusive<'a, F: Format, A: FrameAllocator, H: HostMemory, T: 
     pt: RwLockWriteGuard<'a, R, PageTable<F, A>>,
     /// TLB obligations and detached pages of the section so far.
     pub(crate) batch: FlushBatch,
+    /// Leaf updates since the lock was last released.
+    work: u64,
 }
 
 impl<'a, F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Exclusive<'a, F, A, H, T, R> {
     pub(crate) fn new(mmu: &'a Mmu<F, A, H, T, R>) -> Self {
-        Exclusive { mmu, pt: mmu.tables.write(), batch: FlushBatch::new() }
+        Exclusive { mmu, pt: mmu.tables.write(), batch: FlushBatch::new(), work: 0 }
     }
 
     /// The table and the batch at once (most operations need both).
@@ -51,9 +53,25 @@ impl<'a, F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Excl
     /// progress: every chunk completes at least one unit of work before yielding).
     pub(crate) fn yield_now(&mut self) {
         self.settle();
+        self.work = 0;
         RwLockWriteGuard::unlocked(&mut self.pt, relax);
     }
+
+    /// Count `units` of work (leaves changed or removed, at least one per walked chunk) and
+    /// [`yield_now`](Self::yield_now) once [`YIELD_WORK`] have been done under this hold: the
+    /// bound on an exclusive hold is work, not address space, so a slot of 2 MiB leaves is
+    /// protected in a few holds and a slot of 4 KiB leaves in many.
+    pub(crate) fn account(&mut self, units: u64) {
+        self.work += units.max(1);
+        if self.work >= YIELD_WORK {
+            self.yield_now();
+        }
+    }
 }
+
+/// Leaf updates an exclusive hold may do before it flushes and yields (a few hundred
+/// microseconds of work).
+pub(crate) const YIELD_WORK: u64 = 1 << 16;
 
 /// Give other threads a chance to take the lock between two exclusive chunks.
 fn relax() {
@@ -86,19 +104,19 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Drop for
 
 /// One MMU-initiated invalidation in progress; ends when dropped.
 #[must_use = "the invalidation ends when the guard is dropped"]
-pub(crate) struct InvalidateGuard<'a> {
-    inval: &'a Invalidation,
+pub(crate) struct InvalidateGuard<'a, R: RawRwLock> {
+    inval: &'a Invalidation<R>,
 }
 
-impl<'a> InvalidateGuard<'a> {
+impl<'a, R: RawRwLock> InvalidateGuard<'a, R> {
     /// Begin an invalidation of gfns `start..end`.
-    pub(crate) fn begin(inval: &'a Invalidation, start: u64, end: u64) -> Self {
+    pub(crate) fn begin(inval: &'a Invalidation<R>, start: u64, end: u64) -> Self {
         inval.begin(start, end);
         InvalidateGuard { inval }
     }
 }
 
-impl Drop for InvalidateGuard<'_> {
+impl<R: RawRwLock> Drop for InvalidateGuard<'_, R> {
     fn drop(&mut self) {
         self.inval.end();
     }

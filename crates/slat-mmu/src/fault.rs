@@ -232,22 +232,6 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         Ok(FaultOutcome::Mapped { size, new_leaf: installed.new_leaf, splits: installed.splits })
     }
 
-    /// Record the tables an exec fault created between the leaf it installed (`size`) and the
-    /// size the rules would allow without the NX workaround (`req`), as KVM's `kvm_tdp_mmu_map`
-    /// marks them `nx_huge_page_disallowed`: later faults keep them (no huge leaf replaces them)
-    /// until NX recovery zaps them. `new_levels`: the levels whose entry got a new table.
-    fn track_nx(&self, gfn: u64, size: PageSize, req: PageSize, new_levels: u8) {
-        let mut nx = self.nx.lock();
-        for s in [PageSize::Size2M, PageSize::Size1G] {
-            if s > size && s <= req && new_levels & (1 << s.level()) != 0 {
-                let b = gfn & !(s.pages() - 1);
-                if !nx.contains(b, s) {
-                    nx.queue.push_back((b, s));
-                }
-            }
-        }
-    }
-
     /// Cache maintenance before a leaf is installed (arm64 without FWB / DIC): clean the whole
     /// block to PoC when it is cacheable, invalidate the instruction cache when it is executable.
     fn cache_maintenance(&self, m: &Mapping) {

@@ -14,6 +14,10 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use lock_api::RawRwLock;
+
+use crate::lock::Mutex;
+
 #[derive(Debug)]
 struct Range {
     count: u64,
@@ -23,23 +27,23 @@ struct Range {
 
 /// Sequence count and merged in-progress gfn range.
 #[derive(Debug)]
-pub(crate) struct Invalidation {
+pub(crate) struct Invalidation<R: RawRwLock> {
     seq: AtomicU64,
     in_progress: AtomicU64,
-    range: spin::Mutex<Range>,
+    range: Mutex<R, Range>,
 }
 
-impl Default for Invalidation {
+impl<R: RawRwLock> Default for Invalidation<R> {
     fn default() -> Self {
         Invalidation {
             seq: AtomicU64::new(0),
             in_progress: AtomicU64::new(0),
-            range: spin::Mutex::new(Range { count: 0, start: u64::MAX, end: 0 }),
+            range: Mutex::new(Range { count: 0, start: u64::MAX, end: 0 }),
         }
     }
 }
 
-impl Invalidation {
+impl<R: RawRwLock> Invalidation<R> {
     /// Snapshot for a fault.
     #[inline]
     pub(crate) fn snapshot(&self) -> u64 {

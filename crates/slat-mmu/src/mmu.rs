@@ -9,7 +9,6 @@
 //! exclusive section, when no shared walker can still hold them. Every exclusive section ends
 //! with [`Mmu::finish`]: one flush for everything it changed, then frees.
 
-use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 use lock_api::{RawRwLock, RwLock};
@@ -22,8 +21,10 @@ use crate::dirty::YIELD_PAGES;
 use crate::exclusive::{Exclusive, InvalidateGuard};
 use crate::host::HostMemory;
 use crate::invalidate::Invalidation;
+use crate::lock::Mutex;
 use crate::memslot::{Memslot, MemslotError, MemslotInfo, MemslotSpec, Memslots};
 use crate::notifier::MmuNotifier;
+use crate::nx::NxTracker;
 use crate::ring::DirtyRings;
 use crate::stats::{Counters, Stats};
 use crate::tlb::{self, Tlb};
@@ -59,19 +60,6 @@ pub enum MmuError {
 
 /// The raw lock used when the embedder does not choose one: a spin lock, usable without `std`.
 pub type DefaultRawLock = spin::RwLock<()>;
-
-/// NX huge-page splits awaiting recovery: (block gfn, size of the huge leaf that was split).
-#[derive(Debug, Default)]
-pub(crate) struct NxTracker {
-    pub(crate) queue: VecDeque<(u64, PageSize)>,
-}
-
-impl NxTracker {
-    pub(crate) fn contains(&self, gfn: u64, size: PageSize) -> bool {
-        let b = gfn & !(size.pages() - 1);
-        self.queue.iter().any(|&(g, s)| s == size && g == b)
-    }
-}
 
 /// A hypervisor stage-2 MMU.
 ///
@@ -112,19 +100,19 @@ impl NxTracker {
 /// ```
 pub struct Mmu<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock = DefaultRawLock> {
     pub(crate) tables: RwLock<R, PageTable<F, A>>,
-    pub(crate) slots: RwLock<R, Memslots>,
+    pub(crate) slots: RwLock<R, Memslots<R>>,
     pub(crate) host: H,
     pub(crate) tlb: T,
     pub(crate) config: MmuConfig,
-    pub(crate) inval: Invalidation,
+    pub(crate) inval: Invalidation<R>,
     pub(crate) counters: Counters,
-    pub(crate) pending_free: spin::Mutex<Vec<Detached>>,
+    pub(crate) pending_free: Mutex<R, Vec<Detached>>,
     /// Serializes memslot changes (KVM's `slots_lock`): a delete zaps in chunks without holding
     /// `slots`, so another change must not slip in between.
-    pub(crate) slots_update: spin::Mutex<()>,
-    pub(crate) nx: spin::Mutex<NxTracker>,
+    pub(crate) slots_update: Mutex<R, ()>,
+    pub(crate) nx: Mutex<R, NxTracker>,
     /// Per-vCPU dirty rings (`None` unless [`MmuConfig::dirty_ring`] is set).
-    pub(crate) rings: Option<DirtyRings>,
+    pub(crate) rings: Option<DirtyRings<R>>,
 }
 
 impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A, H, T, R> {
@@ -138,6 +126,9 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         }
         if let crate::config::DirtyLogMode::EagerSplit { chunk_tables: 0 } = config.dirty_log {
             return Err(MmuError::Config { what: "eager split chunk_tables must be at least 1" });
+        }
+        if config.hardware_log && config.dirty_log != crate::config::DirtyLogMode::HardwareDirty {
+            return Err(MmuError::Config { what: "hardware_log (PML) needs the hardware-dirty logging mode" });
         }
         if config.nx.is_some_and(|n| n.recovery_ratio == 0) {
             return Err(MmuError::Config { what: "nx recovery_ratio must be at least 1" });
@@ -167,9 +158,9 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
             config,
             inval: Invalidation::default(),
             counters: Counters::default(),
-            pending_free: spin::Mutex::new(Vec::new()),
-            slots_update: spin::Mutex::new(()),
-            nx: spin::Mutex::new(NxTracker::default()),
+            pending_free: Mutex::new(Vec::new()),
+            slots_update: Mutex::new(()),
+            nx: Mutex::new(NxTracker::default()),
             rings: config.dirty_ring.map(DirtyRings::new),
         })
     }
@@ -298,11 +289,11 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     pub(crate) fn zap(
         &self,
         pt: &mut PageTable<F, A>,
-        slot: Option<&Memslot>,
+        slot: Option<&Memslot<R>>,
         g0: u64,
         g1: u64,
         batch: &mut FlushBatch,
-    ) {
+    ) -> u64 {
         let mut zapped = 0;
         let host = &self.host;
         let logged = slot.filter(|s| s.is_logging());
@@ -327,13 +318,13 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         debug_assert!(r.is_ok(), "zap range is page aligned and inside the space");
         Counters::add(&self.counters.zapped_leaves, zapped);
         // NX-split blocks wholly zapped are no longer split.
-        let mut nx = self.nx.lock();
-        nx.queue.retain(|&(g, s)| !(g >= g0 && g + s.pages() <= g1));
+        self.nx.lock().queue.retain(|&(g, s)| !(g >= g0 && g + s.pages() <= g1));
+        zapped
     }
 
     /// An MMU-initiated invalidation of gfns `g0..g1`: racing faults retry, leaves are zapped,
     /// one flush, then `change` runs (still under the exclusive lock, before faults may proceed).
-    pub(crate) fn invalidate_gfns(&self, slot: Option<&Memslot>, g0: u64, g1: u64, change: impl FnOnce()) {
+    pub(crate) fn invalidate_gfns(&self, slot: Option<&Memslot<R>>, g0: u64, g1: u64, change: impl FnOnce()) {
         self.invalidate_gfns_within(slot, (g0, g1), g0, g1, change);
     }
 
@@ -341,7 +332,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     /// than the zapped gfns (faults next to an attribute change retry too).
     pub(crate) fn invalidate_gfns_within(
         &self,
-        slot: Option<&Memslot>,
+        slot: Option<&Memslot<R>>,
         window: (u64, u64),
         g0: u64,
         g1: u64,
@@ -356,15 +347,21 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
 
     /// [`zap`](Self::zap) gfns `g0..g1` in chunks of [`YIELD_PAGES`], flushing and yielding the
     /// exclusive lock between chunks (the caller's invalidation keeps faults off the range).
-    pub(crate) fn zap_chunked(&self, x: &mut Exclusive<'_, F, A, H, T, R>, slot: Option<&Memslot>, g0: u64, g1: u64) {
+    pub(crate) fn zap_chunked(
+        &self,
+        x: &mut Exclusive<'_, F, A, H, T, R>,
+        slot: Option<&Memslot<R>>,
+        g0: u64,
+        g1: u64,
+    ) {
         let mut at = g0;
         while at < g1 {
             let stop = (at + YIELD_PAGES).min(g1);
             let (pt, batch) = x.parts();
-            self.zap(pt, slot, at, stop, batch);
+            let zapped = self.zap(pt, slot, at, stop, batch);
             at = stop;
             if at < g1 {
-                x.yield_now();
+                x.account(zapped);
             }
         }
     }
@@ -449,7 +446,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         Ok(())
     }
 
-    pub(crate) fn slot(&self, id: u32) -> Result<alloc::sync::Arc<Memslot>, MmuError> {
+    pub(crate) fn slot(&self, id: u32) -> Result<alloc::sync::Arc<Memslot<R>>, MmuError> {
         Ok(self.slots.read().get(id).ok_or(MemslotError::NotFound { id })?.clone())
     }
 
@@ -491,7 +488,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         Ok(())
     }
 
-    pub(crate) fn slot_of(&self, gfn: u64) -> Result<alloc::sync::Arc<Memslot>, MmuError> {
+    pub(crate) fn slot_of(&self, gfn: u64) -> Result<alloc::sync::Arc<Memslot<R>>, MmuError> {
         self.slots.read().find_gfn(gfn).cloned().ok_or(MmuError::NoMemslot { gfn })
     }
 }

@@ -33,7 +33,7 @@ pub(crate) enum LeafUse {
 impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A, H, T, R> {
     /// Largest leaf allowed for `gfn` of `slot` given the host mapping, with the reasons for
     /// each step below 1 GiB. `exec`: the access is an instruction fetch.
-    pub(crate) fn decide(&self, slot: &Memslot, gfn: u64, host: Option<&HostPage>, exec: bool) -> Decision {
+    pub(crate) fn decide(&self, slot: &Memslot<R>, gfn: u64, host: Option<&HostPage>, exec: bool) -> Decision {
         let mut not = [ReasonSet::EMPTY; 2];
         let nx_on = self.config.nx.is_some();
         for (i, size) in [(0, PageSize::Size2M), (1, PageSize::Size1G)] {
@@ -102,7 +102,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     ///   made cacheable), otherwise the slot's attribute for the gfn.
     pub(crate) fn leaf_attrs(
         &self,
-        slot: &Memslot,
+        slot: &Memslot<R>,
         gfn: u64,
         size: PageSize,
         host: &HostPage,

@@ -79,7 +79,13 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     }
 
     /// Recover up to `max_blocks` blocks from `from`; in place, obligations accumulate in `batch`.
-    fn recover_chunk(&self, slot: &Memslot, from: u64, max_blocks: u64, batch: &mut FlushBatch) -> (Option<u64>, u64) {
+    fn recover_chunk(
+        &self,
+        slot: &Memslot<R>,
+        from: u64,
+        max_blocks: u64,
+        batch: &mut FlushBatch,
+    ) -> (Option<u64>, u64) {
         if slot.is_logging() {
             return (None, 0);
         }
@@ -96,7 +102,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     }
 
     /// Zap every block from `from` that could be huge (up to `max_blocks`) in one exclusive hold.
-    fn recover_by_zap(&self, slot: &Memslot, from: u64, max_blocks: u64) -> (Option<u64>, u64) {
+    fn recover_by_zap(&self, slot: &Memslot<R>, from: u64, max_blocks: u64) -> (Option<u64>, u64) {
         let mut x = self.exclusive();
         let mut todo = Vec::new();
         let r = self.recover_blocks(&x, slot, from, max_blocks, &mut |block, size, _| {
@@ -117,7 +123,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     fn recover_blocks(
         &self,
         pt: &PageTable<F, A>,
-        slot: &Memslot,
+        slot: &Memslot<R>,
         from: u64,
         max_blocks: u64,
         recover: &mut dyn FnMut(u64, PageSize, &HostPage) -> bool,
@@ -165,7 +171,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
 
     /// The host page of the `size` block at gfn `block` if the rules allow a leaf of that size
     /// there now (the same [`decide`](Self::decide) faults use).
-    fn recoverable(&self, slot: &Memslot, block: u64, size: PageSize) -> Option<HostPage> {
+    fn recoverable(&self, slot: &Memslot<R>, block: u64, size: PageSize) -> Option<HostPage> {
         if !slot.block_inside(block, size) {
             return None;
         }
@@ -181,7 +187,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     fn recover_in_place(
         &self,
         pt: &PageTable<F, A>,
-        slot: &Memslot,
+        slot: &Memslot<R>,
         block: u64,
         size: PageSize,
         host: &HostPage,
@@ -206,30 +212,5 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         }
         Counters::inc(&self.counters.recoveries);
         true
-    }
-
-    /// One NX recovery pass: zap `ceil(tracked / recovery_ratio)` of the oldest NX-split blocks
-    /// (skipping dirty-logged slots) so that faults rebuild them as non-executable huge leaves.
-    /// Returns how many were zapped.
-    pub fn recover_nx_huge_pages(&self) -> u64 {
-        let Some(nx) = self.config.nx else { return 0 };
-        let todo: Vec<(u64, PageSize)> = {
-            let mut t = self.nx.lock();
-            let n = t.queue.len().div_ceil(nx.recovery_ratio as usize);
-            (0..n).filter_map(|_| t.queue.pop_front()).collect()
-        };
-        let mut zapped = 0;
-        for (gfn, size) in todo {
-            match self.slot_of(gfn) {
-                Ok(slot) if slot.is_logging() => self.nx.lock().queue.push_back((gfn, size)),
-                Ok(slot) => {
-                    self.invalidate_gfns(Some(&slot), gfn, gfn + size.pages(), || {});
-                    zapped += 1;
-                }
-                Err(_) => {}
-            }
-        }
-        Counters::add(&self.counters.nx_recovered, zapped);
-        zapped
     }
 }

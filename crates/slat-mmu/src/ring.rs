@@ -15,7 +15,10 @@
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
+use lock_api::RawRwLock;
+
 use crate::config::DirtyRingConfig;
+use crate::lock::Mutex;
 
 /// One ring record: (memslot id, page offset in the slot), KVM's `struct kvm_dirty_gfn`.
 pub(crate) type DirtyGfn = (u32, u64);
@@ -33,20 +36,19 @@ pub(crate) enum Push {
 }
 
 /// The rings of every vCPU, indexed by vCPU id, created lazily.
-#[derive(Debug)]
-pub(crate) struct DirtyRings {
+pub(crate) struct DirtyRings<R: RawRwLock> {
     config: DirtyRingConfig,
-    rings: Vec<spin::Once<spin::Mutex<VecDeque<DirtyGfn>>>>,
+    rings: Vec<spin::Once<Mutex<R, VecDeque<DirtyGfn>>>>,
 }
 
-impl DirtyRings {
+impl<R: RawRwLock> DirtyRings<R> {
     pub(crate) fn new(config: DirtyRingConfig) -> Self {
         DirtyRings { config, rings: (0..config.max_vcpus).map(|_| spin::Once::new()).collect() }
     }
 
-    fn ring(&self, vcpu: u32) -> Option<&spin::Mutex<VecDeque<DirtyGfn>>> {
+    fn ring(&self, vcpu: u32) -> Option<&Mutex<R, VecDeque<DirtyGfn>>> {
         let cap = self.config.entries as usize;
-        self.rings.get(vcpu as usize).map(|o| o.call_once(|| spin::Mutex::new(VecDeque::with_capacity(cap))))
+        self.rings.get(vcpu as usize).map(|o| o.call_once(|| Mutex::new(VecDeque::with_capacity(cap))))
     }
 
     /// Append a record to `vcpu`'s ring (`None`: no such vCPU).
@@ -79,7 +81,7 @@ impl DirtyRings {
 
     /// Bytes held: the per-vCPU slots plus every created ring's buffer.
     pub(crate) fn bookkeeping_bytes(&self) -> u64 {
-        let slots = self.rings.len() * core::mem::size_of::<spin::Once<spin::Mutex<VecDeque<DirtyGfn>>>>();
+        let slots = self.rings.len() * core::mem::size_of::<spin::Once<Mutex<R, VecDeque<DirtyGfn>>>>();
         let buffers: usize = self
             .rings
             .iter()

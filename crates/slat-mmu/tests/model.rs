@@ -103,6 +103,27 @@ shuttle::thread_local! {
     /// Logical times at which the current (shuttle) thread last took and released an exclusive
     /// lock: the exact span of a harvest's critical section.
     static LAST_EXCLUSIVE: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    /// Exclusive locks the current thread holds: the MMU's inner locks (built from this same raw
+    /// lock) nest inside the tables lock, and only the outermost hold is a critical section.
+    static EXCLUSIVE_DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+fn exclusive_taken() {
+    EXCLUSIVE_DEPTH.with(|d| {
+        if d.get() == 0 {
+            LAST_EXCLUSIVE.with(|c| c.set((tick(), 0)));
+        }
+        d.set(d.get() + 1);
+    });
+}
+
+fn exclusive_released() {
+    EXCLUSIVE_DEPTH.with(|d| {
+        d.set(d.get() - 1);
+        if d.get() == 0 {
+            LAST_EXCLUSIVE.with(|c| c.set((c.get().0, tick())));
+        }
+    });
 }
 
 /// A reader-writer lock over shuttle's `Mutex` and `Condvar`: acquisitions and releases are
@@ -157,7 +178,7 @@ unsafe impl RawRwLock for ShuttleRawRwLock {
     fn lock_exclusive(&self) {
         let mut s = self.released.wait_while(self.state.lock().unwrap(), |s| s.writer || s.readers > 0).unwrap();
         s.writer = true;
-        LAST_EXCLUSIVE.with(|c| c.set((tick(), 0)));
+        exclusive_taken();
     }
 
     fn try_lock_exclusive(&self) -> bool {
@@ -166,7 +187,7 @@ unsafe impl RawRwLock for ShuttleRawRwLock {
             return false;
         }
         s.writer = true;
-        LAST_EXCLUSIVE.with(|c| c.set((tick(), 0)));
+        exclusive_taken();
         true
     }
 
@@ -175,7 +196,7 @@ unsafe impl RawRwLock for ShuttleRawRwLock {
             return;
         }
         let mut s = self.state.lock().unwrap();
-        LAST_EXCLUSIVE.with(|c| c.set((c.get().0, tick())));
+        exclusive_released();
         s.writer = false;
         self.released.notify_all();
     }
@@ -855,7 +876,8 @@ impl Harvest {
 
 fn harvest<F: Format>(mmu: &ModelMmu<F>) -> Harvest {
     let log = mmu.get_dirty_log(0).unwrap();
-    // get_dirty_log takes the tables lock exclusively exactly once.
+    // get_dirty_log takes the tables lock exclusively exactly once (one chunk: the slot is one
+    // block); its inner locks nest inside that hold.
     let span = LAST_EXCLUSIVE.with(|c| c.get());
     Harvest { span, log }
 }
