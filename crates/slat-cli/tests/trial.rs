@@ -601,3 +601,11 @@ fn compare_with_32_variants_keeps_every_legend_entry() {
         }
     }
 }
+
+#[test]
+fn after_phase_expectations_name_their_phase() {
+    let out = slat(&["run", "-q"]);
+    assert_ok(&out);
+    assert!(out.stdout.contains("expect.after_phase(migrate).pages_2m < 100"), "{}", out.stdout);
+    assert!(!out.stdout.contains("after_phase[1]"), "{}", out.stdout);
+}

@@ -926,7 +926,16 @@ fn build_checks(cx: &Ctx<'_, '_>, table: &toml::Table, slots: &[Memslot], phases
             let names = quoted_list(phases.iter().map(|ph| ph.name.as_str()));
             return Err(cx.invalid(&ep.key("phase"), format!("no such phase; expected one of {names}")));
         };
+        let first = checks.len();
         scope_checks(cx, t, &ep, Scope::AfterPhase(idx), &["phase"], &mut checks)?;
+        // Label the checks by the phase they are about, not by their index in the
+        // [[expect.after_phase]] array: `expect.after_phase(migrate).pages_2m`.
+        let indexed = ep.to_string();
+        for c in &mut checks[first..] {
+            if let Some(rest) = c.key.strip_prefix(&indexed) {
+                c.key = format!("expect.after_phase({name}){rest}");
+            }
+        }
     }
     Ok(checks)
 }
