@@ -756,7 +756,7 @@ impl Tester {
         );
         let w = l.attrs.perms.contains(Perms::WRITE);
         ensure!(!(w && s.readonly), "I1: writable leaf in read-only slot {id}");
-        ensure!(!(w && !h.writable), "I1: writable leaf over read-only host memory");
+        ensure!(!w || h.writable, "I1: writable leaf over read-only host memory");
         ensure!(!(w && self.model.tracked.contains_key(&gfn)), "I1: writable leaf over a tracked gfn");
         let ty = self.model.mem_type(gfn);
         ensure!(l.attrs.mem_type == ty, "memory type {:?}, the model says {ty:?}", l.attrs.mem_type);
