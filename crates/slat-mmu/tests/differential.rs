@@ -443,7 +443,13 @@ impl Tester {
                 self.m.invalidate_range_end(hva, hva + 2 * MIB);
                 Ok(())
             }
-            Op::LogOn { id } => self.set_logging(self.pick_id(*id), true),
+            Op::LogOn { id } => {
+                let id = self.pick_id(*id);
+                if self.eager() && self.model.slots.get(&id).is_some_and(|s| s.npages == GIB >> 12) {
+                    return Ok(());
+                }
+                self.set_logging(id, true)
+            }
             Op::LogOff { id } => self.set_logging(self.pick_id(*id), false),
             Op::Harvest { id, mask } => self.harvest(self.pick_id(*id), *mask),
             Op::Recover { id } => {
@@ -505,6 +511,10 @@ impl Tester {
                 Ok(())
             }
         }
+    }
+
+    fn eager(&self) -> bool {
+        matches!(self.model.cfg.dirty_log, DirtyLogMode::EagerSplit { .. })
     }
 
     /// An existing slot's id (selector 0..4), or an id that does not exist (4).
@@ -817,4 +827,132 @@ fn random_sequences_hold_the_invariants() {
     if let Err(e) = r {
         panic!("{e}");
     }
+}
+
+// ---- byte-driven sequences (the fuzz target `mmu_ops` and its seeded stable twin) ---------------
+
+/// Reads numbers from fuzzer bytes; zeros once they run out.
+struct Bytes<'a>(&'a [u8]);
+
+impl Bytes<'_> {
+    fn u8(&mut self) -> u8 {
+        let (b, rest) = self.0.split_first().map_or((0, &[][..]), |(b, r)| (*b, r));
+        self.0 = rest;
+        b
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
+    }
+    fn u64(&mut self) -> u64 {
+        self.u32() as u64 | (self.u32() as u64) << 32
+    }
+    fn op(&mut self, depth: u32) -> Op {
+        match self.u8() % 17 {
+            0 => Op::AddSlot {
+                id: self.u8() % 5,
+                gfn: self.u32(),
+                pages: self.u32(),
+                hva: self.u32(),
+                readonly: self.u8() % 4 == 0,
+                log: self.u8() % 3 == 0,
+            },
+            1 => Op::DeleteSlot { id: self.u8() % 5 },
+            2 => Op::MoveSlot { id: self.u8() % 5, gfn: self.u32() },
+            3..=6 => Op::Access { vcpu: self.u8() % 4, at: self.u32(), kind: self.u8() % 3 },
+            7 => Op::HostUnmap { chunk: self.u8() % 16 },
+            8 => Op::HostRemap { chunk: self.u8() % 16, small: self.u8() % 2 == 0, writable: self.u8() % 4 != 0 },
+            9 => Op::HostSplit { chunk: self.u8() % 16 },
+            10 if depth == 0 => {
+                let chunk = self.u8() % 16;
+                let inner = self.op(1);
+                let slot_op = match inner {
+                    Op::AddSlot { .. } | Op::MoveSlot { .. } => inner,
+                    _ => Op::MoveSlot { id: 0, gfn: self.u32() },
+                };
+                Op::RemapAroundSlotChange { chunk, slot_op: Box::new(slot_op), at: self.u32() }
+            }
+            10 | 11 => Op::LogOn { id: self.u8() % 5 },
+            12 => Op::LogOff { id: self.u8() % 5 },
+            13 => Op::Harvest { id: self.u8() % 5, mask: self.u64() },
+            14 => match self.u8() % 2 {
+                0 => Op::Recover { id: self.u8() % 5 },
+                _ => Op::RecoverNx,
+            },
+            15 => match self.u8() % 2 {
+                0 => Op::Track { at: self.u32() },
+                _ => Op::Untrack { at: self.u32() },
+            },
+            _ => Op::MemType { at: self.u32(), pages: self.u32() as u16, ty: self.u8() % 4 },
+        }
+    }
+}
+
+/// A configuration and an operation sequence decoded from arbitrary bytes (at most 256 steps).
+pub fn sequence_from_bytes(data: &[u8]) -> (MmuConfig, Vec<Op>) {
+    let mut b = Bytes(data);
+    let c = b.u8();
+    let dirty_log = match c % 5 {
+        0 => DirtyLogMode::WriteProtect,
+        1 => DirtyLogMode::SplitOnFault,
+        2 | 3 => DirtyLogMode::EagerSplit { chunk_tables: 1 + (c / 5) as u64 % 3 },
+        _ => DirtyLogMode::HardwareDirty,
+    };
+    let h = b.u8();
+    let harvest = match h % 3 {
+        0 => HarvestMode::GetAndClear,
+        1 => HarvestMode::ManualClear { initially_set: false },
+        _ => HarvestMode::ManualClear { initially_set: true },
+    };
+    let cfg = MmuConfig {
+        dirty_log,
+        harvest,
+        recovery: if h & 8 == 0 { RecoveryPolicy::InPlace } else { RecoveryPolicy::Zap },
+        nx: (h & 16 != 0).then_some(NxPolicy { recovery_ratio: 2 }),
+        recovery_batch: 3,
+        ..MmuConfig::default()
+    };
+    let mut ops = Vec::new();
+    while !b.0.is_empty() && ops.len() < 256 {
+        ops.push(b.op(0));
+    }
+    (cfg, ops)
+}
+
+/// Run the sequence the bytes decode to; panics with the failing step on a broken invariant.
+pub fn run_bytes(data: &[u8]) {
+    let (cfg, ops) = sequence_from_bytes(data);
+    if let Err(e) = run_sequence(cfg, &ops) {
+        panic!("{cfg:?}: {e}");
+    }
+}
+
+/// The fuzz target's stable twin: seeded random byte strings (and the checked-in corpus) through
+/// the same decoder, bounded by `SLAT_FUZZ_ITERS` (default 60).
+#[test]
+fn byte_sequences_seeded() {
+    let iters = env("SLAT_FUZZ_ITERS", 60);
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus/mmu_ops");
+    let mut corpus = 0;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            run_bytes(&std::fs::read(e.path()).unwrap());
+            corpus += 1;
+        }
+    }
+    let mut x = env("SLAT_FUZZ_SEED", 0xf022) | 1;
+    for _ in 0..iters {
+        let mut data = Vec::new();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let len = (x % 600) as usize;
+        for _ in 0..len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            data.push(x as u8);
+        }
+        run_bytes(&data);
+    }
+    eprintln!("byte sequences: {corpus} corpus files, {iters} random inputs");
 }

@@ -262,7 +262,7 @@ fn vcpus_host_and_vmm_threads() {
         };
         let vcpus = 2 + (r % 3) as u32;
         threads += vcpus as u64 + 2;
-        run(seed0.wrapping_add(r * 0x1234_5678_9abc_def1) | 1, cfg, vcpus, iters, &fig);
+        run(seed0.wrapping_add(r.wrapping_mul(0x1234_5678_9abc_def1)) | 1, cfg, vcpus, iters, &fig);
     }
     eprintln!(
         "threads: {runs} runs, {threads} threads, {} accesses, {} faults ({} retries), {} logged writes checked, \
