@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Scenario argument help, shared by `run` and `compare`.
 const SCENARIO_HELP: &str = "Embedded scenario name (see `slat scenarios`) or a TOML file. \
@@ -15,6 +15,10 @@ Default: the embedded `default` scenario";
 #[command(name = "slat", version, propagate_version = true, max_term_width = 110)]
 #[command(after_help = "Exit codes: 0 all expectations held, 1 an expectation failed, 2 bad input, 3 internal error.")]
 pub struct Cli {
+    /// When to colour the output: auto (terminals, unless NO_COLOR is set; CLICOLOR_FORCE=1
+    /// forces it), always or never.
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -32,11 +36,42 @@ slat run ./my.toml --json -\n  slat run --trace lackey.out --quiet")]
     Compare(CompareArgs),
     /// List the embedded scenarios, or print one's TOML.
     Scenarios(ScenariosArgs),
+    /// Validate a scenario (and its overrides) without running it; print what it would cost.
+    Check(CheckArgs),
+    /// List every key a scenario or `--set` can set, with its type and default.
+    Keys,
+    /// Print a shell completion script, e.g. `slat completions bash > /etc/bash_completion.d/slat`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `slat man > slat.1 && man ./slat.1`.
+    Man,
     /// Inspect a running VMM (QEMU, or any with --range): how its guest RAM is backed and mapped on
     /// this host, what stage 2 could map huge and why not, what KVM mapped, and the fix.
     #[command(after_help = "Examples:\n  slat inspect --pid $(pgrep -f qemu-system)\n  \
 slat inspect --pid 1234 --range 0x7f0000000000:1G@0x100000000 --json")]
     Inspect(crate::inspect::InspectArgs),
+}
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// Colour on terminals (see `NO_COLOR`, `CLICOLOR_FORCE`).
+    Auto,
+    /// Always colour.
+    Always,
+    /// Never colour.
+    Never,
+}
+
+/// `slat check`.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// The scenario.
+    #[command(flatten)]
+    pub scenario: ScenarioArgs,
 }
 
 /// Which scenario, and how to change it.
@@ -56,6 +91,29 @@ pub struct ScenarioArgs {
     /// expectations, which belong to that workload, are dropped).
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
+    /// Resource limits checked before the run.
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Resource limits: a scenario estimated to exceed one fails before it runs.
+#[derive(Debug, Clone, Default, Args)]
+pub struct LimitArgs {
+    /// Most memory the simulator may use, e.g. `64G` (default: the memory available on this
+    /// machine). Scenarios estimated to need more fail at once.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_memory: Option<u64>,
+    /// Most guest accesses in a run (default: 2^32, minutes of simulation).
+    #[arg(long, value_name = "N")]
+    pub max_accesses: Option<u64>,
+    /// Most timed events in a scenario (default: 10,000; each audits the whole VM).
+    #[arg(long, value_name = "N")]
+    pub max_events: Option<usize>,
+}
+
+/// A size argument: `4096`, `512M`, `64G`, `1T`.
+fn parse_size(text: &str) -> Result<u64, String> {
+    slat_sim::scenario::Bytes::parse(text).map(|b| b.0)
 }
 
 /// Where results go.

@@ -4,17 +4,22 @@
 
 use std::io::{self, Write};
 use std::panic::{self, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
+use clap::CommandFactory;
 use serde::Serialize;
 use slat_sim::report::{RunReport, SCHEMA_VERSION};
-use slat_sim::scenario::{library, Location, Scenario, ScenarioError, ScenarioSource};
+use slat_sim::scenario::{human_bytes, library, Location, Scenario, ScenarioError, ScenarioSource, KEYS};
+use slat_sim::workload::Pattern;
 
-use crate::cli::{Cli, Command, CompareArgs, OutputArgs, RunArgs, ScenariosArgs, ScenariosCommand};
+use crate::cli::{
+    CheckArgs, Cli, Command, CompareArgs, OutputArgs, RunArgs, ScenarioArgs, ScenariosArgs, ScenariosCommand,
+};
 use crate::compare::{self, Comparison, Variant};
 use crate::error::{CliError, EXIT_EXPECTATION};
 use crate::load;
+use crate::output::{self, Output, Staged};
 use crate::progress::Progress;
 use crate::sim::simulate;
 use crate::style::Style;
@@ -50,17 +55,23 @@ pub fn main(cli: Cli) -> ExitCode {
 
 /// Run the command; `Ok` carries the exit code (0 or 1).
 pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
+    style::set_color_choice(cli.color);
     match cli.command {
         Command::Run(args) => run(&args),
         Command::Compare(args) => compare(&args),
         Command::Scenarios(args) => scenarios(&args),
+        Command::Check(args) => check(&args),
+        Command::Keys => keys(),
+        Command::Completions { shell } => completions(shell),
+        Command::Man => man(),
         Command::Inspect(args) => crate::inspect::run(&args),
     }
 }
 
-/// Write `text` to stdout (for other command modules); a closed pipe is not an error.
+/// Write human-readable `text` to stdout (also for other command modules), in ASCII where the
+/// locale is not UTF-8; a closed pipe is not an error.
 pub(crate) fn emit_text(text: &str) -> Result<(), CliError> {
-    emit(text)
+    emit(&Style::for_stdout().chars(text))
 }
 
 /// Write `text` to stdout; a closed pipe (`| head`) is not an error.
@@ -77,50 +88,65 @@ fn json_to_stdout(out: &OutputArgs) -> bool {
     out.json.as_deref() == Some(Path::new("-"))
 }
 
-/// Fail early if an output file's directory does not exist.
-fn check_output(path: &Path) -> Result<(), CliError> {
-    if path == Path::new("-") {
-        return Ok(());
+/// The outputs asked for, with their options.
+fn outputs(out: &OutputArgs) -> Vec<Output<'_>> {
+    let mut v = Vec::new();
+    if let Some(p) = &out.json {
+        v.push(Output { option: "--json", path: p });
     }
-    if path.is_dir() {
-        return Err(CliError::input(format!("cannot write {}: it is a directory", path.display())));
+    if let Some(p) = &out.report {
+        v.push(Output { option: "--report", path: p });
     }
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !parent.is_dir() {
-        return Err(CliError::input(format!("cannot write {}: no directory {}", path.display(), parent.display())));
-    }
-    Ok(())
+    v
 }
 
-fn check_outputs(out: &OutputArgs) -> Result<(), CliError> {
-    if out.report.as_deref() == Some(Path::new("-")) {
+/// The files a run reads: the scenario file, `--trace`, and traces named by the scenario.
+fn inputs<'a>(args: &'a ScenarioArgs, scenarios: &'a [&'a Scenario]) -> Vec<&'a Path> {
+    let mut v: Vec<&Path> = Vec::new();
+    if let Some(s) = args.scenario.as_deref().filter(|s| load::is_path(s)) {
+        v.push(Path::new(s));
+    }
+    if let Some(t) = &args.trace {
+        v.push(t);
+    }
+    for s in scenarios {
+        for p in &s.phases {
+            if let Pattern::Trace { path } | Pattern::TraceOnce { path } = &p.spec.pattern {
+                v.push(path);
+            }
+        }
+    }
+    v
+}
+
+/// Check the outputs before the run (see [`output::check`]).
+fn check_outputs(out: &OutputArgs, inputs: &[&Path]) -> Result<(), CliError> {
+    if out.report.as_deref().is_some_and(output::is_stdout) {
         return Err(CliError::input("--report needs a file name (the report is a whole HTML file)"));
     }
-    for p in out.json.iter().chain(out.report.iter()) {
-        check_output(p)?;
-    }
-    Ok(())
+    output::check(&outputs(out), inputs)
 }
 
-/// Write the JSON and HTML outputs that were asked for.
+/// Write the JSON and HTML outputs that were asked for: both are staged first, then renamed
+/// into place, so a failure leaves neither half-written.
 fn write_outputs(out: &OutputArgs, json: &impl Serialize, html: impl FnOnce() -> String) -> Result<(), CliError> {
+    let mut staged = Vec::new();
     if let Some(path) = &out.json {
         let mut text =
             serde_json::to_string_pretty(json).map_err(|e| CliError::input(format!("cannot encode JSON: {e}")))?;
         text.push('\n');
-        if path == Path::new("-") {
+        if output::is_stdout(path) {
             emit(&text)?;
         } else {
-            std::fs::write(path, text).map_err(|e| CliError::io("write", path, &e))?;
-            note(out, &format!("JSON written to {}", path.display()));
+            staged.push((Staged::write(path, text.as_bytes())?, format!("JSON written to {}", path.display())));
         }
     }
     if let Some(path) = &out.report {
-        std::fs::write(path, html()).map_err(|e| CliError::io("write", path, &e))?;
-        note(out, &format!("HTML report written to {}", path.display()));
+        staged.push((Staged::write(path, html().as_bytes())?, format!("HTML report written to {}", path.display())));
+    }
+    for (file, message) in staged {
+        file.commit()?;
+        note(out, &message);
     }
     Ok(())
 }
@@ -156,8 +182,8 @@ fn prepare(scenario: Option<&str>, sets: &[String]) -> Result<ScenarioSource, Cl
 fn run(args: &RunArgs) -> Result<u8, CliError> {
     let a = &args.scenario;
     let source = prepare(a.scenario.as_deref(), &a.set)?;
-    let scenario = load::build(&source, a.seed, a.trace.as_deref())?;
-    check_outputs(&args.output)?;
+    let scenario = load::build(&source, a.seed, a.trace.as_deref(), &load::limits(&a.limits))?;
+    check_outputs(&args.output, &inputs(a, &[&scenario]))?;
 
     let progress = Progress::new(args.output.quiet, &scenario.name, scenario.total_accesses());
     let report = simulate(&scenario, args.output.samples as usize, &progress)?;
@@ -165,7 +191,7 @@ fn run(args: &RunArgs) -> Result<u8, CliError> {
 
     let shown = !json_to_stdout(&args.output);
     if shown {
-        emit(&summary::render(&report, Style::for_stdout()))?;
+        emit_text(&summary::render(&report, Style::for_stdout()))?;
     }
     write_outputs(&args.output, &report, || html::run_report(&report))?;
     Ok(verdict_code(report.passed(), &summary::failures(&report), shown))
@@ -186,19 +212,22 @@ fn compare(args: &CompareArgs) -> Result<u8, CliError> {
     let a = &args.scenario;
     let source = prepare(a.scenario.as_deref(), &a.set)?;
     let specs = args.vary.iter().map(|s| compare::parse_vary(s)).collect::<Result<Vec<_>, _>>()?;
+    compare::check_conflicts(&specs, a.seed, &a.set)?;
     let combos = compare::expand(&specs)?;
     // Build and validate every variant before running any.
+    let limits = load::limits(&a.limits);
     let mut planned: Vec<(Vec<(String, String)>, Scenario)> = Vec::with_capacity(combos.len());
     for settings in combos {
         let mut s = source.clone();
         for (k, v) in &settings {
             s.set(k, v).map_err(vary_error)?;
         }
-        let scenario = load::build(&s, a.seed, a.trace.as_deref())
+        let scenario = load::build(&s, a.seed, a.trace.as_deref(), &limits)
             .map_err(|e| e.context(format!("variant {}", compare::label(&settings))))?;
         planned.push((settings, scenario));
     }
-    check_outputs(&args.output)?;
+    let all: Vec<&Scenario> = planned.iter().map(|(_, s)| s).collect();
+    check_outputs(&args.output, &inputs(a, &all))?;
 
     let n = planned.len();
     let bar_label = |i: usize, settings: &[(String, String)]| format!("[{}/{n}] {}", i + 1, compare::label(settings));
@@ -230,7 +259,7 @@ fn compare(args: &CompareArgs) -> Result<u8, CliError> {
     };
     let shown = !json_to_stdout(&args.output);
     if shown {
-        emit(&compare::render(&cmp, Style::for_stdout()))?;
+        emit_text(&compare::render(&cmp, Style::for_stdout()))?;
     }
     write_outputs(&args.output, &cmp, || html::compare_report(&cmp))?;
     let failures: Vec<String> = cmp
@@ -251,12 +280,12 @@ fn scenarios(args: &ScenariosArgs) -> Result<u8, CliError> {
                 t.row([e.name, e.description]);
             }
             let mut text = String::new();
-            for (i, line) in t.lines().iter().enumerate() {
+            for (i, line) in t.lines_within(st.width).iter().enumerate() {
                 text.push_str(&if i < 2 { st.dim(line) } else { line.clone() });
                 text.push('\n');
             }
             text.push_str(&st.dim("\nRun one with `slat run NAME`; print its TOML with `slat scenarios show NAME`.\n"));
-            emit(&text)?;
+            emit_text(&text)?;
         }
         Some(ScenariosCommand::Show { name }) => {
             let entry = library().iter().find(|e| e.name == name).ok_or_else(|| load::unknown_scenario(name))?;
@@ -269,17 +298,92 @@ fn scenarios(args: &ScenariosArgs) -> Result<u8, CliError> {
     Ok(0)
 }
 
+/// `slat check`: load, override and validate within the limits; print the estimate.
+fn check(args: &CheckArgs) -> Result<u8, CliError> {
+    let a = &args.scenario;
+    let source = prepare(a.scenario.as_deref(), &a.set)?;
+    let limits = load::limits(&a.limits);
+    let scenario = load::build(&source, a.seed, a.trace.as_deref(), &limits)?;
+    let est = scenario.estimate();
+    let st = Style::for_stdout();
+    let mut text = format!(
+        "{}: {} ({} phase{}, {} event{}, {} expectation{}, {} accesses)\n",
+        st.good("ok"),
+        scenario.label(),
+        scenario.phases.len(),
+        if scenario.phases.len() == 1 { "" } else { "s" },
+        scenario.events.len(),
+        if scenario.events.len() == 1 { "" } else { "s" },
+        scenario.checks.len(),
+        if scenario.checks.len() == 1 { "" } else { "s" },
+        crate::units::count(est.accesses),
+    );
+    text.push_str(&format!(
+        "memory: at most about {} (limit {})\n",
+        human_bytes(est.memory()),
+        human_bytes(limits.memory)
+    ));
+    for p in &est.parts {
+        text.push_str(&st.dim(&format!("  {:<38} {:>10}  {} ({})\n", p.what, human_bytes(p.bytes), p.how, p.field)));
+    }
+    emit_text(&text)?;
+    Ok(0)
+}
+
+/// `slat keys`.
+fn keys() -> Result<u8, CliError> {
+    let st = Style::for_stdout();
+    let mut t = TextTable::new(&[
+        ("key", Align::Left),
+        ("default", Align::Left),
+        ("meaning", Align::Left),
+        ("type or values", Align::Left),
+    ]);
+    for k in KEYS {
+        t.row([k.key, k.default, k.about, k.kind]);
+    }
+    let mut text = String::new();
+    for (i, line) in t.lines_within(st.width).iter().enumerate() {
+        text.push_str(&if i < 2 { st.dim(line) } else { line.clone() });
+        text.push('\n');
+    }
+    text.push_str(&st.dim(
+        "\n[i] is an array index (memslot[0], phase[1]).\nSet any key in a scenario file or with --set KEY=VALUE.\n",
+    ));
+    emit_text(&text)?;
+    Ok(0)
+}
+
+/// `slat completions SHELL`.
+fn completions(shell: clap_complete::Shell) -> Result<u8, CliError> {
+    let mut cmd = Cli::command();
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "slat", &mut out);
+    emit(&String::from_utf8_lossy(&out))?;
+    Ok(0)
+}
+
+/// `slat man`.
+fn man() -> Result<u8, CliError> {
+    let mut out = Vec::new();
+    clap_mangen::Man::new(Cli::command())
+        .render(&mut out)
+        .map_err(|e| CliError::input(format!("cannot render the man page: {e}")))?;
+    emit(&String::from_utf8_lossy(&out))?;
+    Ok(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn output_directories_are_checked() {
-        assert!(check_output(Path::new("-")).is_ok());
-        assert!(check_output(Path::new("out.html")).is_ok());
-        let e = check_output(Path::new("/nonexistent/dir/out.html")).unwrap_err();
+        let check = |p: &str| output::check(&[Output { option: "--json", path: Path::new(p) }], &[]);
+        assert!(check("-").is_ok());
+        let e = check("/nonexistent/dir/out.html").unwrap_err();
         assert_eq!(e.message, "cannot write /nonexistent/dir/out.html: no directory /nonexistent/dir");
-        assert!(check_output(Path::new("/")).is_err());
+        assert!(check("/").is_err());
     }
 
     #[test]

@@ -27,7 +27,51 @@ pub struct VarySpec {
     pub values: Vec<String>,
 }
 
-/// Parse `key=v1,v2[,...]`: a non-empty key, then one or more non-empty, distinct values.
+/// Split `v1,v2,...` at the commas outside quotes (`"a,b"`, `'a,b'`), brackets and braces
+/// (`[1, 2]`, `{ entries = 64, ways = 4 }`), so values may be any TOML value.
+fn split_values(text: &str) -> Result<Vec<String>, String> {
+    let mut values = Vec::new();
+    let mut current = String::new();
+    let mut quote: Option<char> = None;
+    let mut depth = 0i32;
+    let mut escaped = false;
+    for c in text.chars() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' && q == '"' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '"' | '\'' => quote = Some(c),
+                '[' | '{' => depth += 1,
+                ']' | '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    values.push(current.trim().to_string());
+                    current.clear();
+                    continue;
+                }
+                _ => {}
+            },
+        }
+        current.push(c);
+    }
+    if let Some(q) = quote {
+        return Err(format!("unterminated {q} quote"));
+    }
+    if depth != 0 {
+        return Err("unbalanced brackets".into());
+    }
+    values.push(current.trim().to_string());
+    Ok(values)
+}
+
+/// Parse `key=v1,v2[,...]`: a non-empty key, then one or more non-empty, distinct values
+/// (commas inside quotes, brackets or braces belong to the value).
 pub fn parse_vary(spec: &str) -> Result<VarySpec, CliError> {
     let bad = |why: &str| CliError::input(format!("--vary {spec:?}: {why} (expected key=value1,value2,...)"));
     let Some((key, values)) = spec.split_once('=') else {
@@ -37,7 +81,7 @@ pub fn parse_vary(spec: &str) -> Result<VarySpec, CliError> {
     if key.is_empty() {
         return Err(bad("empty key"));
     }
-    let values: Vec<String> = values.split(',').map(|v| v.trim().to_string()).collect();
+    let values: Vec<String> = split_values(values).map_err(|why| bad(&why))?;
     if values.iter().any(String::is_empty) {
         return Err(bad("empty value"));
     }
@@ -47,6 +91,36 @@ pub fn parse_vary(spec: &str) -> Result<VarySpec, CliError> {
         }
     }
     Ok(VarySpec { key: key.to_string(), values })
+}
+
+/// Whether one dotted key lies under or over the other (`vm.tlb` and `vm.tlb.stlb`).
+fn overlaps(a: &str, b: &str) -> bool {
+    let under =
+        |x: &str, y: &str| x == y || x.strip_prefix(y).is_some_and(|r| r.starts_with('.') || r.starts_with('['));
+    under(a, b) || under(b, a)
+}
+
+/// Refuse a `--seed` or `--set` that would override a varied key in every variant (the
+/// variants would all run the same scenario under different labels).
+pub fn check_conflicts(specs: &[VarySpec], seed: Option<u64>, sets: &[String]) -> Result<(), CliError> {
+    for s in specs {
+        if let (Some(seed), true) = (seed, s.key == "seed") {
+            return Err(CliError::input(format!(
+                "--seed {seed} conflicts with --vary seed={}: every variant would run with seed {seed}; drop one of them",
+                s.values.join(",")
+            )));
+        }
+        for set in sets {
+            let key = set.split_once('=').map_or(set.as_str(), |(k, _)| k).trim();
+            if overlaps(key, &s.key) {
+                return Err(CliError::input(format!(
+                    "--set {set} conflicts with --vary {}=...: the variants would not differ in {key}; drop one of them",
+                    s.key
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Every combination of the specs' values, the first spec varying slowest. Errors if a key is

@@ -47,6 +47,7 @@ pub fn report(variant: u64) -> RunReport {
             faults: 1860,
             tlb_misses_per_1k: 8.1,
             walk_refs_per_access: 0.21,
+            why_not_huge: vec![("dirty-logging".into(), 100)],
         },
         PhaseSummary {
             name: "dirty-logging".into(),
@@ -57,6 +58,7 @@ pub fn report(variant: u64) -> RunReport {
             faults: 9_000,
             tlb_misses_per_1k: 43.2,
             walk_refs_per_access: 0.9,
+            why_not_huge: vec![("dirty-logging".into(), 100)],
         },
         PhaseSummary {
             name: "recovered".into(),
@@ -67,6 +69,7 @@ pub fn report(variant: u64) -> RunReport {
             faults: 2_100,
             tlb_misses_per_1k: 7.0,
             walk_refs_per_access: 0.22,
+            why_not_huge: vec![("dirty-logging".into(), 100)],
         },
     ];
     let last = samples.last().cloned().unwrap_or_default();

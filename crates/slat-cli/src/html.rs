@@ -66,6 +66,8 @@ tbody tr:hover { background: #fafbfc; }
 td.rowhead { font-weight: 600; white-space: nowrap; }
 table.fit td.num, table.fit th.num, table.fit td.badge-cell { width: 1%; }
 table.compare { width: auto; min-width: 55%; }
+.scroll { overflow-x: auto; max-width: 100%; }
+table.compare td.rowhead, table.compare thead th:first-child { position: sticky; left: 0; background: var(--panel, #fff); z-index: 1; }
 table.compare td.num, table.compare th.num { min-width: 120px; }
 td.differs { font-weight: 650; }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px; font-weight: 700; letter-spacing: 0.04em; }
@@ -212,7 +214,15 @@ fn bands(report: &RunReport) -> Vec<Band> {
         .collect()
 }
 
+/// The markers with their numbers only (for the small charts: the kinds are in the main chart
+/// and the event table).
+fn badges(markers: &[Marker]) -> Vec<Marker> {
+    markers.iter().map(|m| Marker { label: String::new(), ..m.clone() }).collect()
+}
+
 fn chart(title: &str, y_label: &str, y_scale: Scale, series: Vec<Series>, markers: Vec<Marker>, width: f64) -> Chart {
+    let marker_labels = !markers.is_empty();
+    let markers = if width >= FULL { markers } else { badges(&markers) };
     Chart {
         title: title.into(),
         x_label: "guest accesses".into(),
@@ -221,7 +231,7 @@ fn chart(title: &str, y_label: &str, y_scale: Scale, series: Vec<Series>, marker
         series,
         stacked: false,
         markers,
-        marker_labels: false,
+        marker_labels,
         bands: Vec::new(),
         width,
         height: if width >= FULL { 340.0 } else { 280.0 },
@@ -270,34 +280,87 @@ fn key_numbers(report: &RunReport) -> String {
     let t = &report.totals;
     let mapped = leaves.mapped_bytes().max(1) as f64;
     let mut out = String::from(r#"<div class="cards">"#);
-    out.push_str(&card("mapped guest memory", &bytes(leaves.mapped_bytes()), "at the end of the run"));
-    for (label, n, shift) in [
-        ("1 GiB leaves", leaves.pages_1g, 30),
-        ("2 MiB leaves", leaves.pages_2m, 21),
-        ("4 KiB leaves", leaves.pages_4k, 12),
+    // Peaks over the samples and the phases, with the phase they fell in.
+    let phase_at = |access: u64| {
+        let mut start = 0;
+        for p in &report.phases {
+            if access <= start + p.accesses {
+                return p.name.clone();
+            }
+            start += p.accesses;
+        }
+        String::new()
+    };
+    let peak_of = |f: &dyn Fn(&Sample) -> u64| {
+        report.samples.iter().map(|s| (f(s), s.access)).fold((0, 0), |a, b| if b.0 > a.0 { b } else { a })
+    };
+    let mapped_peak = peak_of(&|s| s.leaves.mapped_bytes());
+    let mapped_sub = if mapped_peak.0 > leaves.mapped_bytes() {
+        format!("at the end of the run · peak {} during {}", bytes(mapped_peak.0), phase_at(mapped_peak.1))
+    } else {
+        "at the end of the run, also the peak".to_string()
+    };
+    out.push_str(&card("mapped guest memory, end", &bytes(leaves.mapped_bytes()), &mapped_sub));
+    let (peak_4k_phase, peak_4k_value) = report
+        .phases
+        .iter()
+        .map(|p| (p.name.clone(), p.peak_4k))
+        .fold((String::new(), 0), |a, b| if b.1 > a.1 { b } else { a });
+    for (label, n, shift, peak) in [
+        ("1 GiB leaves, end", leaves.pages_1g, 30, peak_of(&|s| s.leaves.pages_1g)),
+        ("2 MiB leaves, end", leaves.pages_2m, 21, peak_of(&|s| s.leaves.pages_2m)),
+        ("4 KiB leaves, end", leaves.pages_4k, 12, peak_of(&|s| s.leaves.pages_4k)),
     ] {
-        out.push_str(&card(label, &count(n), &format!("{} of mapped", percent((n << shift) as f64 / mapped))));
+        let share = percent((n << shift) as f64 / mapped);
+        let sub = if shift == 12 && peak_4k_value > peak.0 {
+            format!("{share} of mapped · peak {} during {peak_4k_phase}", count(peak_4k_value))
+        } else if peak.0 > n {
+            let during = phase_at(peak.1);
+            format!(
+                "{share} of mapped · peak {}{}",
+                count(peak.0),
+                if during.is_empty() { String::new() } else { format!(" during {during}") }
+            )
+        } else {
+            format!("{share} of mapped · also the peak")
+        };
+        out.push_str(&card(label, &count(n), &sub));
     }
     out.push_str(&card("TLB misses / 1k accesses", &ratio(t.tlb_misses_per_1k), "whole run"));
     out.push_str(&card("walk refs / access", &ratio(t.walk_refs_per_access), "whole run"));
     out.push_str(&card("stage-2 faults", &count(last.faults), &format!("{} retries", count(last.retries))));
+    let tables_peak = peak_of(&|s| s.table_pages * 4096);
+    let tables_peak = (tables_peak.0.max(t.table_bytes), tables_peak.1);
+    let during = phase_at(tables_peak.1);
     out.push_str(&card(
-        "page-table memory",
+        "page-table memory, end",
         &bytes(t.table_bytes),
-        &format!("bookkeeping {}", bytes(t.bookkeeping_bytes)),
+        &format!(
+            "peak {}{} · bookkeeping {}",
+            bytes(tables_peak.0),
+            if during.is_empty() || tables_peak.0 == t.table_bytes {
+                String::new()
+            } else {
+                format!(" during {during}")
+            },
+            bytes(t.bookkeeping_bytes)
+        ),
     ));
     out.push_str("</div>\n");
     out
 }
 
 fn why_section(report: &RunReport) -> String {
-    let note = "4 KiB guest pages mapped with leaves smaller than 1 GiB, by the first reason that kept them small.";
+    let note = "At the end of the run: 4 KiB guest pages mapped with leaves smaller than 1 GiB, by the first reason that kept them small. Per phase: the decisions made during each phase.";
     if report.why_not_huge.is_empty() {
         return section(
             "why-not-huge",
             "Why not huge",
             note,
-            r#"<p class="empty">Nothing to explain: every mapped page sits in a 1 GiB leaf.</p>"#,
+            &format!(
+                r#"<p class="empty">Nothing to explain at the end of the run: every mapped page sits in a 1 GiB leaf.</p>{}"#,
+                why_by_phase(report)
+            ),
         );
     }
     let bars = report
@@ -341,9 +404,43 @@ fn why_section(report: &RunReport) -> String {
         "Why not huge",
         note,
         &format!(
-            "{}<div style=\"height:12px\"></div>{tbl}",
-            figure(&chart.render(), "Bar length: share of all mapped guest memory.")
+            "<h3>At the end of the run</h3>{}<div style=\"height:12px\"></div>{tbl}{}",
+            figure(&chart.render(), "Bar length: share of all mapped guest memory."),
+            why_by_phase(report)
         ),
+    )
+}
+
+/// Leaf-size decisions below 1 GiB per phase and reason: the why-not-huge story over time.
+fn why_by_phase(report: &RunReport) -> String {
+    let mut reasons: Vec<&str> = Vec::new();
+    for p in &report.phases {
+        for (r, _) in &p.why_not_huge {
+            if !reasons.contains(&r.as_str()) {
+                reasons.push(r);
+            }
+        }
+    }
+    if reasons.is_empty() {
+        return String::new();
+    }
+    let rows: Vec<Vec<Cell>> = report
+        .phases
+        .iter()
+        .map(|p| {
+            let mut row = vec![Cell::text(&p.name)];
+            for r in &reasons {
+                let n = p.why_not_huge.iter().find(|(x, _)| x == r).map_or(0, |(_, n)| *n);
+                row.push(Cell::num(if n == 0 { "·".to_string() } else { count(n) }));
+            }
+            row
+        })
+        .collect();
+    let mut headers: Vec<(&str, bool)> = vec![("phase", false)];
+    headers.extend(reasons.iter().map(|r| (*r, true)));
+    format!(
+        r#"<h3>Per phase</h3><p class="note">Leaf-size decisions (faults, splits, recoveries) that chose less than 1 GiB during each phase, by reason.</p>{}"#,
+        table(&headers, &rows, true)
     )
 }
 
@@ -451,8 +548,28 @@ fn counters_tables(report: &RunReport) -> String {
 }
 
 /// The HTML report of one run.
+/// The command line that made a report, and the host it ran on, for the report's header.
+pub fn provenance() -> (String, String) {
+    let args: Vec<String> = std::env::args()
+        .enumerate()
+        .map(|(i, a)| if i == 0 { "slat".to_string() } else { a })
+        .map(|a| {
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "\"'$`\\{}[]*?;&|<>()".contains(c)) {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            } else {
+                a
+            }
+        })
+        .collect();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    let host = format!("{host} ({}, slat {})", std::env::consts::ARCH, env!("CARGO_PKG_VERSION"));
+    (args.join(" "), host.trim().to_string())
+}
+
+/// The HTML report of one run.
 pub fn run_report(report: &RunReport) -> String {
     let mut body = String::new();
+    let (command, host) = provenance();
     let overrides = if report.overrides.is_empty() { "none".to_string() } else { report.overrides.join(", ") };
     body.push_str(&header(
         "slat simulation report",
@@ -465,6 +582,8 @@ pub fn run_report(report: &RunReport) -> String {
             ("phases", report.phases.len().to_string()),
             ("events", report.events.len().to_string()),
             ("overrides", overrides),
+            ("command", command),
+            ("host", host),
         ],
         report.passed(),
     ));
@@ -484,11 +603,40 @@ pub fn run_report(report: &RunReport) -> String {
     .with_bands(phases.clone());
     leaves.stacked = true;
     leaves.marker_labels = true;
+    // Small but decisive series, each on its own axis: 4 KiB leaves are a hairline next to
+    // huge leaves in the stacked chart, page-table memory is invisible there.
+    let small_4k = chart(
+        "Guest memory mapped by 4 KiB leaves",
+        "bytes",
+        Scale::Bytes,
+        vec![Series::new("mapped by 4 KiB leaves", COLOR_4K, points(s, |x| (x.leaves.pages_4k << 12) as f64))],
+        marks.clone(),
+        HALF,
+    )
+    .with_bands(phases.clone());
+    let small_tables = chart(
+        "Stage-2 page-table memory",
+        "bytes",
+        Scale::Bytes,
+        vec![Series::new("page-table memory", SERIES_COLORS[3], points(s, |x| (x.table_pages * 4096) as f64))],
+        marks.clone(),
+        HALF,
+    )
+    .with_bands(phases.clone());
+    let small_fig = format!(
+        r#"<div class="grid2">{}{}</div>"#,
+        figure(&small_4k.render(), "4 KiB leaves and page-table memory on their own axes"),
+        figure(&small_tables.render(), "stage-2 page-table memory (its peak is in the cards above)")
+    );
     body.push_str(&section(
         "leaves",
         "Guest memory by leaf size",
         "Guest memory mapped by 1 GiB, 2 MiB and 4 KiB stage-2 leaves (stacked). Dashed lines mark events, numbered as in the event table.",
-        &figure(&leaves.render(), "x: guest accesses executed · y: bytes of guest memory mapped by each leaf size"),
+        &format!(
+            "{}{}",
+            figure(&leaves.render(), "x: guest accesses executed · y: bytes of guest memory mapped by each leaf size"),
+            small_fig
+        ),
     ));
 
     let tlb = chart(
@@ -595,7 +743,8 @@ pub fn compare_report(cmp: &Comparison) -> String {
     // The side-by-side table, variant columns with their colour.
     let mut headers: Vec<(String, bool)> = vec![(String::new(), false)];
     headers.extend(cmp.variants.iter().map(|v| (v.label.clone(), true)));
-    let mut html = String::from(r#"<table class="compare"><thead><tr><th></th>"#);
+    // Many variants scroll sideways inside the table, the row names staying in view.
+    let mut html = String::from(r#"<div class="scroll"><table class="compare"><thead><tr><th></th>"#);
     for (i, v) in cmp.variants.iter().enumerate() {
         let _ = write!(
             html,
@@ -621,7 +770,7 @@ pub fn compare_report(cmp: &Comparison) -> String {
         }
         html.push_str("</tr>");
     }
-    html.push_str("</tbody></table>");
+    html.push_str("</tbody></table></div>");
     body.push_str(&section(
         "table",
         "Side by side",
@@ -738,7 +887,7 @@ mod tests {
         let html = run_report(&fixtures::report(0));
         let doc = xml(&html);
         let svgs = doc.descendants().filter(|n| n.has_tag_name(("http://www.w3.org/2000/svg", "svg"))).count();
-        assert_eq!(svgs, 6);
+        assert_eq!(svgs, 8);
         for id in ["leaves", "translation", "faults", "why-not-huge", "phases", "events", "expectations", "counters"] {
             assert!(doc.descendants().any(|n| n.attribute("id") == Some(id)), "section {id}");
         }

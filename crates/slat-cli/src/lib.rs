@@ -25,6 +25,7 @@ pub mod error;
 pub mod html;
 pub mod inspect;
 pub mod load;
+pub mod output;
 pub mod progress;
 pub mod sim;
 pub mod style;

@@ -9,9 +9,10 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use slat_sim::scenario::{library, ErrorKind, Location, Phase, Scenario, ScenarioError, ScenarioSource};
+use slat_sim::scenario::{library, ErrorKind, Limits, Location, Phase, Scenario, ScenarioError, ScenarioSource};
 use slat_sim::workload::{lackey, GvaRange, Pattern, PhaseSpec};
 
+use crate::cli::LimitArgs;
 use crate::error::{error_chain, CliError};
 
 /// The scenario run when none is named.
@@ -74,14 +75,53 @@ pub fn apply_sets(source: &mut ScenarioSource, sets: &[String]) -> Result<(), Cl
     Ok(())
 }
 
-/// Validate the source and apply `--seed` and `--trace`.
-pub fn build(source: &ScenarioSource, seed: Option<u64>, trace: Option<&Path>) -> Result<Scenario, CliError> {
-    let mut scenario = source.parse().map_err(scenario_error)?;
+/// The memory the simulator may use by default: what this machine has available
+/// (`MemAvailable`), or 8 GiB where that cannot be read.
+pub fn available_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(8 << 30, |kib| kib * 1024)
+}
+
+/// The limits of a run: the defaults, or what `--max-memory`, `--max-accesses` and
+/// `--max-events` say.
+pub fn limits(args: &LimitArgs) -> Limits {
+    let mut l = Limits::with_memory(args.max_memory.unwrap_or_else(available_memory));
+    if let Some(n) = args.max_accesses {
+        l.accesses = n;
+    }
+    if let Some(n) = args.max_events {
+        l.events = n;
+    }
+    l
+}
+
+/// Validate the source within `limits` and apply `--seed` and `--trace`.
+pub fn build(
+    source: &ScenarioSource,
+    seed: Option<u64>,
+    trace: Option<&Path>,
+    limits: &Limits,
+) -> Result<Scenario, CliError> {
+    let mut scenario = source.parse_within(limits).map_err(scenario_error)?;
     if let Some(seed) = seed {
         scenario.seed = seed;
     }
     if let Some(path) = trace {
-        replay_trace(&mut scenario, path)?;
+        replay_trace(&mut scenario, path, limits.accesses)?;
+        let n = scenario.total_accesses();
+        if n > limits.accesses {
+            return Err(CliError::input(format!(
+                "{}: the trace holds {n} accesses; the limit is {} (raise it with --max-accesses)",
+                path.display(),
+                limits.accesses
+            )));
+        }
     }
     Ok(scenario)
 }
@@ -89,22 +129,43 @@ pub fn build(source: &ScenarioSource, seed: Option<u64>, trace: Option<&Path>) -
 /// Replace the scenario's workload by one phase replaying the lackey trace at `path` once, on one
 /// vCPU, folded into the guest's largest virtual region. The scenario's events and expectations
 /// belong to its own workload and are dropped; host, VM, memslots and policy stay.
-pub fn replay_trace(scenario: &mut Scenario, path: &Path) -> Result<(), CliError> {
-    File::open(path).map_err(|e| CliError::io("read", path, &e))?;
-    let accesses = lackey::count_accesses(path).map_err(|e| CliError::input(error_chain(&e)))?;
-    if accesses == 0 {
-        return Err(CliError::input(format!("{}: the trace holds no accesses", path.display())));
+///
+/// A regular file is read twice (once to count and check its lines, then to replay them); a
+/// pipe, `-` (standard input) or `/dev/stdin` is read once, streamed: the phase is open-ended,
+/// with at most `max_accesses` accesses.
+pub fn replay_trace(scenario: &mut Scenario, path: &Path, max_accesses: u64) -> Result<(), CliError> {
+    let path = if path == Path::new("-") { Path::new("/dev/stdin") } else { path };
+    let file = File::open(path).map_err(|e| CliError::io("read", path, &e))?;
+    let meta = file.metadata().map_err(|e| CliError::io("read", path, &e))?;
+    if meta.is_dir() {
+        return Err(CliError::input(format!("{}: is a directory, not a trace", path.display())));
     }
+    let streamed = !meta.is_file();
+    let accesses = if streamed {
+        max_accesses
+    } else {
+        let n = lackey::count_accesses(path).map_err(|e| CliError::input(error_chain(&e)))?;
+        if n == 0 {
+            return Err(CliError::input(format!("{}: the trace holds no accesses", path.display())));
+        }
+        n
+    };
     let region = scenario.guest_regions().into_iter().max_by_key(|r| r.len.0).ok_or_else(|| {
         CliError::input(format!("{}: the scenario has no guest memory to replay a trace on", scenario.name))
     })?;
     let range = GvaRange::new(region.gva.0, region.len.0);
-    let spec = PhaseSpec::new("trace", Pattern::Trace { path: PathBuf::from(path) }, range, accesses);
+    let pattern = if streamed {
+        Pattern::TraceOnce { path: PathBuf::from(path) }
+    } else {
+        Pattern::Trace { path: PathBuf::from(path) }
+    };
+    let spec = PhaseSpec::new("trace", pattern, range, accesses);
     scenario.phases = vec![Phase {
         name: "trace".into(),
         start: 0,
         spec,
         location: Location::File { file: path.display().to_string() },
+        open_ended: streamed,
     }];
     scenario.events.clear();
     scenario.checks.clear();
@@ -150,7 +211,7 @@ mod tests {
     #[test]
     fn missing_trace_reads_plainly() {
         let mut s = source(None).unwrap().parse().unwrap();
-        let e = replay_trace(&mut s, Path::new("/nonexistent/trace.out")).unwrap_err();
+        let e = replay_trace(&mut s, Path::new("/nonexistent/trace.out"), u64::MAX).unwrap_err();
         assert_eq!(e.message, "cannot read /nonexistent/trace.out: No such file or directory");
     }
 
@@ -160,13 +221,13 @@ mod tests {
         let path = dir.path().join("t.lackey");
         std::fs::write(&path, "==1== Lackey\nI  04010173,3\n L 04222cac,8\n M 0421b3e8,4\n").unwrap();
         let mut s = source(None).unwrap().parse().unwrap();
-        replay_trace(&mut s, &path).unwrap();
+        replay_trace(&mut s, &path, u64::MAX).unwrap();
         assert_eq!(s.phases.len(), 1);
         assert_eq!(s.phases[0].spec.accesses, 4);
         assert!(s.events.is_empty() && s.checks.is_empty());
         std::fs::write(&path, "==1== only a banner\n").unwrap();
-        assert!(replay_trace(&mut s, &path).unwrap_err().message.contains("holds no accesses"));
+        assert!(replay_trace(&mut s, &path, u64::MAX).unwrap_err().message.contains("holds no accesses"));
         std::fs::write(&path, "garbage\n").unwrap();
-        assert!(replay_trace(&mut s, &path).unwrap_err().message.contains(":1: malformed lackey line"));
+        assert!(replay_trace(&mut s, &path, u64::MAX).unwrap_err().message.contains(":1: malformed lackey line"));
     }
 }

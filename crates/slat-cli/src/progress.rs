@@ -39,8 +39,9 @@ impl Progress {
         Progress { bar }
     }
 
-    /// Report `done` of `total` accesses.
+    /// Report `done` of `total` accesses (`total` 0: not known, a trace from a pipe).
     pub fn update(&self, done: u64, total: u64) {
+        let total = if total == 0 { done.max(1) } else { total };
         if self.bar.length() != Some(total) {
             self.bar.set_length(total);
         }

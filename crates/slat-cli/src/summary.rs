@@ -212,12 +212,42 @@ fn totals_section(out: &mut String, report: &RunReport, style: Style) {
 
 /// The why-not-huge table with share bars.
 fn why_section(out: &mut String, report: &RunReport, style: Style) {
-    section(out, "Why not huge", "guest memory mapped below 1 GiB, by reason", style);
+    section(out, "Why not huge", "at the end of the run: guest memory mapped below 1 GiB, by reason", style);
     if report.why_not_huge.is_empty() {
         let _ = writeln!(out, "  nothing: every mapped page sits in a 1 GiB leaf");
+    } else {
+        why_table(out, report, style);
+    }
+    // Over time: the decisions made during each phase.
+    let mut reasons: Vec<&str> = Vec::new();
+    for p in &report.phases {
+        for (r, _) in &p.why_not_huge {
+            if !reasons.contains(&r.as_str()) {
+                reasons.push(r);
+            }
+        }
+    }
+    if reasons.is_empty() {
         return;
     }
-    let max = report.why_not_huge.iter().map(|r| r.share).fold(0.0, f64::max);
+    let _ = writeln!(out, "\n  {}", style.dim("leaf-size decisions below 1 GiB made during each phase, by reason:"));
+    let mut headers = vec![("phase".to_string(), Align::Left)];
+    headers.extend(reasons.iter().map(|r| (r.to_string(), Align::Right)));
+    let hdr: Vec<(&str, Align)> = headers.iter().map(|(h, a)| (h.as_str(), *a)).collect();
+    let mut t = TextTable::new(&hdr);
+    for p in &report.phases {
+        let mut row = vec![p.name.clone()];
+        for r in &reasons {
+            let n = p.why_not_huge.iter().find(|(x, _)| x == r).map_or(0, |(_, n)| *n);
+            row.push(if n == 0 { "·".to_string() } else { count(n) });
+        }
+        t.row(row);
+    }
+    table(out, &t, style);
+}
+
+/// The end-of-run why-not-huge rows with share bars.
+fn why_table(out: &mut String, report: &RunReport, style: Style) {
     let mut t = TextTable::new(&[
         ("reason", Align::Left),
         ("4K pages", Align::Right),
@@ -227,7 +257,8 @@ fn why_section(out: &mut String, report: &RunReport, style: Style) {
         ("what it means", Align::Left),
     ]);
     for r in &report.why_not_huge {
-        let frac = if max > 0.0 { r.share / max } else { 0.0 };
+        // Bars are shares of guest memory, so two 25% reasons draw quarter bars.
+        let frac = r.share;
         t.row([
             r.reason.clone(),
             count(r.pages),

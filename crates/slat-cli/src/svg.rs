@@ -173,17 +173,25 @@ struct ValueAxis {
     unit: (f64, &'static str),
     decimals: usize,
     scale: Scale,
+    /// Every value is zero: one tick at 0 and a note, no invented scale.
+    empty: bool,
 }
 
 impl ValueAxis {
     fn new(max: f64, scale: Scale, target: usize) -> Self {
-        let max = if max.is_finite() && max > 0.0 { max } else { 1.0 };
+        if !(max.is_finite() && max > 0.0) {
+            return ValueAxis { ticks: vec![0.0], top: 1.0, unit: (1.0, ""), decimals: 0, scale, empty: true };
+        }
         let unit = if scale == Scale::Bytes { byte_unit(max) } else { (1.0, "") };
-        let step = nice_step(max / unit.0, target) * unit.0;
+        let mut step = nice_step(max / unit.0, target) * unit.0;
+        if matches!(scale, Scale::Count | Scale::Bytes) {
+            // Counts and bytes are whole: no tick at 0.2 of a page or of a fault.
+            step = step.max(1.0);
+        }
         let n = (max / step - 1e-9).ceil().max(1.0) as usize;
         let ticks: Vec<f64> = (0..=n).map(|i| i as f64 * step).collect();
         let decimals = decimals_for(step / unit.0);
-        ValueAxis { top: n as f64 * step, ticks, unit, decimals, scale }
+        ValueAxis { top: n as f64 * step, ticks, unit, decimals, scale, empty: false }
     }
 
     fn label(&self, v: f64) -> String {
@@ -204,7 +212,8 @@ impl ValueAxis {
 
 /// Ticks for a time axis `[lo, hi]`, kept inside the range.
 fn time_ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
-    let step = nice_step(hi - lo, target);
+    // Accesses are whole: no tick at 0.2 of an access.
+    let step = nice_step(hi - lo, target).max(1.0);
     let first = (lo / step).ceil() as i64;
     let last = (hi / step + 1e-9).floor() as i64;
     (first..=last).map(|i| i as f64 * step).collect()
@@ -235,11 +244,36 @@ fn open_svg(out: &mut String, width: f64, height: f64, title: &str, class: &str)
     );
 }
 
-/// The legend: colour swatches and names laid out from the left at `y`.
-fn legend(out: &mut String, series: &[Series], x0: f64, y: f64, filled: bool) {
-    let _ = write!(out, r#"<g class="legend">"#);
+/// Where each legend entry goes: `(x, row)`, wrapping at `x_max` so no entry is clipped.
+fn legend_layout(series: &[Series], x0: f64, x_max: f64) -> Vec<(f64, usize)> {
     let mut x = x0;
-    for s in series {
+    let mut row = 0;
+    series
+        .iter()
+        .map(|s| {
+            let w = 20.0 + text_width(&s.name, 12.0) + 18.0;
+            if x > x0 && x + w - 18.0 > x_max {
+                x = x0;
+                row += 1;
+            }
+            let at = (x, row);
+            x += w;
+            at
+        })
+        .collect()
+}
+
+/// Rows the legend takes.
+fn legend_rows(series: &[Series], x0: f64, x_max: f64) -> usize {
+    legend_layout(series, x0, x_max).last().map_or(1, |(_, r)| r + 1)
+}
+
+/// The legend: colour swatches and names laid out from the left at `y`, in rows of 16 px that
+/// wrap at `x_max`.
+fn legend(out: &mut String, series: &[Series], x0: f64, y0: f64, x_max: f64, filled: bool) {
+    let _ = write!(out, r#"<g class="legend">"#);
+    for (s, (x, row)) in series.iter().zip(legend_layout(series, x0, x_max)) {
+        let y = y0 + row as f64 * 16.0;
         if filled {
             let _ = write!(
                 out,
@@ -261,7 +295,6 @@ fn legend(out: &mut String, series: &[Series], x0: f64, y: f64, filled: bool) {
             );
         }
         let _ = write!(out, r#"<text x="{}" y="{}" fill="{INK_SOFT}">{}</text>"#, c(x + 20.0), c(y), esc(&s.name));
-        x += 20.0 + text_width(&s.name, 12.0) + 18.0;
     }
     out.push_str("</g>");
 }
@@ -299,8 +332,12 @@ impl Chart {
         let mut out = String::new();
         open_svg(&mut out, self.width, self.height, &self.title, "chart");
         let label_rows = if self.marker_labels && !self.markers.is_empty() { 2 } else { 0 };
-        let (right, bottom) = (18.0, 46.0);
-        let top = 30.0 + label_rows as f64 * 17.0 + if label_rows > 0 { 4.0 } else { 0.0 };
+        // Phase names go under the x-axis ticks, outside the plot and its fills.
+        let (right, bottom) = (18.0, if self.bands.is_empty() { 46.0 } else { 62.0 });
+        // Legend rows beyond the first push the plot down (the left edge is not known yet:
+        // lay out from a typical one).
+        let extra = (legend_rows(&self.series, 60.0, self.width - right) - 1) as f64 * 16.0;
+        let top = 30.0 + extra + label_rows as f64 * 17.0 + if label_rows > 0 { 4.0 } else { 0.0 };
 
         let all = self.series.iter().flat_map(|s| s.points.iter());
         let (mut x0, mut x1) =
@@ -327,7 +364,7 @@ impl Chart {
         let sx = |x: f64| left + (x - x0) / (x1 - x0) * pw;
         let sy = |y: f64| top + ph - (y / axis.top).clamp(0.0, 1.05) * ph;
 
-        // Phase bands behind everything: alternate shading, the name in the top-left corner.
+        // Phase bands behind everything: alternate shading; the name under the axis.
         if !self.bands.is_empty() {
             out.push_str(r#"<g class="phases">"#);
             for (i, b) in self.bands.iter().enumerate() {
@@ -346,12 +383,16 @@ impl Chart {
                         c(ph)
                     );
                 }
-                if text_width(&b.name, 10.5) + 8.0 < z - a {
+                if text_width(&b.name, 11.0) + 8.0 < z - a {
                     let _ = write!(
                         out,
-                        r#"<text x="{}" y="{}" font-size="10.5" fill="{INK_SOFT}" opacity="0.9">{}</text>"#,
+                        r##"<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#9aa3af" stroke-width="1"/><text x="{}" y="{}" font-size="11" fill="#39414d">{}</text>"##,
+                        c(a + 1.0),
+                        c(top + ph + 25.0),
+                        c(z - 1.0),
+                        c(top + ph + 25.0),
                         c(a + 4.0),
-                        c(top + 12.0),
+                        c(top + ph + 37.0),
                         esc(&b.name)
                     );
                 }
@@ -360,7 +401,7 @@ impl Chart {
             out.push_str("</g>");
         }
 
-        legend(&mut out, &self.series, left, 16.0, self.stacked);
+        legend(&mut out, &self.series, left.min(60.0), 16.0, self.width - right, self.stacked);
 
         // Grid and y ticks.
         out.push_str(r#"<g class="y-axis">"#);
@@ -384,6 +425,15 @@ impl Chart {
             c(top + ph / 2.0),
             esc(&self.y_label)
         );
+
+        if axis.empty {
+            let _ = write!(
+                out,
+                r#"<text class="empty-note" x="{}" y="{}" text-anchor="middle" fill="{INK_SOFT}">all zero during the run</text>"#,
+                c(left + pw / 2.0),
+                c(top + ph / 2.0)
+            );
+        }
 
         // X ticks.
         out.push_str(r#"<g class="x-axis">"#);
@@ -474,7 +524,7 @@ impl Chart {
                     c(top + ph)
                 );
                 if let Some((row, text)) = label {
-                    let y = 26.0 + row as f64 * 17.0;
+                    let y = 26.0 + extra + row as f64 * 17.0;
                     let w = text_width(&text, 11.0) + 10.0;
                     let _ = write!(
                         out,

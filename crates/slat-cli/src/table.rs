@@ -69,6 +69,12 @@ impl TextTable {
     /// The rendered lines: the header, a rule, then the rows; columns two spaces apart, no
     /// trailing spaces.
     pub fn lines(&self) -> Vec<String> {
+        self.lines_within(usize::MAX)
+    }
+
+    /// [`lines`](Self::lines) at most `max` columns wide where possible: left-aligned text
+    /// columns after the first are cut with `…`, the last first, to no less than 12 columns.
+    pub fn lines_within(&self, max: usize) -> Vec<String> {
         let mut widths: Vec<usize> = self.headers.iter().map(|h| width(h)).collect();
         for row in &self.rows {
             if let Row::Cells(cells) = row {
@@ -77,13 +83,31 @@ impl TextTable {
                 }
             }
         }
-        let total: usize = widths.iter().sum::<usize>() + 2 * widths.len().saturating_sub(1);
+        let mut total: usize = widths.iter().sum::<usize>() + 2 * widths.len().saturating_sub(1);
+        // Too wide: cut left-aligned text columns, the last first, to no less than 12 columns.
+        for i in (0..widths.len()).rev() {
+            if total <= max {
+                break;
+            }
+            if self.aligns[i] == Align::Left && widths[i] > 12 && i > 0 {
+                let cut = (total - max).min(widths[i] - 12);
+                widths[i] -= cut;
+                total -= cut;
+            }
+        }
         let fmt_row = |cells: &[String]| {
             let mut line = String::new();
             for (i, ((c, w), a)) in cells.iter().zip(&widths).zip(&self.aligns).enumerate() {
                 if i > 0 {
                     line.push_str("  ");
                 }
+                let cut;
+                let c = if width(c) > *w {
+                    cut = c.chars().take(w.saturating_sub(1)).chain(std::iter::once('…')).collect::<String>();
+                    &cut
+                } else {
+                    c
+                };
                 let pad = w - width(c);
                 match a {
                     Align::Left => {

@@ -62,7 +62,8 @@ pub fn ratio(x: f64) -> String {
     let a = x.abs();
     if a == 0.0 {
         "0".to_string()
-    } else if a >= 1000.0 {
+    } else if a >= 999.5 {
+        // Rounds to 1,000 or more: with the thousands separator, as the larger values.
         count(x.round() as u64)
     } else if a >= 100.0 {
         format!("{x:.0}")
@@ -148,6 +149,8 @@ mod tests {
         assert_eq!(ratio(0.0421), "0.042");
         assert_eq!(ratio(1.372), "1.37");
         assert_eq!(ratio(12.54), "12.5");
+        assert_eq!(ratio(999.7), "1,000");
+        assert_eq!(ratio(1234.4), "1,234");
         assert_eq!(ratio(f64::NAN), "-");
         assert_eq!(percent(0.375), "38%");
         assert_eq!(percent(0.0234), "2.3%");

@@ -139,7 +139,10 @@ fn report_is_wellformed_xhtml_with_every_chart() {
     let r = default_run();
     assert_ok(&r.out);
     let charts = check_wellformed(&r.html);
-    assert_eq!(charts, 6, "leaves, TLB misses, walk refs, faults, splits/recoveries/flushes, why-not-huge");
+    assert_eq!(
+        charts, 8,
+        "leaves, 4K leaves, page-table memory, TLB misses, walk refs, faults, splits/recoveries/flushes, why-not-huge"
+    );
     for needle in [
         "<h1>default",
         "Guest memory by leaf size",
@@ -160,6 +163,41 @@ fn report_is_wellformed_xhtml_with_every_chart() {
     // Events are drawn on the leaf chart (the default scenario has events).
     let first_svg = svg_elements(&r.html)[0];
     assert!(first_svg.contains(r#"class="events""#), "no event markers on the leaf chart");
+}
+
+#[test]
+fn report_tells_the_story() {
+    let r = default_run();
+    assert_ok(&r.out);
+    // Every time chart numbers its event markers (badges 1..5), not only the leaf chart.
+    let time_charts: Vec<&str> =
+        svg_elements(&r.html).into_iter().filter(|s| s.contains(r#"class="events""#)).collect();
+    assert_eq!(time_charts.len(), 7, "seven time charts carry the events");
+    for svg in &time_charts {
+        for n in 1..=5 {
+            assert!(
+                svg.contains(&format!(">{n}</text>")) || svg.contains(&format!(">{n} ")),
+                "event {n} is not numbered"
+            );
+        }
+    }
+    // Headline cards say end and peak: page-table memory peaked during migrate (4 MiB, not
+    // the 16 KiB left at the end), 4K leaves peaked at 524,288 while the end shows 0.
+    assert!(r.html.contains("page-table memory, end"), "cards do not say end");
+    assert!(r.html.contains("peak 524,288 during migrate"), "4K leaves card lacks the peak");
+    let peak = r.html.split("page-table memory, end").nth(1).unwrap();
+    assert!(peak[..400].contains("during migrate"), "page-table card lacks the peak: {}", &peak[..400]);
+    // The 4K leaves get their own axis.
+    assert!(r.html.contains("Guest memory mapped by 4 KiB leaves") && r.html.contains("Stage-2 page-table memory"));
+    // Why-not-huge over time: the default scenario is about dirty logging, which only the
+    // per-phase view shows (at the end every leaf is 2M again).
+    let per_phase = r.html.split("<h3>Per phase</h3>").nth(1).expect("a per-phase why-not-huge table");
+    assert!(per_phase[..per_phase.find("</table>").unwrap()].contains("dirty-logging"));
+    let migrate = r.out.stdout.lines().find(|l| l.trim_start().starts_with("migrate") && l.contains("85,132"));
+    assert!(migrate.is_some(), "the terminal lacks the per-phase dirty-logging decisions:\n{}", r.out.stdout);
+    // Provenance: the command line and the host.
+    assert!(r.html.contains("<dt>command</dt><dd>slat run --quiet --json run.json --report report.html</dd>"));
+    assert!(r.html.contains("<dt>host</dt><dd>"));
 }
 
 fn find_chromium() -> Option<PathBuf> {

@@ -107,6 +107,13 @@ pub struct MmuConfig {
     pub recovery_batch: u64,
     /// Per-vCPU dirty rings beside the bitmap (`None`: bitmap only).
     pub dirty_ring: Option<DirtyRingConfig>,
+    /// The CPU logs the gfns whose dirty bit it sets (Intel PML: a page-modification log the
+    /// hypervisor drains on its full exit and before every harvest, passing the entries to
+    /// [`Mmu::record_hardware_dirty`](crate::Mmu::record_hardware_dirty)). With
+    /// [`DirtyLogMode::HardwareDirty`], harvests then no longer scan every leaf of the slot for
+    /// dirty bits: they re-arm only the pages they report, so their cost follows the dirty set,
+    /// not the slot size. Needs `HardwareDirty`.
+    pub hardware_log: bool,
 }
 
 impl Default for MmuConfig {
@@ -120,6 +127,7 @@ impl Default for MmuConfig {
             nx: None,
             recovery_batch: 4096,
             dirty_ring: None,
+            hardware_log: false,
         }
     }
 }

@@ -131,7 +131,9 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
             return Err(MmuError::NotLogging { id });
         }
         let words = slot.npages.div_ceil(64) as usize;
-        let hw = self.config.dirty_log == DirtyLogMode::HardwareDirty && F::HW_DIRTY;
+        // With a hardware log (PML) the dirty bits already reached the bitmap through
+        // `record_hardware_dirty`; otherwise fold them in by scanning the slot's leaves.
+        let hw = self.config.dirty_log == DirtyLogMode::HardwareDirty && F::HW_DIRTY && !self.config.hardware_log;
         let clear = self.config.harvest == HarvestMode::GetAndClear;
         let chunk_words = (YIELD_PAGES / 64) as usize;
         let mut log = Vec::with_capacity(words);
@@ -165,6 +167,25 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         let n: u64 = log.iter().map(|w| w.count_ones() as u64).sum();
         Counters::add(&self.counters.dirty_pages_harvested, n);
         Ok(log)
+    }
+
+    /// Record guest-physical addresses the CPU logged as dirtied (Intel PML entries, with
+    /// [`MmuConfig::hardware_log`](crate::MmuConfig::hardware_log)): each page of a logged
+    /// memslot is marked in its dirty bitmap; addresses outside every logged slot are ignored.
+    /// Drain every vCPU's log into this before [`get_dirty_log`](Self::get_dirty_log) or
+    /// [`clear_dirty_log`](Self::clear_dirty_log) (KVM's `kvm_arch_sync_dirty_log` kicks the
+    /// vCPUs to flush their PML buffers first). Returns how many pages were marked.
+    pub fn record_hardware_dirty(&self, gpas: impl IntoIterator<Item = u64>) -> u64 {
+        let slots = self.slots.read();
+        let mut marked = 0;
+        for gpa in gpas {
+            let gfn = gpa / PAGE_SIZE;
+            if let Some(slot) = slots.find_gfn(gfn).filter(|s| s.is_logging()) {
+                slot.mark_dirty(gfn);
+                marked += 1;
+            }
+        }
+        marked
     }
 
     /// Clear the bits of `mask` from the log, starting at page `first_page` of the slot, and

@@ -53,6 +53,15 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         }
     }
 
+    /// The leaf-size decision for `gfn` if the host mapped its address as `host` (`None`: not
+    /// mapped), with the reasons for every step below 1 GiB: the same rules the fault path
+    /// applies, for callers that know the host mapping without a [`HostMemory`] lookup (an
+    /// inspector reading another process's page tables). `None` when no memslot holds `gfn`.
+    pub fn decide_with(&self, gfn: u64, host: Option<&crate::HostPage>) -> Option<crate::reason::Decision> {
+        let slot = self.slots.read().find_gfn(gfn).cloned()?;
+        Some(self.decide(&slot, gfn, host, false))
+    }
+
     /// Pages mapped below 1 GiB right now, by primary reason (per slot and overall). A leaf
     /// smaller than what the rules allow now counts as [`WhyNotHuge::Unrecovered`].
     pub fn why_not_huge(&self) -> WhyReport {

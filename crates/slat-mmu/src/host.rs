@@ -97,6 +97,7 @@ impl HostPage {
 
 /// Why the host could not provide a page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum HostError {
     /// No mapping covers the address (the VMM unmapped it): the access would raise SIGBUS/SIGSEGV.
     #[error("host address {hva:#x} is not mapped")]
@@ -117,6 +118,17 @@ pub enum HostError {
         hva: u64,
         /// Backing kind that failed.
         kind: BackingKind,
+    },
+    /// The page is poisoned (an uncorrectable memory error, `FOLL_HWPOISON`): nothing is
+    /// mapped, and the hypervisor must inject a machine check into the guest, as KVM's
+    /// `kvm_send_hwpoison_signal` does (`BUS_MCEERR_AR` with the mapping's size as the
+    /// address granularity).
+    #[error("host page at {hva:#x} is poisoned (memory failure; {size} mapping)")]
+    HwPoison {
+        /// The address.
+        hva: u64,
+        /// Size of the host mapping that covered it (the granularity to report to the guest).
+        size: slat_pt::PageSize,
     },
     /// A transient condition; the fault should be retried.
     #[error("host address {hva:#x} is busy, retry")]

@@ -127,6 +127,9 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         if let crate::config::DirtyLogMode::EagerSplit { chunk_tables: 0 } = config.dirty_log {
             return Err(MmuError::Config { what: "eager split chunk_tables must be at least 1" });
         }
+        if config.hardware_log && config.dirty_log != crate::config::DirtyLogMode::HardwareDirty {
+            return Err(MmuError::Config { what: "hardware_log (PML) needs the hardware-dirty logging mode" });
+        }
         if config.nx.is_some_and(|n| n.recovery_ratio == 0) {
             return Err(MmuError::Config { what: "nx recovery_ratio must be at least 1" });
         }
@@ -423,8 +426,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     /// dirty log, write tracking and memory types.
     pub fn move_memslot(&self, id: u32, new_base_gfn: u64) -> Result<(), MmuError> {
         let _update = self.slots_update.lock();
-        let mut slots = self.slots.write();
-        let old = slots.get(id).ok_or(MemslotError::NotFound { id })?.clone();
+        let old = self.slot(id)?;
         let spec = MemslotSpec {
             id,
             base_gfn: new_base_gfn,
@@ -433,11 +435,19 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
             readonly: old.readonly,
             log_dirty: old.is_logging(),
         };
-        slots.validate_move(&spec, F::INPUT_BITS)?;
-        self.invalidate_gfns(Some(&old), old.base_gfn, old.end_gfn(), || {
-            slots.remove(id);
-        });
+        self.slots.read().validate_move(&spec, F::INPUT_BITS)?;
+        // As for a delete: the old gfns are zapped in bounded chunks under an invalidation (faults
+        // on them retry, faults elsewhere run between chunks); memslot changes are serialized by
+        // `slots_update`, so the validation above still holds when the slot is republished.
+        let _inval = InvalidateGuard::begin(&self.inval, old.base_gfn, old.end_gfn());
+        let mut x = self.exclusive();
+        self.zap_chunked(&mut x, Some(&old), old.base_gfn, old.end_gfn());
+        Counters::inc(&self.counters.invalidations);
+        drop(x);
+        // The bitmap is copied after the zap, which logged every writable leaf it removed.
         let moved = old.moved_to(new_base_gfn);
+        let mut slots = self.slots.write();
+        slots.remove(id);
         self.inval.cover(moved.base_gfn, moved.end_gfn());
         slots.insert(alloc::sync::Arc::new(moved));
         Ok(())

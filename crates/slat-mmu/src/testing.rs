@@ -30,6 +30,7 @@ pub struct FakeHost {
     dirty: spin::Mutex<BTreeSet<u64>>,
     accessed: spin::Mutex<BTreeSet<u64>>,
     hook: spin::Mutex<Option<FaultHook>>,
+    poisoned: spin::Mutex<BTreeSet<u64>>,
 }
 
 impl FakeHost {
@@ -85,6 +86,12 @@ impl FakeHost {
         }
     }
 
+    /// Mark the host page at `hva` poisoned (a memory failure): `fault_in` reports
+    /// [`HostError::HwPoison`] for it from now on, as `get_user_pages` with `FOLL_HWPOISON`.
+    pub fn poison(&self, hva: u64) {
+        self.poisoned.lock().insert(hva & !(PAGE_SIZE - 1));
+    }
+
     /// Run `hook(hva)` at the start of every `fault_in` (until replaced with `None`).
     pub fn set_fault_hook(&self, hook: Option<FaultHook>) {
         *self.hook.lock() = hook;
@@ -119,6 +126,9 @@ impl HostMemory for FakeHost {
             }
         }
         let p = self.find(hva).ok_or(HostError::NotMapped { hva })?;
+        if self.poisoned.lock().contains(&(hva & !(PAGE_SIZE - 1))) {
+            return Err(HostError::HwPoison { hva, size: p.size });
+        }
         if write && !p.writable {
             return Err(HostError::ReadOnly { hva });
         }

@@ -363,3 +363,69 @@ fn memory_type_range_that_overflows_is_an_error() {
     let err = m.set_memory_type(GIB >> 12, u64::MAX, MemType::Uncached).unwrap_err();
     assert!(matches!(err, MmuError::Memslot(MemslotError::OutOfSlot { .. })), "{err}");
 }
+
+// ---- hardware poison (KVM: FOLL_HWPOISON -> kvm_send_hwpoison_signal) -----------------------------
+
+#[test]
+fn poisoned_host_page_is_reported_and_nothing_is_mapped() {
+    let m = mmu(MmuConfig::default());
+    m.host().map_range(HVA, 4 * MIB, HPA, PageSize::Size2M, true);
+    m.add_memslot(slot(0, GIB, 4 * MIB, HVA)).unwrap();
+    m.host().poison(HVA + 0x7000);
+    let err = m.handle_fault(GIB + 0x7000, Access::Read).unwrap_err();
+    assert!(
+        matches!(err, slat_mmu::FaultError::Host(slat_mmu::HostError::HwPoison { size: PageSize::Size2M, .. })),
+        "{err}"
+    );
+    assert_eq!(leaves(&m), [0, 0, 0], "nothing may be installed over a poisoned page");
+    audit(&m);
+}
+
+// ---- 14. a hardware log (PML): harvests follow the dirty set ----------------------------------------
+
+#[test]
+fn pml_harvest_reports_the_logged_pages_without_scanning_the_slot() {
+    let pml = MmuConfig { dirty_log: DirtyLogMode::HardwareDirty, hardware_log: true, ..MmuConfig::default() };
+    let m = mmu(pml);
+    m.host().map_range(HVA, 4 * MIB, HPA, PageSize::Size4K, true);
+    m.add_memslot(MemslotSpec { log_dirty: true, ..slot(0, GIB, 4 * MIB, HVA) }).unwrap();
+    for p in 0..16 {
+        touch(&m, GIB + p * 4096, Access::Read);
+    }
+    // The CPU writes pages 3 and 9 (setting D in slat's leaves) and logs only page 3 so far.
+    for p in [3u64, 9] {
+        let w = m.with_tables(|pt| pt.hw_walk(GIB + p * 4096, Access::Write).result);
+        assert!(w.is_ok(), "hardware-dirty leaves are writable: {w:?}");
+    }
+    assert_eq!(m.record_hardware_dirty([GIB + 3 * 4096, 5 * GIB]), 1);
+    assert_eq!(m.get_dirty_log(0).unwrap()[0], 1 << 3, "only logged pages: the slot is not scanned");
+    // Page 3 was re-armed (D clear), so its next write is logged again; page 9 arrives late.
+    assert!(!m.with_tables(|pt| pt.translate(GIB + 3 * 4096)).unwrap().attrs.dirty);
+    m.record_hardware_dirty([GIB + 9 * 4096]);
+    assert_eq!(m.get_dirty_log(0).unwrap()[0], 1 << 9);
+    audit(&m);
+}
+
+#[test]
+fn pml_needs_the_hardware_dirty_mode() {
+    let bad = MmuConfig { hardware_log: true, ..MmuConfig::default() };
+    let r = Mmu::<Ept4, _, _, _>::new(
+        bad,
+        SimFrameAllocator::new(0x100_0000_0000, GIB),
+        FakeHost::new(),
+        RecordingTlb::default(),
+    );
+    assert!(matches!(r, Err(MmuError::Config { .. })));
+}
+
+#[test]
+fn decide_with_a_given_host_mapping() {
+    let m = mmu(MmuConfig::default());
+    m.add_memslot(slot(0, GIB, 8 * MIB, HVA)).unwrap();
+    let huge = slat_mmu::HostPage::new(HPA >> 12, PageSize::Size2M, true, BackingKind::Anonymous);
+    let d = m.decide_with((GIB >> 12) + 1, Some(&huge)).unwrap();
+    assert_eq!(d.size, PageSize::Size2M);
+    let d = m.decide_with(GIB >> 12, None).unwrap();
+    assert_eq!(d.size, PageSize::Size4K);
+    assert!(m.decide_with(0, None).is_none(), "no memslot");
+}

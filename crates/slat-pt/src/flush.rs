@@ -6,6 +6,12 @@
 //! The caller flushes, then frees the subtrees with
 //! [`PageTable::free_detached`](crate::PageTable::free_detached) once no walker can hold them.
 //! Nothing here flushes anything by itself.
+//!
+//! A batch is small and lives on the stack: its first [`INLINE`] ranges and its first [`INLINE`]
+//! detached subtrees are kept inline, so an operation that records no more than that (an unmap
+//! of one leaf, or of 1 GiB of 4K leaves, which detaches one subtree) touches no heap.
+
+use core::mem::MaybeUninit;
 
 use alloc::vec::Vec;
 
@@ -13,6 +19,65 @@ use crate::size::PageSize;
 
 /// Ranges kept before a batch degrades to "flush everything".
 pub const MAX_RANGES: usize = 32;
+
+/// Ranges, and separately detached subtrees, a batch holds before it allocates.
+pub const INLINE: usize = 4;
+
+/// A list whose first [`INLINE`] elements live inline and which moves to the heap, whole, past
+/// that (so it is always one slice).
+struct InlineVec<T> {
+    /// `inline[..len]` are initialised while `heap` is empty; once `heap` is used it holds
+    /// every element and `len` is 0.
+    inline: [MaybeUninit<T>; INLINE],
+    len: usize,
+    heap: Vec<T>,
+}
+
+impl<T> InlineVec<T> {
+    const fn new() -> Self {
+        InlineVec { inline: [const { MaybeUninit::uninit() }; INLINE], len: 0, heap: Vec::new() }
+    }
+
+    fn push(&mut self, v: T) {
+        if self.heap.is_empty() {
+            if self.len < INLINE {
+                self.inline[self.len].write(v);
+                self.len += 1;
+                return;
+            }
+            self.heap.reserve(16 * INLINE);
+            let n = core::mem::take(&mut self.len);
+            // SAFETY: `inline[..n]` are initialised; `len` is now 0, so each is read once.
+            self.heap.extend(self.inline[..n].iter().map(|m| unsafe { m.assume_init_read() }));
+        }
+        self.heap.push(v);
+    }
+
+    fn as_slice(&self) -> &[T] {
+        if self.heap.is_empty() {
+            // SAFETY: `inline[..len]` are initialised, and `MaybeUninit<T>` has `T`'s layout.
+            unsafe { &*(&self.inline[..self.len] as *const [MaybeUninit<T>] as *const [T]) }
+        } else {
+            &self.heap
+        }
+    }
+
+    fn last_mut(&mut self) -> Option<&mut T> {
+        if self.heap.is_empty() {
+            let n = self.len.checked_sub(1)?;
+            // SAFETY: `inline[..len]` are initialised.
+            Some(unsafe { self.inline[n].assume_init_mut() })
+        } else {
+            self.heap.last_mut()
+        }
+    }
+
+    fn clear(&mut self) {
+        // Elements are plain data (`FlushRange`, `Detached`): forgetting them drops nothing.
+        self.len = 0;
+        self.heap.clear();
+    }
+}
 
 /// One guest-physical range to invalidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +91,8 @@ pub struct FlushRange {
 }
 
 /// A page-table subtree unlinked from the tree, to be freed after the flush that retires every
-/// translation cached from it.
+/// translation cached from it. [`PageTable::free_detached`](crate::PageTable::free_detached)
+/// frees the table and every table still linked below it.
 #[derive(Debug, PartialEq, Eq)]
 #[must_use = "a detached subtree leaks unless freed with PageTable::free_detached after the flush"]
 pub struct Detached {
@@ -34,6 +100,8 @@ pub struct Detached {
     pub pa: u64,
     /// Level of that table (its entries are at this level).
     pub level: u8,
+    /// The table links to no child tables (only leaves or nothing): freeing it reads nothing.
+    pub childless: bool,
 }
 
 /// Pending TLB invalidations and the subtrees waiting on them.
@@ -46,18 +114,33 @@ pub struct Detached {
 /// assert_eq!(b.ranges().len(), 1);
 /// assert!(!b.is_empty());
 /// ```
-#[derive(Debug, Default)]
 #[must_use = "a flush batch must be applied to the TLB (and its detached subtrees freed)"]
 pub struct FlushBatch {
-    ranges: Vec<FlushRange>,
+    ranges: InlineVec<FlushRange>,
     all: bool,
-    detached: Vec<Detached>,
+    detached: DetachedList,
+}
+
+impl core::fmt::Debug for FlushBatch {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("FlushBatch")
+            .field("ranges", &self.ranges())
+            .field("all", &self.all)
+            .field("detached", &self.detached())
+            .finish()
+    }
+}
+
+impl Default for FlushBatch {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl FlushBatch {
     /// An empty batch.
     pub const fn new() -> Self {
-        FlushBatch { ranges: Vec::new(), all: false, detached: Vec::new() }
+        FlushBatch { ranges: InlineVec::new(), all: false, detached: DetachedList::new() }
     }
 
     /// Record `len` bytes at `gpa` that were mapped with leaves of `size` (or smaller tables'
@@ -74,7 +157,7 @@ impl FlushBatch {
                 return;
             }
         }
-        if self.ranges.len() == MAX_RANGES {
+        if self.ranges.as_slice().len() == MAX_RANGES {
             self.set_all();
             return;
         }
@@ -94,14 +177,15 @@ impl FlushBatch {
 
     /// Merge another batch into this one.
     pub fn merge(&mut self, other: FlushBatch) {
-        let FlushBatch { ranges, all, detached } = other;
-        if all {
+        if other.all {
             self.set_all();
         }
-        for r in ranges {
+        for r in other.ranges.as_slice() {
             self.add(r.gpa, r.len, r.size);
         }
-        self.detached.extend(detached);
+        for d in other.detached {
+            self.detached.push(d);
+        }
     }
 
     /// Whether the whole address space must be flushed.
@@ -111,32 +195,122 @@ impl FlushBatch {
 
     /// Ranges to flush (empty when [`is_all`](Self::is_all)).
     pub fn ranges(&self) -> &[FlushRange] {
-        &self.ranges
+        self.ranges.as_slice()
     }
 
     /// Whether nothing needs flushing (there may still be detached subtrees, which then need
     /// no flush: they held no translations).
     pub fn is_empty(&self) -> bool {
-        !self.all && self.ranges.is_empty()
+        !self.all && self.ranges.as_slice().is_empty()
     }
 
     /// Whether `gpa` is covered by this batch.
     pub fn covers(&self, gpa: u64) -> bool {
-        self.all || self.ranges.iter().any(|r| gpa >= r.gpa && gpa < r.gpa + r.len)
+        self.all || self.ranges().iter().any(|r| gpa >= r.gpa && gpa < r.gpa + r.len)
     }
 
     /// Subtrees detached so far.
     pub fn detached(&self) -> &[Detached] {
-        &self.detached
+        self.detached.as_slice()
     }
 
     /// Take the detached subtrees, leaving the flush ranges. Call after flushing.
-    pub fn take_detached(&mut self) -> Vec<Detached> {
+    pub fn take_detached(&mut self) -> DetachedList {
         core::mem::take(&mut self.detached)
     }
 
     /// Mark the ranges as flushed and return the detached subtrees for freeing.
-    pub fn into_detached(self) -> Vec<Detached> {
+    pub fn into_detached(self) -> DetachedList {
         self.detached
+    }
+}
+
+/// Detached subtrees: the first [`INLINE`] inline, all of them on the heap past that. Iterate
+/// it (by value) to free them, e.g. with
+/// [`PageTable::free_detached`](crate::PageTable::free_detached).
+#[must_use = "detached subtrees leak unless freed with PageTable::free_detached after the flush"]
+pub struct DetachedList(InlineVec<Detached>);
+
+impl DetachedList {
+    /// An empty list.
+    pub const fn new() -> Self {
+        DetachedList(InlineVec::new())
+    }
+
+    /// Add one.
+    pub fn push(&mut self, d: Detached) {
+        self.0.push(d);
+    }
+
+    /// The subtrees, in the order they were detached.
+    pub fn as_slice(&self) -> &[Detached] {
+        self.0.as_slice()
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Default for DetachedList {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl core::fmt::Debug for DetachedList {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
+}
+
+impl core::ops::Deref for DetachedList {
+    type Target = [Detached];
+    fn deref(&self) -> &[Detached] {
+        self.as_slice()
+    }
+}
+
+/// Owning iterator over a [`DetachedList`].
+#[must_use = "detached subtrees leak unless freed with PageTable::free_detached after the flush"]
+pub struct DetachedIter {
+    list: DetachedList,
+    next: usize,
+    heap: alloc::vec::IntoIter<Detached>,
+}
+
+impl Iterator for DetachedIter {
+    type Item = Detached;
+    fn next(&mut self) -> Option<Detached> {
+        if self.next < self.list.0.len {
+            let i = self.next;
+            self.next += 1;
+            // SAFETY: `inline[i]` is initialised (`i < len`) and read once (`next` moved past it).
+            return Some(unsafe { self.list.0.inline[i].assume_init_read() });
+        }
+        self.heap.next()
+    }
+}
+
+impl IntoIterator for DetachedList {
+    type Item = Detached;
+    type IntoIter = DetachedIter;
+    fn into_iter(mut self) -> DetachedIter {
+        let heap = core::mem::take(&mut self.0.heap).into_iter();
+        DetachedIter { list: self, next: 0, heap }
+    }
+}
+
+impl Extend<Detached> for DetachedList {
+    fn extend<I: IntoIterator<Item = Detached>>(&mut self, iter: I) {
+        for d in iter {
+            self.push(d);
+        }
     }
 }

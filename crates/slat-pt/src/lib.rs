@@ -47,7 +47,7 @@ pub mod size;
 pub mod table;
 
 pub use attrs::{LeafAttrs, MemType, Perms, SwBits};
-pub use flush::{Detached, FlushBatch, FlushRange};
+pub use flush::{Detached, DetachedList, FlushBatch, FlushRange};
 pub use format::{Format, Pte};
 pub use frame::{Frame, FrameAllocator, SimFrameAllocator};
 pub use size::{Level, PageSize, PAGE_SIZE};

@@ -437,12 +437,13 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     }
 
     /// Detach the subtree under the table at `pa` (level `level`, covering from `base`): count
-    /// what was there, hand every table frame to `batch`, and show each leaf to `visit`. Returns
-    /// the smallest leaf level seen.
+    /// what was there and show each leaf to `visit`. Returns the smallest leaf level seen.
     ///
     /// `freeze` (shared operations): swap every entry to frozen, so a racing installer that still
-    /// holds a pointer into the subtree fails its compare-and-swap. Exclusive operations have no
-    /// such racer and only read. Either way hardware may still set A/D bits through cached
+    /// holds a pointer into the subtree fails its compare-and-swap; every table then goes into
+    /// `batch` on its own (its frozen entries no longer lead to its children). Exclusive
+    /// operations have no such racer: they only read, and [`Self::retire`] hands the subtree's
+    /// root to `batch` whole. Either way hardware may still set A/D bits through cached
     /// translations until the flush: callers that care treat every writable leaf as dirty.
     #[allow(clippy::too_many_arguments)]
     fn detach_subtree<'v>(
@@ -483,8 +484,48 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
             min = min.min(level);
         }
         d.tables -= 1;
-        batch.push_detached(Detached { pa, level });
+        if freeze {
+            // Frozen entries lead nowhere: this record frees this table alone.
+            batch.push_detached(Detached { pa, level, childless: true });
+        }
         min
+    }
+
+    /// [`Self::detach_subtree`] for exclusive operations with no leaf visitor: count what the
+    /// subtree under the table at `pa` holds, and nothing else. A table is read once to count
+    /// (one load and a few bit tests per entry, no decode, no address arithmetic) and once more
+    /// only if it links to child tables. Returns the smallest leaf level seen and whether the
+    /// table links to any child table.
+    fn count_subtree(&self, pa: u64, level: Level, d: &mut Delta) -> (Level, bool) {
+        let t = self.table_ptr(pa);
+        d.tables -= 1;
+        // SAFETY: `t` is a table of this tree that the caller just unlinked and nobody frees
+        // before `free_detached`; detached tables are never roots, so it has 512 entries.
+        let entries = unsafe { core::slice::from_raw_parts(t, ENTRIES_PER_TABLE) };
+        if level == 0 {
+            // The frozen value is never present, so it needs no test of its own.
+            let present = entries.iter().map(|e| F::is_present(e.load(Ordering::Relaxed)) as i64).sum::<i64>();
+            d.leaves[0] -= present;
+            return (0, false);
+        }
+        let (mut present, mut tables) = (0i64, 0i64);
+        for e in entries {
+            let raw = e.load(Ordering::Relaxed);
+            let p = F::is_present(raw);
+            present += p as i64;
+            tables += (p & !F::is_leaf(level, raw)) as i64;
+        }
+        d.leaves[level as usize] -= present - tables;
+        let mut min = level;
+        if tables > 0 {
+            for e in entries {
+                let raw = e.load(Ordering::Relaxed);
+                if F::is_present(raw) && !F::is_leaf(level, raw) {
+                    min = min.min(self.count_subtree(F::addr(level, raw), level - 1, d).0);
+                }
+            }
+        }
+        (min, tables > 0)
     }
 
     /// Retire the old content `old` of the entry at `level` covering `gpa` (already replaced):
@@ -511,7 +552,15 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
             }
             batch.add(gpa, size, PageSize::from_level(level).unwrap());
         } else {
-            let min = self.detach_subtree(F::addr(level, old), level - 1, gpa, freeze, batch, d, visit);
+            let child = F::addr(level, old);
+            let (min, children) = match (freeze, visit) {
+                (false, None) => self.count_subtree(child, level - 1, d),
+                (freeze, visit) => (self.detach_subtree(child, level - 1, gpa, freeze, batch, d, visit), true),
+            };
+            if !freeze {
+                // Exclusive: the subtree is intact below its root; `free_detached` frees it whole.
+                batch.push_detached(Detached { pa: child, level: level - 1, childless: !children });
+            }
             batch.add(gpa, size, PageSize::from_level(min).unwrap_or(PageSize::Size1G));
         }
     }
@@ -1027,17 +1076,21 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         Ok(())
     }
 
-    /// Release detached page-table pages.
+    /// Release detached page-table pages: each [`Detached`] table and every table still linked
+    /// below it (tables detached by a shared operation have frozen entries and are listed one
+    /// by one). Leaf tables are never read; the frames go to the allocator in one
+    /// [`FrameAllocator::free_frames`] call, with no heap allocation.
     ///
     /// # Safety
     /// The flush that retired every translation cached from these pages has completed, and no
     /// software walker (shared operation, simulated hardware walk) can still hold a pointer into
     /// them.
     pub unsafe fn free_detached(&self, detached: impl IntoIterator<Item = Detached>) {
+        let mut frames = SubtreeFrames { pt: self, roots: detached.into_iter(), stack: [(0, 0, 0); 5], depth: 0 };
         // SAFETY: the caller guarantees no one reaches these frames any more; each was allocated
         // as a single frame by this table (only roots span several frames, and they are never
-        // detached).
-        unsafe { self.alloc.free_frames(&mut detached.into_iter().map(|d| d.pa)) };
+        // detached), and `SubtreeFrames` yields each table once, after its last read of it.
+        unsafe { self.alloc.free_frames(&mut frames) };
     }
 
     // ---- shared operations --------------------------------------------------------------
@@ -1411,5 +1464,47 @@ impl<F: Format, A: FrameAllocator> core::fmt::Debug for PageTable<F, A> {
             .field("root", &format_args!("{:#x}", self.root))
             .field("counts", &self.counts())
             .finish()
+    }
+}
+
+/// The tables of detached subtrees, children before their parent, walked with a fixed stack (a
+/// subtree is at most 5 levels deep) so freeing needs no heap.
+struct SubtreeFrames<'a, F: Format, A: FrameAllocator, I: Iterator<Item = Detached>> {
+    pt: &'a PageTable<F, A>,
+    roots: I,
+    /// `(table pa, level, next entry to look at)` from the subtree root down; level 0 also
+    /// stands for a table known to have no children.
+    stack: [(u64, Level, u16); 5],
+    depth: usize,
+}
+
+impl<F: Format, A: FrameAllocator, I: Iterator<Item = Detached>> Iterator for SubtreeFrames<'_, F, A, I> {
+    type Item = u64;
+
+    fn next(&mut self) -> Option<u64> {
+        'outer: loop {
+            if self.depth == 0 {
+                let d = self.roots.next()?;
+                self.stack[0] = (d.pa, if d.childless { 0 } else { d.level }, 0);
+                self.depth = 1;
+            }
+            let (pa, level, next) = &mut self.stack[self.depth - 1];
+            if *level > 0 {
+                let t = self.pt.table_ptr(*pa);
+                while (*next as usize) < ENTRIES_PER_TABLE {
+                    let raw = self.pt.entry(t, *next as usize).load(Ordering::Relaxed);
+                    *next += 1;
+                    if F::is_present(raw) && !F::is_leaf(*level, raw) {
+                        let child = (F::addr(*level, raw), *level - 1, 0);
+                        self.stack[self.depth] = child;
+                        self.depth += 1;
+                        continue 'outer;
+                    }
+                }
+            }
+            let done = *pa;
+            self.depth -= 1;
+            return Some(done);
+        }
     }
 }

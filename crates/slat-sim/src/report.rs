@@ -80,6 +80,10 @@ pub struct PhaseSummary {
     pub tlb_misses_per_1k: f64,
     /// Walk references per access during the phase.
     pub walk_refs_per_access: f64,
+    /// Leaf-size decisions made smaller than 1 GiB during the phase, by reason (`dirty-logging`,
+    /// `host-leaf-2m`, ...): the why-not-huge story over time. Reasons with none are left out.
+    #[serde(default)]
+    pub why_not_huge: Vec<(String, u64)>,
 }
 
 /// One row of the why-not-huge table.

@@ -69,9 +69,11 @@ fn progress_is_reported_and_reaches_the_total() {
 }
 
 #[test]
-fn bad_host_pool_is_an_error_not_a_panic() {
+fn bad_host_pool_is_a_validation_error_not_a_panic() {
     let mut src = ScenarioSource::from_library("hugetlbfs-1g").unwrap();
     src.set("host.hugetlb_1g", "1").unwrap();
-    let err = run(&src.parse().unwrap(), RunOptions::default()).unwrap_err().to_string();
-    assert!(err.contains("out of memory") && err.contains("hugetlb"), "{err}");
+    // An empty pool is found by validation, before the run, against the slot's line.
+    let err = src.parse().unwrap_err();
+    assert_eq!(err.field(), Some("memslot[0].size"), "{err}");
+    assert!(err.to_string().contains("host.hugetlb_1g has 1"), "{err}");
 }

@@ -153,7 +153,7 @@ fn expectations_become_checks() {
     assert!(find("expect.huge_fraction").holds(0.6));
     assert_eq!(find("expect.why_not_huge.misaligned").subject, Subject::WhyNotHuge(WhyNotHuge::Misaligned));
     assert_eq!(find("expect.slot[0].pages_4k").scope, Scope::Slot(5));
-    assert_eq!(find("expect.after_phase[0].faults").scope, Scope::AfterPhase(1));
+    assert_eq!(find("expect.after_phase(b).faults").scope, Scope::AfterPhase(1));
     assert_eq!(s.checks.len(), 5);
     assert_eq!(find("expect.pages_2m").to_string(), "expect.pages_2m == 3");
 }

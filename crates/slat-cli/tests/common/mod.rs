@@ -21,10 +21,34 @@ pub fn slat_in(dir: &Path, args: &[&str]) -> Out {
         .args(args)
         .current_dir(dir)
         .env("NO_COLOR", "1")
+        .env("LC_ALL", "C.UTF-8")
+        .env_remove("COLUMNS")
+        .env_remove("CLICOLOR_FORCE")
         .env_remove("RUST_BACKTRACE")
         .stdin(Stdio::null())
         .output()
         .expect("run the slat binary");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Run `slat ARGS` with extra environment variables (`None`: unset).
+pub fn slat_env(args: &[&str], env: &[(&str, Option<&str>)]) -> Out {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_slat"));
+    cmd.args(args).env("LC_ALL", "C.UTF-8").env_remove("COLUMNS").stdin(Stdio::null());
+    for v in ["NO_COLOR", "CLICOLOR", "CLICOLOR_FORCE", "RUST_BACKTRACE"] {
+        cmd.env_remove(v);
+    }
+    for (k, v) in env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd.output().expect("run the slat binary");
     Out {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -38,8 +38,9 @@
 //! `TLBI IPAS2E1IS` (plus `DSB`), then write the new entry. Hence [`Format::BREAK_BEFORE_MAKE`] is
 //! true.
 
+use super::bits::{self, bit_if, flag_methods, Flags};
 use super::{Format, LeafTemplate, Pte};
-use crate::attrs::{LeafAttrs, MemType, Perms, SwBits};
+use crate::attrs::{LeafAttrs, MemType, Perms};
 use crate::size::Level;
 
 const VALID: u64 = 1 << 0;
@@ -61,6 +62,17 @@ const SW_HOST_WRITABLE: u64 = 1 << 55;
 const SW_DIRTY_LOG_WP: u64 = 1 << 56;
 const SW_ALL: u64 = 0xf << 55;
 const ADDR_MASK: u64 = ((1 << 48) - 1) & !0xfff;
+
+/// arm64's dirty state is DBM plus S2AP\[1\] (see the module doc), not one bit: `dirty` is 0
+/// and `write` is unused here.
+const FLAGS: Flags = Flags {
+    present: VALID,
+    write: S2AP_W,
+    accessed: AF,
+    dirty: 0,
+    host_writable: SW_HOST_WRITABLE,
+    dirty_log_wp: SW_DIRTY_LOG_WP,
+};
 
 /// D8.5 stage 2 MemAttr encodings (FEAT_S2FWB disabled).
 const fn mt_encode(mt: MemType) -> u64 {
@@ -90,51 +102,27 @@ const fn mt_decode(raw: u64) -> MemType {
 
 #[inline]
 fn s2_leaf(level: Level, pa: u64, a: &LeafAttrs) -> u64 {
-    let mut raw = (pa & ADDR_MASK) | VALID | mt_encode(a.mem_type) | SH_INNER;
-    if level == 0 {
-        raw |= TABLE_OR_PAGE;
-    }
-    if a.perms.contains(Perms::READ) {
-        raw |= S2AP_R;
-    }
-    if a.perms.contains(Perms::WRITE) {
-        raw |= DBM;
-        if a.dirty {
-            raw |= S2AP_W;
-        }
-    }
-    if !a.perms.contains(Perms::EXEC) {
-        raw |= XN;
-    }
-    if a.accessed {
-        raw |= AF;
-    }
-    if a.sw.contains(SwBits::HOST_WRITABLE) {
-        raw |= SW_HOST_WRITABLE;
-    }
-    if a.sw.contains(SwBits::DIRTY_LOG_WP) {
-        raw |= SW_DIRTY_LOG_WP;
-    }
-    raw
+    let write = a.perms.contains(Perms::WRITE);
+    (pa & ADDR_MASK)
+        | VALID
+        | mt_encode(a.mem_type)
+        | SH_INNER
+        | bit_if(level == 0, TABLE_OR_PAGE)
+        | bit_if(a.perms.contains(Perms::READ), S2AP_R)
+        | bit_if(write, DBM)
+        | bit_if(write && a.dirty, S2AP_W)
+        | bit_if(!a.perms.contains(Perms::EXEC), XN)
+        | FLAGS.encode_state(a)
 }
 
+/// A valid entry that is not a table: a page at level 0, a block above, or a reserved encoding.
 #[inline]
-fn s2_decode(level: Level, raw: u64, frozen: u64) -> Pte {
-    if raw == frozen {
-        return Pte::Frozen;
-    }
-    if raw & VALID == 0 {
+fn s2_decode_leaf(level: Level, raw: u64) -> Pte {
+    if level == 0 && raw & TABLE_OR_PAGE == 0 {
+        // 0b01 at lookup level 3 is reserved: the walk faults as if invalid.
         return Pte::Invalid;
     }
-    let is_table_or_page = raw & TABLE_OR_PAGE != 0;
-    if level == 0 {
-        if !is_table_or_page {
-            // 0b01 at lookup level 3 is reserved: the walk faults as if invalid.
-            return Pte::Invalid;
-        }
-    } else if is_table_or_page {
-        return Pte::Table { pa: raw & ADDR_MASK };
-    } else if level > 2 {
+    if level > 2 {
         // No blocks at lookup level 0 with a 4 KiB granule: translation fault.
         return Pte::Invalid;
     }
@@ -142,12 +130,9 @@ fn s2_decode(level: Level, raw: u64, frozen: u64) -> Pte {
     perms.set(Perms::READ, raw & S2AP_R != 0);
     perms.set(Perms::WRITE, raw & (S2AP_W | DBM) != 0);
     perms.set(Perms::EXEC, raw & XN_MASK == 0);
-    let mut sw = SwBits::empty();
-    sw.set(SwBits::HOST_WRITABLE, raw & SW_HOST_WRITABLE != 0);
-    sw.set(SwBits::DIRTY_LOG_WP, raw & SW_DIRTY_LOG_WP != 0);
     Pte::Leaf {
         pa: raw & ADDR_MASK,
-        attrs: LeafAttrs { perms, mem_type: mt_decode(raw), accessed: raw & AF != 0, dirty: s2_dirty(raw), sw },
+        attrs: FLAGS.decode_leaf_attrs_with_dirty(raw, perms, mt_decode(raw), s2_dirty(raw)),
     }
 }
 
@@ -192,12 +177,9 @@ macro_rules! arm64_format {
             }
             #[inline]
             fn decode(level: Level, raw: u64) -> Pte {
-                s2_decode(level, raw, Self::FROZEN)
+                bits::decode::<Self>(level, raw, || s2_decode_leaf(level, raw))
             }
-            #[inline]
-            fn is_present(raw: u64) -> bool {
-                raw & VALID != 0
-            }
+            flag_methods!(FLAGS);
             #[inline]
             fn is_leaf(level: Level, raw: u64) -> bool {
                 level == 0 || raw & TYPE_MASK == VALID
@@ -222,14 +204,6 @@ macro_rules! arm64_format {
                 } else {
                     raw
                 }
-            }
-            #[inline]
-            fn is_accessed(raw: u64) -> bool {
-                raw & AF != 0
-            }
-            #[inline]
-            fn clear_accessed(raw: u64) -> u64 {
-                raw & !AF
             }
             #[inline]
             fn hw_update(raw: u64, write: bool) -> u64 {

@@ -15,8 +15,9 @@
 //! the same translation (the TLB may hold either until flushed), so
 //! [`Format::BREAK_BEFORE_MAKE`] is false.
 
+use super::bits::{self, bit_if, flag_methods, one_bit_dirty_methods, Flags};
 use super::{Format, LeafTemplate, Pte};
-use crate::attrs::{LeafAttrs, MemType, Perms, SwBits};
+use crate::attrs::{LeafAttrs, MemType, Perms};
 use crate::size::Level;
 
 const R: u64 = 1 << 0;
@@ -29,9 +30,10 @@ const IPAT: u64 = 1 << 6;
 const PS: u64 = 1 << 7;
 const A: u64 = 1 << 8;
 const D: u64 = 1 << 9;
-const SW_HOST_WRITABLE: u64 = 1 << 52;
-const SW_DIRTY_LOG_WP: u64 = 1 << 53;
 const ADDR_MASK: u64 = ((1 << 52) - 1) & !0xfff;
+
+const FLAGS: Flags =
+    Flags { present: RWX, write: W, accessed: A, dirty: D, host_writable: 1 << 52, dirty_log_wp: 1 << 53 };
 
 /// SDM 29.3.7 / 11.3: memory type encodings (0 UC, 1 WC, 4 WT, 6 WB).
 const fn mt_encode(mt: MemType) -> u64 {
@@ -54,56 +56,24 @@ const fn mt_decode(raw: u64) -> MemType {
 
 #[inline]
 fn ept_leaf(level: Level, pa: u64, a: &LeafAttrs) -> u64 {
-    let mut raw = (pa & ADDR_MASK) | mt_encode(a.mem_type) | IPAT;
-    if a.perms.contains(Perms::READ) {
-        raw |= R;
-    }
-    if a.perms.contains(Perms::WRITE) {
-        raw |= W;
-    }
-    if a.perms.contains(Perms::EXEC) {
-        raw |= X;
-    }
-    if level > 0 {
-        raw |= PS;
-    }
-    if a.accessed {
-        raw |= A;
-    }
-    if a.dirty {
-        raw |= D;
-    }
-    if a.sw.contains(SwBits::HOST_WRITABLE) {
-        raw |= SW_HOST_WRITABLE;
-    }
-    if a.sw.contains(SwBits::DIRTY_LOG_WP) {
-        raw |= SW_DIRTY_LOG_WP;
-    }
-    raw
+    (pa & ADDR_MASK)
+        | mt_encode(a.mem_type)
+        | IPAT
+        | bit_if(a.perms.contains(Perms::READ), R)
+        | bit_if(a.perms.contains(Perms::WRITE), W)
+        | bit_if(a.perms.contains(Perms::EXEC), X)
+        | bit_if(level > 0, PS)
+        | FLAGS.encode_state(a)
 }
 
+/// A present leaf.
 #[inline]
-fn ept_decode(level: Level, raw: u64, frozen: u64) -> Pte {
-    if raw == frozen {
-        return Pte::Frozen;
-    }
-    if raw & RWX == 0 {
-        return Pte::Invalid;
-    }
-    if level > 0 && raw & PS == 0 {
-        return Pte::Table { pa: raw & ADDR_MASK };
-    }
+fn ept_decode_leaf(raw: u64) -> Pte {
     let mut perms = Perms::empty();
     perms.set(Perms::READ, raw & R != 0);
     perms.set(Perms::WRITE, raw & W != 0);
     perms.set(Perms::EXEC, raw & X != 0);
-    let mut sw = SwBits::empty();
-    sw.set(SwBits::HOST_WRITABLE, raw & SW_HOST_WRITABLE != 0);
-    sw.set(SwBits::DIRTY_LOG_WP, raw & SW_DIRTY_LOG_WP != 0);
-    Pte::Leaf {
-        pa: raw & ADDR_MASK,
-        attrs: LeafAttrs { perms, mem_type: mt_decode(raw), accessed: raw & A != 0, dirty: raw & D != 0, sw },
-    }
+    Pte::Leaf { pa: raw & ADDR_MASK, attrs: FLAGS.decode_leaf_attrs(raw, perms, mt_decode(raw)) }
 }
 
 macro_rules! ept_format {
@@ -140,11 +110,7 @@ macro_rules! ept_format {
             }
             #[inline]
             fn decode(level: Level, raw: u64) -> Pte {
-                ept_decode(level, raw, Self::FROZEN)
-            }
-            #[inline]
-            fn is_present(raw: u64) -> bool {
-                raw & RWX != 0
+                bits::decode::<Self>(level, raw, || ept_decode_leaf(raw))
             }
             #[inline]
             fn is_leaf(level: Level, raw: u64) -> bool {
@@ -154,34 +120,8 @@ macro_rules! ept_format {
             fn addr(_level: Level, raw: u64) -> u64 {
                 raw & ADDR_MASK
             }
-            #[inline]
-            fn is_writable(raw: u64) -> bool {
-                raw & W != 0
-            }
-            #[inline]
-            fn is_dirty(raw: u64) -> bool {
-                raw & D != 0
-            }
-            #[inline]
-            fn clear_dirty(raw: u64) -> u64 {
-                raw & !D
-            }
-            #[inline]
-            fn is_accessed(raw: u64) -> bool {
-                raw & A != 0
-            }
-            #[inline]
-            fn clear_accessed(raw: u64) -> u64 {
-                raw & !A
-            }
-            #[inline]
-            fn hw_update(raw: u64, write: bool) -> u64 {
-                if write && raw & W != 0 {
-                    raw | A | D
-                } else {
-                    raw | A
-                }
-            }
+            flag_methods!(FLAGS);
+            one_bit_dirty_methods!(FLAGS);
         }
     };
 }

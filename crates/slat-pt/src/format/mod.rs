@@ -10,6 +10,7 @@
 //! must first be invalidated and flushed ("break-before-make", arm64).
 
 mod arm64;
+mod bits;
 mod ept;
 mod npt;
 mod riscv;

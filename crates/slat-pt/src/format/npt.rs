@@ -30,8 +30,9 @@
 //! Replacement rule: as for EPT, x86 tolerates a leaf being replaced in place by a larger or
 //! smaller one (the TLB may hold either until flushed), so [`Format::BREAK_BEFORE_MAKE`] is false.
 
+use super::bits::{self, bit_if, flag_methods, one_bit_dirty_methods, Flags};
 use super::{Format, LeafTemplate, Pte};
-use crate::attrs::{LeafAttrs, MemType, Perms, SwBits};
+use crate::attrs::{LeafAttrs, MemType, Perms};
 use crate::size::Level;
 
 const P: u64 = 1 << 0;
@@ -47,8 +48,9 @@ const PAT_4K: u64 = 1 << 7;
 /// PAT bit of a 2-Mbyte / 1-Gbyte leaf.
 const PAT_LARGE: u64 = 1 << 12;
 const NX: u64 = 1 << 63;
-const SW_HOST_WRITABLE: u64 = 1 << 52;
-const SW_DIRTY_LOG_WP: u64 = 1 << 53;
+
+const FLAGS: Flags =
+    Flags { present: P, write: RW, accessed: A, dirty: D, host_writable: 1 << 52, dirty_log_wp: 1 << 53 };
 const ADDR_MASK: u64 = ((1 << 52) - 1) & !0xfff;
 /// Address bits of a large leaf: bit 12 is PAT there.
 const LARGE_ADDR_MASK: u64 = ADDR_MASK & !PAT_LARGE;
@@ -90,56 +92,24 @@ const fn mt_decode(level: Level, raw: u64) -> MemType {
 #[inline]
 fn npt_leaf(level: Level, pa: u64, a: &LeafAttrs) -> u64 {
     let mask = if level == 0 { ADDR_MASK } else { LARGE_ADDR_MASK };
-    let mut raw = (pa & mask) | US | mt_encode(level, a.mem_type);
-    if a.perms.contains(Perms::READ) {
-        raw |= P;
-    }
-    if a.perms.contains(Perms::WRITE) {
-        raw |= RW;
-    }
-    if !a.perms.contains(Perms::EXEC) {
-        raw |= NX;
-    }
-    if level > 0 {
-        raw |= PS;
-    }
-    if a.accessed {
-        raw |= A;
-    }
-    if a.dirty {
-        raw |= D;
-    }
-    if a.sw.contains(SwBits::HOST_WRITABLE) {
-        raw |= SW_HOST_WRITABLE;
-    }
-    if a.sw.contains(SwBits::DIRTY_LOG_WP) {
-        raw |= SW_DIRTY_LOG_WP;
-    }
-    raw
+    (pa & mask)
+        | US
+        | mt_encode(level, a.mem_type)
+        | bit_if(a.perms.contains(Perms::READ), P)
+        | bit_if(a.perms.contains(Perms::WRITE), RW)
+        | bit_if(!a.perms.contains(Perms::EXEC), NX)
+        | bit_if(level > 0, PS)
+        | FLAGS.encode_state(a)
 }
 
+/// A present leaf at `level`.
 #[inline]
-fn npt_decode(level: Level, raw: u64, frozen: u64) -> Pte {
-    if raw == frozen {
-        return Pte::Frozen;
-    }
-    if raw & P == 0 {
-        return Pte::Invalid;
-    }
-    if level > 0 && raw & PS == 0 {
-        return Pte::Table { pa: raw & ADDR_MASK };
-    }
+fn npt_decode_leaf(level: Level, raw: u64) -> Pte {
     let mut perms = Perms::READ;
     perms.set(Perms::WRITE, raw & RW != 0);
     perms.set(Perms::EXEC, raw & NX == 0);
-    let mut sw = SwBits::empty();
-    sw.set(SwBits::HOST_WRITABLE, raw & SW_HOST_WRITABLE != 0);
-    sw.set(SwBits::DIRTY_LOG_WP, raw & SW_DIRTY_LOG_WP != 0);
     let mask = if level == 0 { ADDR_MASK } else { LARGE_ADDR_MASK };
-    Pte::Leaf {
-        pa: raw & mask,
-        attrs: LeafAttrs { perms, mem_type: mt_decode(level, raw), accessed: raw & A != 0, dirty: raw & D != 0, sw },
-    }
+    Pte::Leaf { pa: raw & mask, attrs: FLAGS.decode_leaf_attrs(raw, perms, mt_decode(level, raw)) }
 }
 
 macro_rules! npt_format {
@@ -178,11 +148,7 @@ macro_rules! npt_format {
             }
             #[inline]
             fn decode(level: Level, raw: u64) -> Pte {
-                npt_decode(level, raw, Self::FROZEN)
-            }
-            #[inline]
-            fn is_present(raw: u64) -> bool {
-                raw & P != 0
+                bits::decode::<Self>(level, raw, || npt_decode_leaf(level, raw))
             }
             #[inline]
             fn is_leaf(level: Level, raw: u64) -> bool {
@@ -196,34 +162,8 @@ macro_rules! npt_format {
                     raw & ADDR_MASK
                 }
             }
-            #[inline]
-            fn is_writable(raw: u64) -> bool {
-                raw & RW != 0
-            }
-            #[inline]
-            fn is_dirty(raw: u64) -> bool {
-                raw & D != 0
-            }
-            #[inline]
-            fn clear_dirty(raw: u64) -> u64 {
-                raw & !D
-            }
-            #[inline]
-            fn is_accessed(raw: u64) -> bool {
-                raw & A != 0
-            }
-            #[inline]
-            fn clear_accessed(raw: u64) -> u64 {
-                raw & !A
-            }
-            #[inline]
-            fn hw_update(raw: u64, write: bool) -> u64 {
-                if write && raw & RW != 0 {
-                    raw | A | D
-                } else {
-                    raw | A
-                }
-            }
+            flag_methods!(FLAGS);
+            one_bit_dirty_methods!(FLAGS);
         }
     };
 }

@@ -37,8 +37,9 @@
 //! old or the new translation. No invalid step is required, so [`Format::BREAK_BEFORE_MAKE`] is
 //! false.
 
+use super::bits::{self, bit_if, flag_methods, one_bit_dirty_methods, Flags};
 use super::{Format, LeafTemplate, Pte};
-use crate::attrs::{LeafAttrs, MemType, Perms, SwBits};
+use crate::attrs::{LeafAttrs, MemType, Perms};
 use crate::size::Level;
 
 const V: u64 = 1 << 0;
@@ -56,6 +57,15 @@ const PPN_SHIFT: u32 = 10;
 const PPN_MASK: u64 = ((1 << 44) - 1) << PPN_SHIFT;
 const PBMT_SHIFT: u32 = 61;
 const PBMT_MASK: u64 = 3 << PBMT_SHIFT;
+
+const FLAGS: Flags = Flags {
+    present: V,
+    write: W,
+    accessed: A,
+    dirty: D,
+    host_writable: SW_HOST_WRITABLE,
+    dirty_log_wp: SW_DIRTY_LOG_WP,
+};
 
 /// Physical address to the PTE's PPN field (PA bits 55:12 land in PTE bits 53:10).
 #[inline]
@@ -88,56 +98,21 @@ const fn mt_decode(raw: u64) -> MemType {
 
 #[inline]
 fn g_leaf(pa: u64, a: &LeafAttrs) -> u64 {
-    let mut raw = pa_to_ppn(pa) | U | mt_encode(a.mem_type);
-    if a.perms.contains(Perms::READ) {
-        raw |= R;
-        if a.perms.contains(Perms::WRITE) {
-            raw |= W;
-        }
-    }
-    if a.perms.contains(Perms::EXEC) {
-        raw |= X;
-    }
-    if raw & RWX != 0 {
-        raw |= V;
-    }
-    if a.accessed {
-        raw |= A;
-    }
-    if a.dirty {
-        raw |= D;
-    }
-    if a.sw.contains(SwBits::HOST_WRITABLE) {
-        raw |= SW_HOST_WRITABLE;
-    }
-    if a.sw.contains(SwBits::DIRTY_LOG_WP) {
-        raw |= SW_DIRTY_LOG_WP;
-    }
-    raw
+    // W only with R: write-only is reserved.
+    let rwx = bit_if(a.perms.contains(Perms::READ), R)
+        | bit_if(a.perms.contains(Perms::RW), W)
+        | bit_if(a.perms.contains(Perms::EXEC), X);
+    pa_to_ppn(pa) | U | mt_encode(a.mem_type) | rwx | bit_if(rwx != 0, V) | FLAGS.encode_state(a)
 }
 
+/// A present leaf.
 #[inline]
-fn g_decode(level: Level, raw: u64, frozen: u64) -> Pte {
-    if raw == frozen {
-        return Pte::Frozen;
-    }
-    if raw & V == 0 {
-        return Pte::Invalid;
-    }
-    if level > 0 && raw & RWX == 0 {
-        return Pte::Table { pa: ppn_to_pa(raw) };
-    }
+fn g_decode_leaf(raw: u64) -> Pte {
     let mut perms = Perms::empty();
     perms.set(Perms::READ, raw & R != 0);
     perms.set(Perms::WRITE, raw & W != 0);
     perms.set(Perms::EXEC, raw & X != 0);
-    let mut sw = SwBits::empty();
-    sw.set(SwBits::HOST_WRITABLE, raw & SW_HOST_WRITABLE != 0);
-    sw.set(SwBits::DIRTY_LOG_WP, raw & SW_DIRTY_LOG_WP != 0);
-    Pte::Leaf {
-        pa: ppn_to_pa(raw),
-        attrs: LeafAttrs { perms, mem_type: mt_decode(raw), accessed: raw & A != 0, dirty: raw & D != 0, sw },
-    }
+    Pte::Leaf { pa: ppn_to_pa(raw), attrs: FLAGS.decode_leaf_attrs(raw, perms, mt_decode(raw)) }
 }
 
 macro_rules! riscv_format {
@@ -174,11 +149,7 @@ macro_rules! riscv_format {
             }
             #[inline]
             fn decode(level: Level, raw: u64) -> Pte {
-                g_decode(level, raw, Self::FROZEN)
-            }
-            #[inline]
-            fn is_present(raw: u64) -> bool {
-                raw & V != 0
+                bits::decode::<Self>(level, raw, || g_decode_leaf(raw))
             }
             #[inline]
             fn is_leaf(level: Level, raw: u64) -> bool {
@@ -188,34 +159,8 @@ macro_rules! riscv_format {
             fn addr(_level: Level, raw: u64) -> u64 {
                 ppn_to_pa(raw)
             }
-            #[inline]
-            fn is_writable(raw: u64) -> bool {
-                raw & W != 0
-            }
-            #[inline]
-            fn is_dirty(raw: u64) -> bool {
-                raw & D != 0
-            }
-            #[inline]
-            fn clear_dirty(raw: u64) -> u64 {
-                raw & !D
-            }
-            #[inline]
-            fn is_accessed(raw: u64) -> bool {
-                raw & A != 0
-            }
-            #[inline]
-            fn clear_accessed(raw: u64) -> u64 {
-                raw & !A
-            }
-            #[inline]
-            fn hw_update(raw: u64, write: bool) -> u64 {
-                if write && raw & W != 0 {
-                    raw | A | D
-                } else {
-                    raw | A
-                }
-            }
+            flag_methods!(FLAGS);
+            one_bit_dirty_methods!(FLAGS);
         }
     };
 }

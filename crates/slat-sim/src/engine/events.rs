@@ -92,10 +92,8 @@ impl<'s, F: Format> Engine<'s, F> {
                     }
                     total += log.iter().map(|w| w.count_ones() as u64).sum::<u64>();
                     // I5: every page written since the last harvest is in this log.
-                    let base = self.slots.lock().unwrap()[id].gpa >> 12;
                     let written = std::mem::take(self.written.get_mut(id).unwrap());
-                    for gfn in written {
-                        let i = gfn - base;
+                    for i in written {
                         if log.get((i / 64) as usize).is_none_or(|w| w & (1 << (i % 64)) == 0) {
                             self.counters.dirty_lost += 1;
                         }

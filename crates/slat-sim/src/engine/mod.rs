@@ -45,8 +45,10 @@ pub enum SimError {
     Workload(#[from] crate::workload::WorkloadError),
     /// The host ran out of memory for a backing that cannot fall back (e.g. an empty hugetlbfs
     /// pool): the VMM would be killed.
-    #[error("host out of memory: memslot {slot} at gpa {gpa:#x} ({kind}); {hint}")]
+    #[error("{location}: memslot {slot} ({kind}) at gpa {gpa:#x}: host out of memory; {hint}")]
     HostOutOfMemory {
+        /// Where the memslot is written (`file:line`).
+        location: String,
         /// Memslot.
         slot: u32,
         /// Faulting guest-physical address.
@@ -133,7 +135,8 @@ pub(crate) struct Engine<'s, F: Format> {
     pub hw: Hardware,
     pub slots: SlotMap,
     pub counters: EngineCounters,
-    /// Guest writes to logged slots since their last harvest (gfns), for the I5 check.
+    /// Guest writes to logged slots since their last harvest (page offsets into the slot), for
+    /// the I5 check.
     pub written: BTreeMap<u32, BTreeSet<u64>>,
     /// Balloon chunks inflated per slot (hva, len), for deflation.
     pub balloon: BTreeMap<u32, Vec<(u64, u64)>>,
@@ -149,9 +152,15 @@ pub(crate) struct Engine<'s, F: Format> {
 
 impl<'s, F: Format> Engine<'s, F> {
     fn run(mut self, mut opts: RunOptions) -> Result<RunReport, SimError> {
-        let total = self.s.total_accesses();
+        let mut total = self.s.total_accesses();
         let samples = if opts.samples == 0 { 200 } else { opts.samples } as u64;
-        let sample_every = (total / samples).max(1);
+        // An open-ended phase (a trace from a pipe) has no known length: sample often and halve
+        // the series whenever it grows past twice the target.
+        let open_ended = self.s.phases.iter().any(|p| p.open_ended);
+        let mut sample_every = if open_ended { 1024 } else { (total / samples).max(1) };
+        // Where each phase ends; cut short when the workload ends early.
+        let mut ends: Vec<u64> = self.s.phases.iter().map(|p| p.end()).collect();
+        let mut phase_first = 0;
         let mut workload = self.s.workload()?;
         let mut buf = vec![Access { vcpu: 0, gva: 0, kind: AccessKind::Read }; 4096];
         let events = self.s.events.clone();
@@ -169,8 +178,9 @@ impl<'s, F: Format> Engine<'s, F> {
                     next_event += 1;
                     continue;
                 }
-                if phase < self.s.phases.len() && self.done == self.s.phases[phase].end() {
-                    self.close_phase(phase, &phase_start);
+                if phase < ends.len() && self.done == ends[phase] {
+                    self.close_phase(phase, &phase_start, self.done - phase_first);
+                    phase_first = self.done;
                     phase += 1;
                     phase_start = self.phase_start_state();
                     continue;
@@ -181,7 +191,7 @@ impl<'s, F: Format> Engine<'s, F> {
                 break;
             }
             // Run up to the next stop: event, phase end or sample point.
-            let mut stop = self.s.phases[phase].end();
+            let mut stop = ends[phase];
             if let Some(e) = events.get(next_event) {
                 stop = stop.min(e.access.max(self.done));
             }
@@ -193,8 +203,12 @@ impl<'s, F: Format> Engine<'s, F> {
                     if let Some(e) = workload.take_error() {
                         return Err(e.into());
                     }
-                    // The workload ended early (a short trace): finish the run here.
-                    self.done = total;
+                    // The workload ended early (a short trace, or the end of a piped one):
+                    // the run ends here.
+                    for e in &mut ends[phase..] {
+                        *e = self.done;
+                    }
+                    total = self.done;
                     break;
                 }
                 self.play(&buf[..n])?;
@@ -205,9 +219,18 @@ impl<'s, F: Format> Engine<'s, F> {
             }
             if self.done % sample_every == 0 || self.done == total {
                 self.sample();
+                if open_ended && self.report.samples.len() as u64 > 2 * samples {
+                    sample_every *= 2;
+                    let last = self.report.samples.len() - 1;
+                    let mut i = 0;
+                    self.report.samples.retain(|s| {
+                        i += 1;
+                        s.access % sample_every == 0 || i - 1 == last
+                    });
+                }
             }
             if let Some(p) = opts.progress.as_mut() {
-                p(self.done, total);
+                p(self.done, if open_ended { 0 } else { total });
             }
         }
         self.finish()
@@ -236,6 +259,8 @@ impl<'s, F: Format> Engine<'s, F> {
                 Ok(None)
             })?;
             let Some(fault) = stop else { break };
+            // The guard counts retries of this one access only: an access that exits to the VMM
+            // (read-only slot, no memslot, host-unmapped, write-tracked) completes and resets it.
             tries += 1;
             if tries > 64 {
                 return Err(SimError::Livelock { gpa: fault.gpa, tries });
@@ -249,18 +274,27 @@ impl<'s, F: Format> Engine<'s, F> {
                 Ok(FaultOutcome::WriteTracked) => {
                     self.counters.write_tracked_exits += 1;
                     i += 1;
+                    tries = 0;
                 }
                 Err(FaultError::NoMemslot { .. }) => {
                     self.counters.mmio_exits += 1;
                     i += 1;
+                    tries = 0;
                 }
                 Err(FaultError::ReadOnly { .. }) => {
                     self.counters.readonly_exits += 1;
                     i += 1;
+                    tries = 0;
                 }
                 Err(FaultError::Host(HostError::OutOfMemory { kind, .. })) => {
                     let slot = self.slot_of_gpa(fault.gpa).unwrap_or(u32::MAX);
+                    let index = self.s.memslots.iter().position(|m| m.id == slot);
+                    let location = match index.and_then(|i| Some((i, self.s.memslot_locations.get(i)?))) {
+                        Some((i, at)) => format!("{at}: memslot[{i}]"),
+                        None => self.s.file.clone(),
+                    };
                     return Err(SimError::HostOutOfMemory {
+                        location,
                         slot,
                         gpa: fault.gpa,
                         kind: kind.name(),
@@ -271,6 +305,7 @@ impl<'s, F: Format> Engine<'s, F> {
                     // The VMM unmapped or protected the memory: the access is lost (SIGBUS).
                     self.counters.host_unmapped += 1;
                     i += 1;
+                    tries = 0;
                 }
                 Err(source) => return Err(SimError::Fault { gpa: fault.gpa, source }),
             }
@@ -287,10 +322,16 @@ impl<'s, F: Format> Engine<'s, F> {
         Ok(())
     }
 
+    /// Record a guest write for the I5 check, as a page offset into its memslot (so a slot
+    /// moved between the write and the harvest still finds it).
     fn note_write(&mut self, gpa: u64) {
-        if let Some(id) = self.slot_of_gpa(gpa) {
+        let place = {
+            let slots = self.slots.lock().unwrap();
+            slots.iter().find(|(_, p)| p.present && gpa >= p.gpa && gpa < p.gpa + p.size).map(|(id, p)| (*id, p.gpa))
+        };
+        if let Some((id, base)) = place {
             if let Some(set) = self.written.get_mut(&id) {
-                set.insert(gpa >> 12);
+                set.insert((gpa - base) >> 12);
             }
         }
     }
@@ -334,9 +375,16 @@ impl<'s, F: Format> Engine<'s, F> {
             walk_refs_per_access: per(hw.walk_refs, self.last_hw.walk_refs),
             table_pages: s.table_pages,
         };
+        let mut sample = sample;
         self.peak_4k = self.peak_4k.max(s.pages_4k);
         if self.report.samples.last().is_some_and(|l| l.access == sample.access) {
-            self.report.samples.pop();
+            // A second sample at the same point (the end of the run) covers an empty interval:
+            // it updates the counts but keeps the rates measured over the real one.
+            let last = self.report.samples.pop().unwrap();
+            if da == 0 {
+                sample.tlb_misses_per_1k = last.tlb_misses_per_1k;
+                sample.walk_refs_per_access = last.walk_refs_per_access;
+            }
         }
         self.report.samples.push(sample);
         self.last_hw = hw;
@@ -348,7 +396,7 @@ impl<'s, F: Format> Engine<'s, F> {
         (self.mmu.stats(), self.hw.stats())
     }
 
-    fn close_phase(&mut self, index: usize, start: &(slat_mmu::Stats, HwStats)) {
+    fn close_phase(&mut self, index: usize, start: &(slat_mmu::Stats, HwStats), accesses: u64) {
         let s = self.mmu.stats();
         let hw = self.hw.stats();
         self.peak_4k = self.peak_4k.max(s.pages_4k);
@@ -357,13 +405,18 @@ impl<'s, F: Format> Engine<'s, F> {
         let p = &self.s.phases[index];
         self.report.phases.push(PhaseSummary {
             name: p.name.clone(),
-            accesses: p.spec.accesses,
+            accesses,
             leaves_before: metrics::leaves(&start.0),
             leaves_after: metrics::leaves(&s),
             peak_4k: self.peak_4k,
             faults: s.faults - start.0.faults,
             tlb_misses_per_1k: per(hw.misses, start.1.misses) * 1000.0,
             walk_refs_per_access: per(hw.walk_refs, start.1.walk_refs),
+            why_not_huge: slat_mmu::WhyNotHuge::ALL
+                .iter()
+                .map(|r| (r.name().to_string(), s.why(*r).saturating_sub(start.0.why(*r))))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
         });
         let snap = self.snapshot();
         self.phase_metrics.push(snap);

@@ -11,9 +11,9 @@ use crate::host::{
     Backing as HostBacking, HostConfig, MmapRequest, Placement, Prot as HostProt, ShmemHuge as HostShmem, SimHost,
     ThpAdvice, ThpMode,
 };
-use crate::hw::{GuestPaging, GuestRegion, GuestTables, Hardware, HwConfig, TlbArrayConfig, WalkRecord};
+use crate::hw::{GuestPaging, GuestRegion, GuestTables, Hardware, WalkRecord};
 use crate::report::RunReport;
-use crate::scenario::{Backing, Memslot, Scenario, ShmemHuge, Thp, TlbArray};
+use crate::scenario::{Backing, Memslot, Scenario, ShmemHuge, Thp};
 
 /// Physical base of the stage-2 page-table frames (apart from host RAM, DAX and host tables).
 const STAGE2_TABLE_BASE: u64 = 0x3000_0000_0000;
@@ -131,10 +131,6 @@ fn mmap_request(s: &Scenario, m: &Memslot, dax_offset: &mut u64, mmio_offset: &m
         .with_advice(advice)
 }
 
-fn tlb_array(a: &Option<TlbArray>, default: TlbArrayConfig) -> TlbArrayConfig {
-    a.as_ref().map_or(default, |a| TlbArrayConfig { entries: a.entries as usize, ways: a.ways as usize })
-}
-
 impl<'s, F: Format> Engine<'s, F> {
     pub(crate) fn new(s: &'s Scenario) -> Result<Self, SetupError> {
         let file = || s.file.clone();
@@ -164,8 +160,7 @@ impl<'s, F: Format> Engine<'s, F> {
             .iter()
             .map(|g| GuestRegion { gva: g.gva.0, len: g.len.0, page_size: g.size, gpa: g.gpa() })
             .collect();
-        let reserve: u64 = regions.iter().map(|r| r.len / (2 << 20) + r.len / (1 << 30) + 8).sum::<u64>() * 4096;
-        let reserve = reserve.next_multiple_of(2 << 20);
+        let reserve = crate::scenario::guest_table_reserve(regions.iter().map(|r| r.len));
         let first = s.memslots.iter().find(|m| m.at_boot).ok_or_else(|| SetupError::Hardware {
             file: file(),
             message: "no memslot is present at boot (at_boot = true): the guest page tables need one".into(),
@@ -174,7 +169,7 @@ impl<'s, F: Format> Engine<'s, F> {
             return Err(SetupError::Hardware {
                 file: file(),
                 message: format!(
-                    "memslot {} ({} bytes) is too small to hold the guest page tables ({reserve} bytes)",
+                    "memslot {} ({} bytes) must be larger than the {reserve} bytes the guest page tables take at its top",
                     first.id, first.size.0
                 ),
             });
@@ -182,17 +177,7 @@ impl<'s, F: Format> Engine<'s, F> {
         let paging = if F::INPUT_BITS > 48 { GuestPaging::FiveLevel } else { GuestPaging::FourLevel };
         let guest = GuestTables::new(paging, first.gpa_end() - reserve, regions)
             .map_err(|e| SetupError::Hardware { file: file(), message: e.to_string() })?;
-        let d = HwConfig::default();
-        let t = &s.vm.tlb;
-        let hw_config = HwConfig {
-            l1_4k: tlb_array(&t.l1_4k, d.l1_4k),
-            l1_2m: tlb_array(&t.l1_2m, d.l1_2m),
-            l1_1g: tlb_array(&t.l1_1g, d.l1_1g),
-            stlb: tlb_array(&t.stlb, d.stlb),
-            stlb_1g: tlb_array(&t.stlb_1g, d.stlb_1g),
-            walk_caches: t.walk_caches.unwrap_or(d.walk_caches),
-            ..d
-        };
+        let hw_config = s.hw_config();
         let mut hw = Hardware::new(hw_config, s.vm.vcpus as usize, guest)
             .map_err(|e| SetupError::Hardware { file: file(), message: e.to_string() })?;
 

@@ -92,11 +92,14 @@ impl fmt::Display for DocPath {
 /// A parsed document plus its text, for locating paths.
 pub(crate) struct Located {
     doc: ImDocument<String>,
+    /// Byte offset of the start of every line after the first, for `line_of` in O(log n).
+    line_starts: Vec<usize>,
 }
 
 impl Located {
     pub(crate) fn parse(text: &str) -> Result<Located, toml_edit::TomlError> {
-        ImDocument::parse(text.to_string()).map(|doc| Located { doc })
+        let line_starts = text.bytes().enumerate().filter(|&(_, b)| b == b'\n').map(|(i, _)| i + 1).collect();
+        ImDocument::parse(text.to_string()).map(|doc| Located { doc, line_starts })
     }
 
     fn text(&self) -> &str {
@@ -105,8 +108,8 @@ impl Located {
 
     /// The 1-based line of byte `offset`.
     pub(crate) fn line_of(&self, offset: usize) -> usize {
-        let text = self.text().as_bytes();
-        text[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+        // Lines that start at or before `offset`, plus the first.
+        self.line_starts.partition_point(|&start| start <= offset) + 1
     }
 
     /// The line that best shows `path`: the line of its key, or of its table header, or of the

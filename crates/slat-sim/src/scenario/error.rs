@@ -75,6 +75,9 @@ pub enum ErrorKind {
     /// A `set` key that does not lead anywhere in the document (such as an array index past
     /// the end).
     BadOverride,
+    /// The scenario would need more memory, time or events than the limits allow
+    /// ([`Limits`](super::Limits)).
+    TooLarge,
 }
 
 /// A scenario that cannot be loaded, overridden or validated.

@@ -90,8 +90,10 @@ mod document;
 mod error;
 mod event;
 mod expect;
+mod keys;
 mod library;
 mod names;
+mod resources;
 mod schema;
 mod validate;
 
@@ -103,10 +105,14 @@ pub use document::Override;
 pub use error::{ErrorDetails, ErrorKind, Location, ScenarioError};
 pub use event::{Action, Event, SlotRange};
 pub use expect::{Check, CmpOp, Comparison, Scope, Subject};
+pub use keys::{KeyDoc, KEYS};
 pub use library::{library, LibraryEntry};
 pub use names::{
     page_size_from_name, page_size_name, Attribute, Backing, DirtyLog, EventKind, Format, Harvest, Metric, PhaseKind,
     Prot, Recover, ShmemHuge, Thp,
+};
+pub use resources::{
+    human_bytes, Estimate, Limits, MemoryPart, BYTES_PER_2M_BLOCK, BYTES_PER_4K_PAGE, TLB_ENTRY_BYTES,
 };
 pub use schema::{GuestPages, Host, Memslot, Policy, Tlb, TlbArray, Vm};
 
@@ -130,6 +136,8 @@ pub struct Scenario {
     pub vm: Vm,
     /// Memslots, in file order (including those added later by events).
     pub memslots: Vec<Memslot>,
+    /// Where each memslot is written (parallel to `memslots`), for errors raised during a run.
+    pub memslot_locations: Vec<Location>,
     /// MMU policy.
     pub policy: Policy,
     /// Workload phases, in play order.
@@ -155,6 +163,9 @@ pub struct Phase {
     pub spec: PhaseSpec,
     /// Where it is written.
     pub location: Location,
+    /// Whether `spec.accesses` is only an upper bound: the phase ends where its trace ends
+    /// (a trace read from a pipe, whose length is not known before it is read).
+    pub open_ended: bool,
 }
 
 impl Phase {
@@ -162,6 +173,13 @@ impl Phase {
     pub fn end(&self) -> u64 {
         self.start + self.spec.accesses
     }
+}
+
+/// Bytes the guest page tables take at the top of the first boot memslot, for guest regions of
+/// lengths `lens` (a 2 MiB multiple: page-table pages for every region plus room to spare).
+pub fn guest_table_reserve(lens: impl IntoIterator<Item = u64>) -> u64 {
+    let pages: u64 = lens.into_iter().map(|len| len / (2 << 20) + len / (1 << 30) + 8).sum();
+    (pages * 4096).next_multiple_of(2 << 20)
 }
 
 impl Scenario {
@@ -211,6 +229,33 @@ fn label(name: &str, overrides: &[Override]) -> String {
     format!("{name} [{}]", sets.join(", "))
 }
 
+/// Largest scenario file read (a scenario is text written by hand or by a script; anything
+/// larger is a mistake such as `/dev/zero`).
+pub const MAX_SCENARIO_BYTES: u64 = 64 << 20;
+
+/// Read a text file of at most [`MAX_SCENARIO_BYTES`].
+fn read_capped(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    let file = std::fs::File::open(path)?;
+    if file.metadata()?.is_dir() {
+        return Err(Error::new(ErrorKind::InvalidInput, "it is a directory"));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SCENARIO_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_SCENARIO_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("larger than {} MiB; a scenario is a TOML text file", MAX_SCENARIO_BYTES >> 20),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidData,
+            format!("not UTF-8 text (byte {}); a scenario is a TOML text file", e.utf8_error().valid_up_to()),
+        )
+    })
+}
+
 /// The text of a scenario and the overrides to apply to it, before validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScenarioSource {
@@ -230,7 +275,7 @@ impl ScenarioSource {
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ScenarioError> {
         let path = path.as_ref();
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError::io(file.clone(), e))?;
+        let text = read_capped(path).map_err(|e| ScenarioError::io(file.clone(), e))?;
         let dir = path.parent().map(Path::to_path_buf);
         Ok(ScenarioSource { file, dir, text, overrides: Vec::new() })
     }
@@ -317,8 +362,15 @@ impl ScenarioSource {
         label(&self.file, &self.overrides)
     }
 
-    /// Apply the overrides, deserialise and validate.
+    /// Apply the overrides, deserialise and validate, without resource limits.
     pub fn parse(&self) -> Result<Scenario, ScenarioError> {
+        self.parse_within(&Limits::NONE)
+    }
+
+    /// Apply the overrides, deserialise, validate, and check the scenario's
+    /// [estimate](Scenario::estimate) against `limits`: a scenario that would not fit fails
+    /// with an error of kind [`ErrorKind::TooLarge`] naming the field to blame.
+    pub fn parse_within(&self, limits: &Limits) -> Result<Scenario, ScenarioError> {
         let original = self.locate(&self.text)?;
         let text = self.effective_text()?;
         let effective_doc;
@@ -330,7 +382,10 @@ impl ScenarioSource {
         };
         let locator = Locator { file: &self.file, original: &original, effective, overrides: &self.overrides };
         let raw: schema::RawScenario = toml::from_str(&text).map_err(|e| locator.serde_error(&e))?;
-        validate::validate(raw, &locator, self.dir.as_deref())
+        resources::check_events(raw.event.len(), limits, &locator)?;
+        let scenario = validate::validate(raw, &locator, self.dir.as_deref())?;
+        resources::check(&scenario, limits, &locator)?;
+        Ok(scenario)
     }
 
     /// Parse TOML text for locating keys; a syntax error is reported with its line.

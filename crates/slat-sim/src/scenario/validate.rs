@@ -78,6 +78,7 @@ pub(crate) fn validate(raw: RawScenario, loc: &Locator<'_>, base_dir: Option<&Pa
         seed: raw.seed,
         host: raw.host,
         vm: raw.vm,
+        memslot_locations: (0..raw.memslot.len()).map(|i| loc.location(&slot_path(i))).collect(),
         memslots: raw.memslot,
         policy: raw.policy,
         phases,
@@ -260,7 +261,63 @@ fn check_memslots(cx: &Ctx<'_, '_>, raw: &RawScenario) -> Result<()> {
             }
         }
     }
+    check_hugetlb_pools(cx, raw)?;
+    check_guest_table_room(cx, raw)?;
     check_overlaps(cx, &raw.memslot, None)
+}
+
+/// hugetlbfs slots must fit their pool: a fault on an empty pool kills the VMM.
+fn check_hugetlb_pools(cx: &Ctx<'_, '_>, raw: &RawScenario) -> Result<()> {
+    for (ps, pool, key) in
+        [(PageSize::Size2M, raw.host.hugetlb_2m, "hugetlb_2m"), (PageSize::Size1G, raw.host.hugetlb_1g, "hugetlb_1g")]
+    {
+        let mut need = 0u64;
+        for (i, m) in raw.memslot.iter().enumerate() {
+            if m.backing.hugetlb_page() != Some(ps) {
+                continue;
+            }
+            need += m.size.get() / ps.bytes();
+            if need > pool {
+                return Err(cx.invalid(
+                    &slot_path(i).key("size"),
+                    format!(
+                        "the \"{}\" memslots need {need} pages of {} but the pool host.{key} has {pool}; raise host.{key}",
+                        m.backing,
+                        page_size_name(ps)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The guest page tables live at the top of the first memslot present at boot.
+fn check_guest_table_room(cx: &Ctx<'_, '_>, raw: &RawScenario) -> Result<()> {
+    let Some(first) = raw.memslot.iter().position(|m| m.at_boot) else {
+        return Err(cx.invalid(
+            &slot_path(0).key("at_boot"),
+            "no memslot is present at boot (at_boot = true); the guest page tables need one",
+        ));
+    };
+    let m = &raw.memslot[first];
+    let regions: Vec<(u64, u64)> = if raw.vm.guest_pages.is_empty() {
+        raw.memslot.iter().map(|m| (m.gpa.get(), m.size.get())).collect()
+    } else {
+        raw.vm.guest_pages.iter().map(|g| (g.gva.get(), g.len.get())).collect()
+    };
+    let reserve = super::guest_table_reserve(regions.iter().map(|r| r.1));
+    if reserve >= m.size.get() {
+        return Err(cx.invalid(
+            &slot_path(first).key("size"),
+            format!(
+                "the guest page tables take the top {} of the first boot memslot, so it must be larger than that (at least {}), or put a larger at_boot memslot first",
+                Bytes(reserve),
+                Bytes(reserve + PAGE)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Overlapping gpa ranges between slots (with slot `moved` at `gpa` instead, when given).
@@ -526,6 +583,11 @@ fn build_phases(cx: &Ctx<'_, '_>, raw: &RawScenario, base_dir: Option<&Path>) ->
                 if let Err(e) = std::fs::File::open(&file) {
                     return Err(cx.invalid(&path.key("trace"), format!("cannot open {}: {e}", file.display())));
                 }
+                if file.is_dir() {
+                    return Err(
+                        cx.invalid(&path.key("trace"), format!("{} is a directory, not a trace", file.display()))
+                    );
+                }
                 Pattern::Trace { path: file }
             }
         };
@@ -549,7 +611,7 @@ fn build_phases(cx: &Ctx<'_, '_>, raw: &RawScenario, base_dir: Option<&Path>) ->
             return Err(cx.invalid(&path.key(key), reason));
         }
         let location = cx.loc.location(&path);
-        phases.push(Phase { name: p.name.clone(), start, spec, location });
+        phases.push(Phase { name: p.name.clone(), start, spec, location, open_ended: false });
         start = start
             .checked_add(p.accesses)
             .ok_or_else(|| cx.invalid(&path.key("accesses"), "the phases add up to more than 2^64 accesses"))?;
@@ -864,7 +926,16 @@ fn build_checks(cx: &Ctx<'_, '_>, table: &toml::Table, slots: &[Memslot], phases
             let names = quoted_list(phases.iter().map(|ph| ph.name.as_str()));
             return Err(cx.invalid(&ep.key("phase"), format!("no such phase; expected one of {names}")));
         };
+        let first = checks.len();
         scope_checks(cx, t, &ep, Scope::AfterPhase(idx), &["phase"], &mut checks)?;
+        // Label the checks by the phase they are about, not by their index in the
+        // [[expect.after_phase]] array: `expect.after_phase(migrate).pages_2m`.
+        let indexed = ep.to_string();
+        for c in &mut checks[first..] {
+            if let Some(rest) = c.key.strip_prefix(&indexed) {
+                c.key = format!("expect.after_phase({name}){rest}");
+            }
+        }
     }
     Ok(checks)
 }

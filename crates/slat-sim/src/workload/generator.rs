@@ -36,7 +36,11 @@ impl PhaseGen {
             Pattern::Zipf { s, hot_set } => Source::Zipf(Box::new(HotSet::new(range, *s, *hot_set, &mut rng))),
             Pattern::Trace { path } => {
                 let reader = LackeyReader::open(path)?;
-                Source::Trace(Box::new(Trace { reader, range, yielded: 0 }))
+                Source::Trace(Box::new(Trace { reader, range, yielded: 0, once: false }))
+            }
+            Pattern::TraceOnce { path } => {
+                let reader = LackeyReader::open(path)?;
+                Source::Trace(Box::new(Trace { reader, range, yielded: 0, once: true }))
             }
         };
         Ok(PhaseGen {
@@ -53,7 +57,8 @@ impl PhaseGen {
 
     /// The next access.
     #[inline]
-    pub(super) fn next_access(&mut self) -> Result<Access, LackeyError> {
+    /// The next access; `None` when a trace played once has ended.
+    pub(super) fn next_access(&mut self) -> Result<Option<Access>, LackeyError> {
         if self.quantum_left == 0 {
             self.vcpu += 1;
             if self.vcpu == self.vcpus {
@@ -65,7 +70,10 @@ impl PhaseGen {
         let vcpu = self.vcpu;
         let rng = &mut self.rng;
         let (gva, kind) = match &mut self.source {
-            Source::Trace(t) => t.next()?,
+            Source::Trace(t) => match t.next()? {
+                Some(a) => a,
+                None => return Ok(None),
+            },
             source => {
                 let kind = self.mix.pick(rng);
                 let gva = match (&self.code, kind) {
@@ -75,7 +83,7 @@ impl PhaseGen {
                 (gva, kind)
             }
         };
-        Ok(Access { vcpu, gva, kind })
+        Ok(Some(Access { vcpu, gva, kind }))
     }
 }
 
@@ -300,19 +308,22 @@ struct Trace {
     range: GvaRange,
     /// Accesses yielded since the last rewind.
     yielded: u64,
+    /// Play the trace once (no rewind): it may be a pipe.
+    once: bool,
 }
 
 impl Trace {
-    fn next(&mut self) -> Result<(u64, AccessKind), LackeyError> {
+    fn next(&mut self) -> Result<Option<(u64, AccessKind)>, LackeyError> {
         loop {
             match self.reader.next_access()? {
                 Some((addr, kind)) => {
                     self.yielded += 1;
-                    return Ok((self.range.start + addr % self.range.len, kind));
+                    return Ok(Some((self.range.start + addr % self.range.len, kind)));
                 }
                 None if self.yielded == 0 => {
                     return Err(LackeyError::Empty { name: self.reader_name() });
                 }
+                None if self.once => return Ok(None),
                 None => {
                     self.reader.rewind()?;
                     self.yielded = 0;

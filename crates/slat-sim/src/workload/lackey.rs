@@ -13,10 +13,11 @@
 //! `I` is an instruction fetch, `L` a load, `S` a store and `M` a modify (a load and a store to
 //! the same address); the address is hexadecimal, the size decimal. Lines starting with `==`
 //! (valgrind's own messages) and blank lines are skipped; anything else is an error naming the
-//! line number. The reader never holds more than one line: it streams any size of trace.
+//! line number. The reader never holds more than one line of at most [`MAX_LINE_BYTES`]: it
+//! streams any size of trace.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use super::AccessKind;
@@ -163,6 +164,10 @@ impl LackeyError {
     }
 }
 
+/// Longest line accepted (lackey's lines are under 40 bytes; this bounds the reader's memory
+/// on input that is not a trace, such as `/dev/zero`).
+pub const MAX_LINE_BYTES: usize = 4096;
+
 /// Streams the accesses of a lackey trace: `M` lines become a read then a write.
 #[derive(Debug)]
 pub struct LackeyReader<R> {
@@ -208,12 +213,21 @@ impl<R: BufRead> LackeyReader<R> {
         }
         loop {
             self.buf.clear();
-            match self.reader.read_until(b'\n', &mut self.buf) {
+            match (&mut self.reader).take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', &mut self.buf) {
                 Ok(0) => return Ok(None),
                 Ok(_) => {}
                 Err(error) => return Err(LackeyError::Io { name: self.name.clone(), error }),
             }
             self.line += 1;
+            if self.buf.len() > MAX_LINE_BYTES && self.buf.last() != Some(&b'\n') {
+                let text: String = String::from_utf8_lossy(&self.buf[..80]).into_owned();
+                return Err(LackeyError::Malformed {
+                    name: self.name.clone(),
+                    line: self.line,
+                    text,
+                    reason: "the line is longer than 4096 bytes (not a lackey trace?)",
+                });
+            }
             match LackeyLine::parse(&self.buf) {
                 Ok(None) => continue,
                 Ok(Some(l)) => {

@@ -127,7 +127,7 @@ impl Workload {
     pub fn new(seed: u64, phases: Vec<PhaseSpec>) -> Result<Self, WorkloadError> {
         for p in &phases {
             p.validate()?;
-            if let Pattern::Trace { path } = &p.pattern {
+            if let Pattern::Trace { path } | Pattern::TraceOnce { path } = &p.pattern {
                 std::fs::File::open(path).map_err(|e| WorkloadError::Trace {
                     phase: p.name.clone(),
                     error: LackeyError::Io { name: path.display().to_string(), error: e },
@@ -190,9 +190,13 @@ impl Workload {
             let mut done = 0;
             while done < batch {
                 match gen.next_access() {
-                    Ok(a) => {
+                    Ok(Some(a)) => {
                         out[n + done] = a;
                         done += 1;
+                    }
+                    Ok(None) => {
+                        self.end();
+                        break;
                     }
                     Err(error) => {
                         self.fail(error);
@@ -201,9 +205,9 @@ impl Workload {
                 }
             }
             n += done;
-            self.left -= done as u64;
+            self.left = self.left.saturating_sub(done as u64);
             self.issued += done as u64;
-            if self.error.is_some() {
+            if self.error.is_some() || self.ended() {
                 break;
             }
         }
@@ -238,6 +242,18 @@ impl Workload {
         }
     }
 
+    /// End the stream here (a trace played once reached its end).
+    #[cold]
+    fn end(&mut self) {
+        self.gen = None;
+        self.left = 0;
+        self.phase = self.phases.len();
+    }
+
+    fn ended(&self) -> bool {
+        self.gen.is_none() && self.phase >= self.phases.len()
+    }
+
     #[cold]
     fn fail(&mut self, error: LackeyError) {
         let phase = self.phases.get(self.phase).map(|p| p.name.clone()).unwrap_or_default();
@@ -258,10 +274,14 @@ impl Iterator for Workload {
         }
         let gen = self.gen.as_mut()?;
         match gen.next_access() {
-            Ok(a) => {
+            Ok(Some(a)) => {
                 self.left -= 1;
                 self.issued += 1;
                 Some(a)
+            }
+            Ok(None) => {
+                self.end();
+                None
             }
             Err(error) => {
                 self.fail(error);

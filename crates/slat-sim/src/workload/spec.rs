@@ -78,6 +78,12 @@ pub enum Pattern {
         /// The trace file.
         path: PathBuf,
     },
+    /// Replay a lackey trace once, streamed: the phase ends where the trace ends (its
+    /// `accesses` is only an upper bound). For traces that can be read only once (a pipe).
+    TraceOnce {
+        /// The trace file (`/dev/stdin` for standard input).
+        path: PathBuf,
+    },
 }
 
 impl Pattern {
@@ -89,7 +95,7 @@ impl Pattern {
             Pattern::Uniform => "uniform",
             Pattern::Zipf { .. } => "zipf",
             Pattern::Strided { .. } => "strided",
-            Pattern::Trace { .. } => "trace",
+            Pattern::Trace { .. } | Pattern::TraceOnce { .. } => "trace",
         }
     }
 }
@@ -226,7 +232,7 @@ impl PhaseSpec {
                     return bad("step", "the step must be > 0".into());
                 }
             }
-            Pattern::Trace { path } => {
+            Pattern::Trace { path } | Pattern::TraceOnce { path } => {
                 if path.as_os_str().is_empty() {
                     return bad("trace", "empty path".into());
                 }
