@@ -1,0 +1,964 @@
+//! Differential random tester: random sequences of memslot changes (including failing ones),
+//! guest reads, writes and instruction fetches, host events through the notifier, dirty logging
+//! in every mode, recovery (both policies), the NX workaround, write tracking and memory types,
+//! checked after every step against a model the tester keeps itself (never slat's own rules):
+//!
+//! * `audit()` (slat's own recount, I1/I2/I6);
+//! * I1: every leaf translates to the page the tester's host model maps at the slot's hva, with
+//!   no permission the tester's slot and host model withhold; every slot the tester believes in
+//!   is the one slat publishes, and a failing slot change changed nothing;
+//! * I2: every huge leaf is size-aligned, inside one slot, inside one host leaf that is at least
+//!   as large (hence congruent), not writable while logged, over no tracked gfn, over one memory
+//!   type, not executable with NX on;
+//! * I3/I4: every leaf an operation removed or narrowed (permissions, output, memory type, dirty
+//!   state) is covered by a TLB flush recorded during that operation;
+//! * I5: a shadow of the pages the guest wrote since the last harvest: each must be reported;
+//! * faults: the outcome the model predicts (mapped, read-only slot, host unmapped, read-only host
+//!   memory, write-tracked), and after a mapped fault the hardware walk succeeds.
+//!
+//! Failing sequences shrink (proptest) to a minimal reproducer. `SLAT_DIFF_CASES` (default 40)
+//! and `SLAT_DIFF_OPS` (default 64) set the length of the run; `SLAT_DIFF_SEED` the seed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use slat_mmu::testing::{FakeHost, RecordingTlb};
+use slat_mmu::{
+    DirtyLogMode, FaultError, FaultOutcome, HarvestMode, HostError, MemslotSpec, Mmu, MmuConfig, MmuError, MmuNotifier,
+    NxPolicy, RecoveryPolicy,
+};
+use slat_pt::format::Ept4;
+use slat_pt::{Access, Leaf, MemType, PageSize, Perms, SimFrameAllocator, PAGE_SIZE};
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+/// Region A: 32 MiB of host memory in 2 MiB chunks, each mapped 4K or 2M.
+const HVA_A: u64 = 0x7f00_0000_0000;
+const LEN_A: u64 = 32 * MIB;
+/// Region B: one 1 GiB host leaf (hugetlbfs), never changed.
+const HVA_B: u64 = 0x7f80_0000_0000;
+const PA_B: u64 = 0x40_0000_0000;
+
+type DMmu = Mmu<Ept4, SimFrameAllocator, FakeHost, RecordingTlb>;
+
+// ---- figures --------------------------------------------------------------------------------
+
+static OPS: AtomicU64 = AtomicU64::new(0);
+static CHECKS: AtomicU64 = AtomicU64::new(0);
+static LEAVES_CHECKED: AtomicU64 = AtomicU64::new(0);
+static FAULTS: AtomicU64 = AtomicU64::new(0);
+static HARVESTS: AtomicU64 = AtomicU64::new(0);
+static FAILED_SLOT_OPS: AtomicU64 = AtomicU64::new(0);
+
+// ---- operations -----------------------------------------------------------------------------
+
+/// One step. Numbers select among what exists at that moment (modulo), so every sequence runs.
+#[derive(Debug, Clone)]
+pub enum Op {
+    AddSlot {
+        id: u8,
+        gfn: u32,
+        pages: u32,
+        hva: u32,
+        readonly: bool,
+        log: bool,
+    },
+    DeleteSlot {
+        id: u8,
+    },
+    MoveSlot {
+        id: u8,
+        gfn: u32,
+    },
+    Access {
+        vcpu: u8,
+        at: u32,
+        kind: u8,
+    },
+    HostUnmap {
+        chunk: u8,
+    },
+    /// Migrate / collapse / mprotect: a 2 MiB chunk gets new pages of `size4k ? 4K : 2M`.
+    HostRemap {
+        chunk: u8,
+        small: bool,
+        writable: bool,
+    },
+    HostSplit {
+        chunk: u8,
+    },
+    /// A host invalidation in flight while a slot is added or moved, with a fault inside it.
+    RemapAroundSlotChange {
+        chunk: u8,
+        slot_op: Box<Op>,
+        at: u32,
+    },
+    LogOn {
+        id: u8,
+    },
+    LogOff {
+        id: u8,
+    },
+    Harvest {
+        id: u8,
+        mask: u64,
+    },
+    Recover {
+        id: u8,
+    },
+    RecoverNx,
+    Track {
+        at: u32,
+    },
+    Untrack {
+        at: u32,
+    },
+    MemType {
+        at: u32,
+        pages: u16,
+        ty: u8,
+    },
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    let add = (0u8..5, any::<u32>(), any::<u32>(), any::<u32>(), any::<bool>(), any::<bool>()).prop_map(
+        |(id, gfn, pages, hva, readonly, log)| Op::AddSlot { id, gfn, pages, hva, readonly, log: log && gfn % 3 == 0 },
+    );
+    let mov = (0u8..5, any::<u32>()).prop_map(|(id, gfn)| Op::MoveSlot { id, gfn });
+    let leaf = prop_oneof![
+        4 => add.clone(),
+        1 => (0u8..5).prop_map(|id| Op::DeleteSlot { id }),
+        2 => mov.clone(),
+        24 => (0u8..4, any::<u32>(), 0u8..3).prop_map(|(vcpu, at, kind)| Op::Access { vcpu, at, kind }),
+        1 => (0u8..16).prop_map(|chunk| Op::HostUnmap { chunk }),
+        3 => (0u8..16, any::<bool>(), any::<u8>()).prop_map(|(chunk, small, w)| Op::HostRemap { chunk, small, writable: w % 4 != 0 }),
+        2 => (0u8..16).prop_map(|chunk| Op::HostSplit { chunk }),
+        6 => (0u8..5).prop_map(|id| Op::LogOn { id }),
+        2 => (0u8..5).prop_map(|id| Op::LogOff { id }),
+        8 => (0u8..5, any::<u64>()).prop_map(|(id, mask)| Op::Harvest { id, mask }),
+        1 => (0u8..5).prop_map(|id| Op::Recover { id }),
+        1 => Just(Op::RecoverNx),
+        1 => any::<u32>().prop_map(|at| Op::Track { at }),
+        1 => any::<u32>().prop_map(|at| Op::Untrack { at }),
+        1 => (any::<u32>(), any::<u16>(), 0u8..4).prop_map(|(at, pages, ty)| Op::MemType { at, pages, ty }),
+    ];
+    prop_oneof![
+        20 => leaf,
+        1 => (0u8..16, prop_oneof![add, mov], any::<u32>())
+            .prop_map(|(chunk, op, at)| Op::RemapAroundSlotChange { chunk, slot_op: Box::new(op), at }),
+    ]
+}
+
+fn config_strategy() -> impl Strategy<Value = MmuConfig> {
+    (0u8..5, 0u8..3, any::<bool>(), any::<bool>(), 1u64..4).prop_map(|(d, h, rec, nx, chunk)| {
+        let dirty_log = match d {
+            0 => DirtyLogMode::WriteProtect,
+            1 => DirtyLogMode::SplitOnFault,
+            2 | 3 => DirtyLogMode::EagerSplit { chunk_tables: chunk },
+            _ => DirtyLogMode::HardwareDirty,
+        };
+        let harvest = match h {
+            0 => HarvestMode::GetAndClear,
+            1 => HarvestMode::ManualClear { initially_set: false },
+            _ => HarvestMode::ManualClear { initially_set: true },
+        };
+        MmuConfig {
+            dirty_log,
+            harvest,
+            recovery: if rec { RecoveryPolicy::InPlace } else { RecoveryPolicy::Zap },
+            nx: nx.then_some(NxPolicy { recovery_ratio: 2 }),
+            recovery_batch: 3,
+            ..MmuConfig::default()
+        }
+    })
+}
+
+// ---- the tester's own model -----------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy)]
+struct HLeaf {
+    pa: u64,
+    size: PageSize,
+    writable: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MSlot {
+    base_gfn: u64,
+    npages: u64,
+    hva: u64,
+    readonly: bool,
+    logging: bool,
+}
+
+impl MSlot {
+    fn end(&self) -> u64 {
+        self.base_gfn + self.npages
+    }
+    fn hva_of(&self, gfn: u64) -> u64 {
+        self.hva + (gfn - self.base_gfn) * PAGE_SIZE
+    }
+}
+
+struct Model {
+    cfg: MmuConfig,
+    host: BTreeMap<u64, HLeaf>,
+    next_pa: u64,
+    slots: BTreeMap<u32, MSlot>,
+    tracked: BTreeMap<u64, u32>,
+    mem_types: BTreeMap<u64, MemType>,
+    /// Pages (slot id, offset) written while logged and not yet harvested.
+    shadow: BTreeMap<u32, BTreeSet<u64>>,
+}
+
+impl Model {
+    fn host_leaf(&self, hva: u64) -> Option<(u64, HLeaf)> {
+        let (&k, l) = self.host.range(..=hva).next_back()?;
+        (hva < k + l.size.bytes()).then_some((k, *l))
+    }
+    fn slot_of(&self, gfn: u64) -> Option<(u32, MSlot)> {
+        self.slots.iter().find(|(_, s)| gfn >= s.base_gfn && gfn < s.end()).map(|(i, s)| (*i, *s))
+    }
+    fn overlaps(&self, id: u32, base: u64, npages: u64) -> bool {
+        self.slots.iter().any(|(i, s)| *i != id && s.base_gfn < base + npages && base < s.end())
+    }
+    fn mem_type(&self, gfn: u64) -> MemType {
+        self.mem_types.get(&gfn).copied().unwrap_or(MemType::WriteBack)
+    }
+    fn forget_gfns(&mut self, s: MSlot) {
+        let keys: Vec<u64> = self.tracked.range(s.base_gfn..s.end()).map(|(k, _)| *k).collect();
+        for k in keys {
+            self.tracked.remove(&k);
+        }
+        let keys: Vec<u64> = self.mem_types.range(s.base_gfn..s.end()).map(|(k, _)| *k).collect();
+        for k in keys {
+            self.mem_types.remove(&k);
+        }
+    }
+    /// A gfn selected by `at` inside some slot.
+    fn pick_gfn(&self, at: u32) -> Option<(u32, MSlot, u64)> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let (id, s) = self.slots.iter().nth(at as usize % self.slots.len()).map(|(i, s)| (*i, *s))?;
+        // Favour the first pages of the slot so repeated accesses meet each other.
+        let span = s.npages.min(if at % 4 == 0 { u64::MAX } else { 2048 });
+        Some((id, s, s.base_gfn + (at as u64 / 7) % span))
+    }
+    fn initially_set(&self) -> bool {
+        self.cfg.harvest == HarvestMode::ManualClear { initially_set: true }
+    }
+}
+
+struct Tester {
+    m: DMmu,
+    model: Model,
+    step: usize,
+}
+
+type Check = Result<(), String>;
+
+macro_rules! ensure {
+    ($c:expr, $($fmt:tt)*) => {
+        if !$c {
+            return Err(format!($($fmt)*));
+        }
+    };
+}
+
+fn all_leaves(m: &DMmu) -> Vec<Leaf> {
+    m.with_tables(|pt| pt.leaves(0, pt.input_limit()))
+}
+
+impl Tester {
+    fn new(cfg: MmuConfig) -> Self {
+        let m =
+            Mmu::new(cfg, SimFrameAllocator::new(0x100_0000_0000, 16 * GIB), FakeHost::new(), RecordingTlb::default())
+                .expect("config");
+        let mut model = Model {
+            cfg,
+            host: BTreeMap::new(),
+            next_pa: 0x20_0000_0000,
+            slots: BTreeMap::new(),
+            tracked: BTreeMap::new(),
+            mem_types: BTreeMap::new(),
+            shadow: BTreeMap::new(),
+        };
+        for c in 0..LEN_A / (2 * MIB) {
+            let size = if c % 3 == 1 { PageSize::Size4K } else { PageSize::Size2M };
+            let pa = model.next_pa;
+            model.next_pa += 2 * MIB;
+            Self::map(&m, &mut model, HVA_A + c * 2 * MIB, 2 * MIB, pa, size, true);
+        }
+        Self::map(&m, &mut model, HVA_B, GIB, PA_B, PageSize::Size1G, true);
+        Tester { m, model, step: 0 }
+    }
+
+    fn map(m: &DMmu, model: &mut Model, hva: u64, len: u64, pa: u64, size: PageSize, writable: bool) {
+        m.host().map_range(hva, len, pa, size, writable);
+        let mut off = 0;
+        while off < len {
+            model.host.insert(hva + off, HLeaf { pa: pa + off, size, writable });
+            off += size.bytes();
+        }
+    }
+
+    fn unmap(&mut self, hva: u64, len: u64) {
+        self.m.host().unmap_range(hva, len);
+        let keys: Vec<u64> = self.model.host.range(hva..hva + len).map(|(k, _)| *k).collect();
+        for k in keys {
+            self.model.host.remove(&k);
+        }
+    }
+
+    fn run(&mut self, op: &Op) -> Check {
+        let before = all_leaves(&self.m);
+        self.m.tlb().clear();
+        self.apply(op)?;
+        OPS.fetch_add(1, Relaxed);
+        self.check(&before)
+    }
+
+    fn apply(&mut self, op: &Op) -> Check {
+        match op {
+            Op::AddSlot { id, gfn, pages, hva, readonly, log } => {
+                let id = *id as u32;
+                let spec = if hva % 8 == 0 {
+                    // A 1 GiB slot over region B, at a 1 GiB aligned gfn, or 2 MiB off it.
+                    let base = (4 + (*gfn as u64 % 4)) * (GIB >> 12) + if gfn % 5 == 0 { 512 } else { 0 };
+                    MemslotSpec {
+                        id,
+                        base_gfn: base,
+                        npages: GIB >> 12,
+                        hva: HVA_B,
+                        readonly: *readonly,
+                        log_dirty: *log,
+                    }
+                } else {
+                    let hva_page = *hva as u64 % (LEN_A >> 12);
+                    let hva_page = if hva % 3 == 0 { hva_page & !511 } else { hva_page };
+                    let max = (LEN_A >> 12) - hva_page;
+                    let npages = 1 + *pages as u64 % max.min(3000);
+                    let base = if gfn % 2 == 0 { (*gfn as u64 % 32) * 512 } else { *gfn as u64 % 16384 };
+                    MemslotSpec {
+                        id,
+                        base_gfn: base,
+                        npages,
+                        hva: HVA_A + hva_page * PAGE_SIZE,
+                        readonly: *readonly,
+                        log_dirty: *log,
+                    }
+                };
+                self.add_slot(spec)
+            }
+            Op::DeleteSlot { id } => {
+                let id = self.pick_id(*id);
+                let r = self.m.delete_memslot(id);
+                match self.model.slots.remove(&id) {
+                    Some(s) => {
+                        ensure!(r.is_ok(), "delete of slot {id}: {r:?}");
+                        self.model.forget_gfns(s);
+                        self.model.shadow.remove(&id);
+                    }
+                    None => {
+                        FAILED_SLOT_OPS.fetch_add(1, Relaxed);
+                        ensure!(r.is_err(), "delete of a missing slot {id} succeeded")
+                    }
+                }
+                Ok(())
+            }
+            Op::MoveSlot { id, gfn } => {
+                let id = self.pick_id(*id);
+                let base = match self.model.slots.get(&id) {
+                    Some(s) if s.npages == GIB >> 12 && s.hva == HVA_B => (4 + (*gfn as u64 % 4)) * (GIB >> 12),
+                    _ => {
+                        if gfn % 2 == 0 {
+                            (*gfn as u64 % 32) * 512
+                        } else {
+                            *gfn as u64 % 16384
+                        }
+                    }
+                };
+                self.move_slot(id, base)
+            }
+            Op::Access { vcpu, at, kind } => {
+                let access = [Access::Read, Access::Write, Access::Exec][*kind as usize];
+                match self.model.pick_gfn(*at) {
+                    Some((id, s, gfn)) => self.access(*vcpu as u32, id, s, gfn, access),
+                    // No slot: an MMIO exit.
+                    None => {
+                        let r = self.m.handle_fault(0x1234_5000, access);
+                        ensure!(r == Err(FaultError::NoMemslot { gpa: 0x1234_5000 }), "fault outside slots: {r:?}");
+                        Ok(())
+                    }
+                }
+            }
+            Op::HostUnmap { chunk } => {
+                let hva = HVA_A + *chunk as u64 * 2 * MIB;
+                self.m.invalidate_range_start(hva, hva + 2 * MIB);
+                self.unmap(hva, 2 * MIB);
+                self.m.invalidate_range_end(hva, hva + 2 * MIB);
+                Ok(())
+            }
+            Op::HostRemap { chunk, small, writable } => {
+                self.remap(*chunk, *small, *writable);
+                Ok(())
+            }
+            Op::HostSplit { chunk } => {
+                let hva = HVA_A + *chunk as u64 * 2 * MIB;
+                if let Some((k, l)) = self.model.host_leaf(hva) {
+                    if l.size == PageSize::Size2M {
+                        self.m.invalidate_range_start(k, k + 2 * MIB);
+                        self.m.host().split(k);
+                        self.model.host.remove(&k);
+                        for i in 0..512 {
+                            self.model.host.insert(
+                                k + i * PAGE_SIZE,
+                                HLeaf { pa: l.pa + i * PAGE_SIZE, size: PageSize::Size4K, ..l },
+                            );
+                        }
+                        self.m.invalidate_range_end(k, k + 2 * MIB);
+                    }
+                }
+                Ok(())
+            }
+            Op::RemapAroundSlotChange { chunk, slot_op, at } => {
+                let hva = HVA_A + *chunk as u64 * 2 * MIB;
+                self.m.invalidate_range_start(hva, hva + 2 * MIB);
+                // The host is changing the chunk; the VMM changes a slot meanwhile.
+                self.apply(slot_op)?;
+                // A fault on a slot over the chunk must not install the old page: it retries.
+                if let Some((_, s, gfn)) = self.model.pick_gfn(*at) {
+                    let h = s.hva_of(gfn);
+                    if h >= hva && h < hva + 2 * MIB {
+                        let r = self.m.handle_fault(gfn * PAGE_SIZE, Access::Read);
+                        // Retry; or, when the host maps nothing there, its error (nothing installed).
+                        let unmapped = self.model.host_leaf(h).is_none()
+                            && r == Err(FaultError::Host(HostError::NotMapped { hva: h }));
+                        ensure!(
+                            r == Ok(FaultOutcome::Retry) || unmapped,
+                            "fault inside an invalidation in flight: {r:?}"
+                        );
+                    }
+                }
+                self.unmap(hva, 2 * MIB);
+                let pa = self.fresh_pa();
+                Self::map(&self.m, &mut self.model, hva, 2 * MIB, pa, PageSize::Size2M, true);
+                self.m.invalidate_range_end(hva, hva + 2 * MIB);
+                Ok(())
+            }
+            Op::LogOn { id } => {
+                let id = self.pick_id(*id);
+                if self.eager() && self.model.slots.get(&id).is_some_and(|s| s.npages == GIB >> 12) {
+                    return Ok(());
+                }
+                self.set_logging(id, true)
+            }
+            Op::LogOff { id } => self.set_logging(self.pick_id(*id), false),
+            Op::Harvest { id, mask } => self.harvest(self.pick_id(*id), *mask),
+            Op::Recover { id } => {
+                let id = self.pick_id(*id);
+                match self.model.slots.get(&id) {
+                    Some(s) if !s.logging => {
+                        let r = self.m.recover_huge_pages(id);
+                        ensure!(r.is_ok(), "recover {id}: {r:?}");
+                    }
+                    Some(_) => {}
+                    None => ensure!(self.m.recover_huge_pages(id).is_err(), "recover of a missing slot"),
+                }
+                Ok(())
+            }
+            Op::RecoverNx => {
+                self.m.recover_nx_huge_pages();
+                Ok(())
+            }
+            Op::Track { at } => {
+                if let Some((_, _, gfn)) = self.model.pick_gfn(*at) {
+                    let r = self.m.write_track(gfn);
+                    ensure!(r.is_ok(), "track {gfn:#x}: {r:?}");
+                    *self.model.tracked.entry(gfn).or_default() += 1;
+                }
+                Ok(())
+            }
+            Op::Untrack { at } => {
+                // Untrack a gfn the model has tracked (slat's counts nest).
+                if !self.model.tracked.is_empty() {
+                    let gfn = *self.model.tracked.keys().nth(*at as usize % self.model.tracked.len()).unwrap();
+                    let r = self.m.write_untrack(gfn);
+                    ensure!(r.is_ok(), "untrack {gfn:#x}: {r:?}");
+                    let c = self.model.tracked.get_mut(&gfn).unwrap();
+                    *c -= 1;
+                    if *c == 0 {
+                        self.model.tracked.remove(&gfn);
+                    }
+                }
+                Ok(())
+            }
+            Op::MemType { at, pages, ty } => {
+                if let Some((_, s, gfn)) = self.model.pick_gfn(*at) {
+                    let npages = *pages as u64 % 700;
+                    let ty = [MemType::WriteBack, MemType::WriteThrough, MemType::WriteCombining, MemType::Uncached]
+                        [*ty as usize];
+                    let r = self.m.set_memory_type(gfn, npages, ty);
+                    let valid = npages > 0 && gfn + npages <= s.end();
+                    ensure!(r.is_ok() == valid, "set_memory_type({gfn:#x}, {npages}): {r:?}, model valid={valid}");
+                    if valid {
+                        for g in gfn..gfn + npages {
+                            if ty == MemType::WriteBack {
+                                self.model.mem_types.remove(&g);
+                            } else {
+                                self.model.mem_types.insert(g, ty);
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn eager(&self) -> bool {
+        matches!(self.model.cfg.dirty_log, DirtyLogMode::EagerSplit { .. })
+    }
+
+    /// An existing slot's id (selector 0..4), or an id that does not exist (4).
+    fn pick_id(&self, sel: u8) -> u32 {
+        if sel >= 4 || self.model.slots.is_empty() {
+            return 9;
+        }
+        *self.model.slots.keys().nth(sel as usize % self.model.slots.len()).unwrap()
+    }
+
+    fn fresh_pa(&mut self) -> u64 {
+        let pa = self.model.next_pa;
+        self.model.next_pa += 2 * MIB;
+        pa
+    }
+
+    fn remap(&mut self, chunk: u8, small: bool, writable: bool) {
+        let hva = HVA_A + chunk as u64 * 2 * MIB;
+        self.m.invalidate_range_start(hva, hva + 2 * MIB);
+        self.unmap(hva, 2 * MIB);
+        let pa = self.fresh_pa();
+        let size = if small { PageSize::Size4K } else { PageSize::Size2M };
+        Self::map(&self.m, &mut self.model, hva, 2 * MIB, pa, size, writable);
+        self.m.invalidate_range_end(hva, hva + 2 * MIB);
+    }
+
+    fn add_slot(&mut self, spec: MemslotSpec) -> Check {
+        let r = self.m.add_memslot(spec);
+        let valid =
+            !self.model.slots.contains_key(&spec.id) && !self.model.overlaps(spec.id, spec.base_gfn, spec.npages);
+        ensure!(r.is_ok() == valid, "add {spec:?}: {r:?}, model valid={valid}");
+        if valid {
+            let s = MSlot {
+                base_gfn: spec.base_gfn,
+                npages: spec.npages,
+                hva: spec.hva,
+                readonly: spec.readonly,
+                logging: spec.log_dirty,
+            };
+            self.model.slots.insert(spec.id, s);
+            if spec.log_dirty {
+                self.model.shadow.insert(spec.id, BTreeSet::new());
+            }
+        } else {
+            FAILED_SLOT_OPS.fetch_add(1, Relaxed);
+        }
+        Ok(())
+    }
+
+    fn move_slot(&mut self, id: u32, base: u64) -> Check {
+        let r = self.m.move_memslot(id, base);
+        let Some(s) = self.model.slots.get(&id).copied() else {
+            FAILED_SLOT_OPS.fetch_add(1, Relaxed);
+            ensure!(r.is_err(), "move of missing slot {id} succeeded");
+            return Ok(());
+        };
+        let valid = !self.model.overlaps(id, base, s.npages);
+        ensure!(r.is_ok() == valid, "move {id} to {base:#x}: {r:?}, model valid={valid}");
+        if valid {
+            self.model.forget_gfns(s);
+            self.model.slots.insert(id, MSlot { base_gfn: base, ..s });
+        } else {
+            FAILED_SLOT_OPS.fetch_add(1, Relaxed);
+        }
+        Ok(())
+    }
+
+    fn set_logging(&mut self, id: u32, on: bool) -> Check {
+        let r = self.m.set_dirty_logging(id, on);
+        let Some(s) = self.model.slots.get_mut(&id) else {
+            ensure!(r.is_err(), "logging on a missing slot {id}");
+            return Ok(());
+        };
+        ensure!(r.is_ok(), "set_dirty_logging({id}, {on}): {r:?}");
+        if s.logging != on {
+            s.logging = on;
+            if on {
+                self.model.shadow.insert(id, BTreeSet::new());
+            } else {
+                self.model.shadow.remove(&id);
+            }
+        }
+        Ok(())
+    }
+
+    fn harvest(&mut self, id: u32, mask: u64) -> Check {
+        let r = self.m.get_dirty_log(id);
+        let Some(s) = self.model.slots.get(&id).copied() else {
+            ensure!(r.is_err(), "harvest of a missing slot {id}");
+            return Ok(());
+        };
+        if !s.logging {
+            ensure!(r == Err(MmuError::NotLogging { id }), "harvest of an unlogged slot: {r:?}");
+            return Ok(());
+        }
+        let log = r.map_err(|e| format!("get_dirty_log({id}): {e}"))?;
+        HARVESTS.fetch_add(1, Relaxed);
+        ensure!(log.len() as u64 == s.npages.div_ceil(64), "log of {} words for {} pages", log.len(), s.npages);
+        let set = |p: u64| log[(p / 64) as usize] & (1 << (p % 64)) != 0;
+        for p in s.npages..log.len() as u64 * 64 {
+            ensure!(!set(p), "log reports page {p} past the end of slot {id} ({} pages)", s.npages);
+        }
+        let shadow = self.model.shadow.entry(id).or_default();
+        for &p in shadow.iter() {
+            ensure!(
+                set(p),
+                "I5: page {p} of slot {id} (gfn {:#x}) was written since the last harvest but is not reported",
+                s.base_gfn + p
+            );
+        }
+        match self.model.cfg.harvest {
+            HarvestMode::GetAndClear => shadow.clear(),
+            HarvestMode::ManualClear { .. } => {
+                // Clear a subset of what was reported (all of it when `mask` is odd).
+                let m: Vec<u64> = log
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &w)| if mask & 1 == 1 { w } else { w & mask.rotate_left(i as u32) })
+                    .collect();
+                let n = self.m.clear_dirty_log(id, 0, &m).map_err(|e| format!("clear_dirty_log({id}): {e}"))?;
+                let expect: u64 = m.iter().map(|w| w.count_ones() as u64).sum();
+                ensure!(n == expect, "clear_dirty_log cleared {n}, mask had {expect} reported bits");
+                shadow.retain(|&p| m[(p / 64) as usize] & (1 << (p % 64)) == 0);
+            }
+        }
+        Ok(())
+    }
+
+    fn access(&mut self, vcpu: u32, id: u32, s: MSlot, gfn: u64, access: Access) -> Check {
+        let gpa = gfn * PAGE_SIZE + 0x18;
+        let write = access == Access::Write;
+        // The guest's access: the hardware walk first; a fault only if it fails.
+        let hw = self.m.with_tables(|pt| pt.hw_walk(gpa, access).result.is_ok());
+        if !hw {
+            FAULTS.fetch_add(1, Relaxed);
+            let host = self.model.host_leaf(s.hva_of(gfn));
+            let tracked = self.model.tracked.contains_key(&gfn);
+            let mut r = self.m.handle_fault_on(vcpu, gpa, access);
+            for _ in 0..3 {
+                if r != Ok(FaultOutcome::Retry) {
+                    break;
+                }
+                r = self.m.handle_fault_on(vcpu, gpa, access);
+            }
+            let expect: Result<&str, FaultError> = if write && s.readonly {
+                Err(FaultError::ReadOnly { gpa, slot: id })
+            } else if host.is_none() {
+                Err(FaultError::Host(HostError::NotMapped { hva: s.hva_of(gfn) }))
+            } else if write && !host.unwrap().1.writable {
+                Err(FaultError::Host(HostError::ReadOnly { hva: s.hva_of(gfn) }))
+            } else if write && tracked {
+                Ok("tracked")
+            } else {
+                Ok("mapped")
+            };
+            match (expect, r) {
+                (Err(e), Err(got)) if e == got => {
+                    let t = self.m.with_tables(|pt| pt.translate(gpa));
+                    if matches!(e, FaultError::Host(HostError::NotMapped { .. })) {
+                        ensure!(t.is_none(), "a fault on an unmapped host page left {t:?}");
+                    }
+                    return Ok(());
+                }
+                (Ok("tracked"), Ok(FaultOutcome::WriteTracked)) => return Ok(()),
+                (Ok("mapped"), Ok(FaultOutcome::Mapped { .. })) => {}
+                (e, got) => {
+                    return Err(format!("fault {access:?} at gfn {gfn:#x} (slot {id}): expected {e:?}, got {got:?}"))
+                }
+            }
+            let again = self.m.with_tables(|pt| pt.hw_walk(gpa, access).result);
+            ensure!(again.is_ok(), "after a mapped fault the hardware walk still fails: {again:?}");
+        }
+        if write && s.logging {
+            self.model.shadow.entry(id).or_default().insert(gfn - s.base_gfn);
+        }
+        Ok(())
+    }
+
+    /// Every check after a step.
+    fn check(&mut self, before: &[Leaf]) -> Check {
+        CHECKS.fetch_add(1, Relaxed);
+        if let Err(e) = self.m.audit() {
+            return Err(format!("audit: {:?}", e.violations));
+        }
+        // The slots slat publishes are the model's.
+        let mut published: Vec<_> =
+            self.m.memslots().into_iter().map(|i| (i.id, i.base_gfn, i.npages, i.hva, i.readonly, i.logging)).collect();
+        published.sort();
+        let model: Vec<_> =
+            self.model.slots.iter().map(|(i, s)| (*i, s.base_gfn, s.npages, s.hva, s.readonly, s.logging)).collect();
+        ensure!(published == model, "memslots {published:?} != model {model:?}");
+
+        let after = all_leaves(&self.m);
+        let eager = matches!(self.model.cfg.dirty_log, DirtyLogMode::EagerSplit { .. }) && !self.model.initially_set();
+        for l in &after {
+            LEAVES_CHECKED.fetch_add(1, Relaxed);
+            self.check_leaf(l, eager).map_err(|e| format!("leaf {:#x} {:?}: {e}", l.gpa, l.size))?;
+        }
+        // I3/I4: whatever an operation removed or narrowed was flushed during it.
+        let by_gpa: BTreeMap<u64, &Leaf> = after.iter().map(|l| (l.gpa, l)).collect();
+        for old in before {
+            let end = old.gpa + old.size.bytes();
+            let mut covered = 0;
+            let mut kept = true;
+            for (_, n) in by_gpa.range(old.gpa.saturating_sub(GIB - 1)..end) {
+                let (a, b) = (n.gpa.max(old.gpa), (n.gpa + n.size.bytes()).min(end));
+                if a >= b {
+                    continue;
+                }
+                covered += b - a;
+                let same_output = n.pa.wrapping_sub(n.gpa) == old.pa.wrapping_sub(old.gpa);
+                let dirty_cleared = old.attrs.dirty && !n.attrs.dirty;
+                if !same_output
+                    || !n.attrs.perms.contains(old.attrs.perms)
+                    || n.attrs.mem_type != old.attrs.mem_type
+                    || dirty_cleared
+                {
+                    kept = false;
+                }
+            }
+            if (!kept || covered != old.size.bytes()) && !self.m.tlb().covered(old.gpa, old.size.bytes()) {
+                return Err(format!(
+                    "I3/I4: leaf {:#x} {:?} was removed or narrowed without a flush",
+                    old.gpa, old.size
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_leaf(&self, l: &Leaf, eager: bool) -> Check {
+        let gfn = l.gpa / PAGE_SIZE;
+        let pages = l.size.pages();
+        ensure!(gfn % pages == 0, "I2: not size aligned");
+        let Some((id, s)) = self.model.slot_of(gfn) else { return Err("I1: leaf outside every slot".into()) };
+        ensure!(gfn + pages <= s.end(), "I2: leaf crosses the end of slot {id}");
+        let hva = s.hva_of(gfn);
+        let Some((hk, h)) = self.model.host_leaf(hva) else { return Err(format!("I1: host maps nothing at {hva:#x}")) };
+        ensure!(
+            l.pa == h.pa + (hva - hk),
+            "I1: leaf maps {:#x}, host maps hva {hva:#x} to {:#x}",
+            l.pa,
+            h.pa + (hva - hk)
+        );
+        ensure!(
+            hk <= hva && hva + l.size.bytes() <= hk + h.size.bytes(),
+            "I2: leaf larger than the host leaf {:?} at {hk:#x}",
+            h.size
+        );
+        let w = l.attrs.perms.contains(Perms::WRITE);
+        ensure!(!(w && s.readonly), "I1: writable leaf in read-only slot {id}");
+        ensure!(!w || h.writable, "I1: writable leaf over read-only host memory");
+        ensure!(!(w && self.model.tracked.contains_key(&gfn)), "I1: writable leaf over a tracked gfn");
+        let ty = self.model.mem_type(gfn);
+        ensure!(l.attrs.mem_type == ty, "memory type {:?}, the model says {ty:?}", l.attrs.mem_type);
+        if l.size == PageSize::Size4K {
+            return Ok(());
+        }
+        ensure!(self.model.tracked.range(gfn..gfn + pages).next().is_none(), "I2: huge leaf over a tracked gfn");
+        ensure!((gfn..gfn + pages).all(|g| self.model.mem_type(g) == ty), "I2: huge leaf over mixed memory types");
+        ensure!(
+            !(self.model.cfg.nx.is_some() && l.attrs.perms.contains(Perms::EXEC)),
+            "I2: executable huge leaf with NX on"
+        );
+        if s.logging {
+            ensure!(!w || self.model.initially_set(), "I2: writable huge leaf in logged slot {id}");
+            ensure!(!eager, "I2: huge leaf left in logged slot {id} after eager split");
+        }
+        Ok(())
+    }
+}
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn run_sequence(cfg: MmuConfig, ops: &[Op]) -> Check {
+    let mut t = Tester::new(cfg);
+    for (i, op) in ops.iter().enumerate() {
+        t.step = i;
+        t.run(op).map_err(|e| format!("step {i} ({op:?}): {e}"))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn random_sequences_hold_the_invariants() {
+    let cases = env("SLAT_DIFF_CASES", 40) as u32;
+    let max_ops = env("SLAT_DIFF_OPS", 64) as usize;
+    let seed = env("SLAT_DIFF_SEED", 0x51a7);
+    let mut seed_bytes = [0u8; 32];
+    seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let config = Config { cases, failure_persistence: None, max_shrink_iters: 4096, ..Config::default() };
+    let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes));
+    let start = std::time::Instant::now();
+    let r = runner.run(&(config_strategy(), prop::collection::vec(op_strategy(), 1..max_ops)), |(cfg, ops)| {
+        run_sequence(cfg, &ops).map_err(TestCaseError::fail)
+    });
+    eprintln!(
+        "differential: {cases} sequences (+ shrinking), {} operations, {} faults, {} harvests, {} failing slot changes, \
+         {} step checks, {} leaf checks, {:.1} s",
+        OPS.load(Relaxed),
+        FAULTS.load(Relaxed),
+        HARVESTS.load(Relaxed),
+        FAILED_SLOT_OPS.load(Relaxed),
+        CHECKS.load(Relaxed),
+        LEAVES_CHECKED.load(Relaxed),
+        start.elapsed().as_secs_f64()
+    );
+    if let Err(e) = r {
+        panic!("{e}");
+    }
+}
+
+// ---- byte-driven sequences (the fuzz target `mmu_ops` and its seeded stable twin) ---------------
+
+/// Reads numbers from fuzzer bytes; zeros once they run out.
+struct Bytes<'a>(&'a [u8]);
+
+impl Bytes<'_> {
+    fn u8(&mut self) -> u8 {
+        let (b, rest) = self.0.split_first().map_or((0, &[][..]), |(b, r)| (*b, r));
+        self.0 = rest;
+        b
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
+    }
+    fn u64(&mut self) -> u64 {
+        self.u32() as u64 | (self.u32() as u64) << 32
+    }
+    fn op(&mut self, depth: u32) -> Op {
+        match self.u8() % 17 {
+            0 => Op::AddSlot {
+                id: self.u8() % 5,
+                gfn: self.u32(),
+                pages: self.u32(),
+                hva: self.u32(),
+                readonly: self.u8() % 4 == 0,
+                log: self.u8() % 3 == 0,
+            },
+            1 => Op::DeleteSlot { id: self.u8() % 5 },
+            2 => Op::MoveSlot { id: self.u8() % 5, gfn: self.u32() },
+            3..=6 => Op::Access { vcpu: self.u8() % 4, at: self.u32(), kind: self.u8() % 3 },
+            7 => Op::HostUnmap { chunk: self.u8() % 16 },
+            8 => Op::HostRemap { chunk: self.u8() % 16, small: self.u8() % 2 == 0, writable: self.u8() % 4 != 0 },
+            9 => Op::HostSplit { chunk: self.u8() % 16 },
+            10 if depth == 0 => {
+                let chunk = self.u8() % 16;
+                let inner = self.op(1);
+                let slot_op = match inner {
+                    Op::AddSlot { .. } | Op::MoveSlot { .. } => inner,
+                    _ => Op::MoveSlot { id: 0, gfn: self.u32() },
+                };
+                Op::RemapAroundSlotChange { chunk, slot_op: Box::new(slot_op), at: self.u32() }
+            }
+            10 | 11 => Op::LogOn { id: self.u8() % 5 },
+            12 => Op::LogOff { id: self.u8() % 5 },
+            13 => Op::Harvest { id: self.u8() % 5, mask: self.u64() },
+            14 => match self.u8() % 2 {
+                0 => Op::Recover { id: self.u8() % 5 },
+                _ => Op::RecoverNx,
+            },
+            15 => match self.u8() % 2 {
+                0 => Op::Track { at: self.u32() },
+                _ => Op::Untrack { at: self.u32() },
+            },
+            _ => Op::MemType { at: self.u32(), pages: self.u32() as u16, ty: self.u8() % 4 },
+        }
+    }
+}
+
+/// A configuration and an operation sequence decoded from arbitrary bytes (at most 256 steps).
+pub fn sequence_from_bytes(data: &[u8]) -> (MmuConfig, Vec<Op>) {
+    let mut b = Bytes(data);
+    let c = b.u8();
+    let dirty_log = match c % 5 {
+        0 => DirtyLogMode::WriteProtect,
+        1 => DirtyLogMode::SplitOnFault,
+        2 | 3 => DirtyLogMode::EagerSplit { chunk_tables: 1 + (c / 5) as u64 % 3 },
+        _ => DirtyLogMode::HardwareDirty,
+    };
+    let h = b.u8();
+    let harvest = match h % 3 {
+        0 => HarvestMode::GetAndClear,
+        1 => HarvestMode::ManualClear { initially_set: false },
+        _ => HarvestMode::ManualClear { initially_set: true },
+    };
+    let cfg = MmuConfig {
+        dirty_log,
+        harvest,
+        recovery: if h & 8 == 0 { RecoveryPolicy::InPlace } else { RecoveryPolicy::Zap },
+        nx: (h & 16 != 0).then_some(NxPolicy { recovery_ratio: 2 }),
+        recovery_batch: 3,
+        ..MmuConfig::default()
+    };
+    let mut ops = Vec::new();
+    while !b.0.is_empty() && ops.len() < 256 {
+        ops.push(b.op(0));
+    }
+    (cfg, ops)
+}
+
+/// Run the sequence the bytes decode to; panics with the failing step on a broken invariant.
+pub fn run_bytes(data: &[u8]) {
+    let (cfg, ops) = sequence_from_bytes(data);
+    if let Err(e) = run_sequence(cfg, &ops) {
+        panic!("{cfg:?}: {e}");
+    }
+}
+
+/// The fuzz target's stable twin: seeded random byte strings (and the checked-in corpus) through
+/// the same decoder, bounded by `SLAT_FUZZ_ITERS` (default 60).
+#[test]
+fn byte_sequences_seeded() {
+    let iters = env("SLAT_FUZZ_ITERS", 60);
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus/mmu_ops");
+    let mut corpus = 0;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            run_bytes(&std::fs::read(e.path()).unwrap());
+            corpus += 1;
+        }
+    }
+    let mut x = env("SLAT_FUZZ_SEED", 0xf022) | 1;
+    for _ in 0..iters {
+        let mut data = Vec::new();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let len = (x % 600) as usize;
+        for _ in 0..len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            data.push(x as u8);
+        }
+        run_bytes(&data);
+    }
+    eprintln!("byte sequences: {corpus} corpus files, {iters} random inputs");
+}
