@@ -373,6 +373,7 @@ fn host_failures_install_nothing() {
         HostError::NotMapped { hva: HVA },
         HostError::OutOfMemory { hva: HVA, kind: slat_mmu::BackingKind::Hugetlbfs },
         HostError::Again { hva: HVA },
+        HostError::HwPoison { hva: HVA, size: PageSize::Size2M },
     ];
     for e in errors {
         for access in [Access::Read, Access::Write, Access::Exec] {
