@@ -855,63 +855,9 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         max_tables: u64,
         bbm: &mut dyn FnMut(FlushRange),
     ) -> Result<SplitProgress, PtError> {
-        self.check_range(gpa, len, PageSize::Size4K)?;
-        let mut p = SplitProgress::default();
-        let mut d = Delta::default();
-        let r =
-            self.split_in(self.root, F::ROOT_LEVEL, gpa, gpa + len, target.level(), max_tables, bbm, &mut p, &mut d);
-        self.apply(gpa, &d);
-        r.map(|()| p)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn split_in(
-        &self,
-        table: u64,
-        level: Level,
-        start: u64,
-        end: u64,
-        target: Level,
-        max: u64,
-        bbm: &mut dyn FnMut(FlushRange),
-        p: &mut SplitProgress,
-        d: &mut Delta,
-    ) -> Result<(), PtError> {
-        if level <= target {
-            return Ok(());
-        }
-        let t = self.table_ptr(table);
-        let size = level_bytes(level);
-        let entries = Self::entries_at(level);
-        let mut a = start;
-        while a < end {
-            let base = a & !(size - 1);
-            let stop = (base + size).min(end);
-            let e = self.entry(t, table_index(a, level, entries));
-            let mut cur = e.load(Ordering::Relaxed);
-            if cur != F::FROZEN && F::is_present(cur) {
-                if F::is_leaf(level, cur) {
-                    if p.tables_allocated >= max {
-                        p.resume_at = Some(base);
-                        return Ok(());
-                    }
-                    let child = self.build_split(level, cur)?;
-                    cur = F::table(child);
-                    Self::replace_live(e, e.load(Ordering::Relaxed), cur, level, base, bbm);
-                    d.leaves[level as usize] -= 1;
-                    d.leaves[level as usize - 1] += ENTRIES_PER_TABLE as i64;
-                    d.tables += 1;
-                    p.splits += 1;
-                    p.tables_allocated += 1;
-                }
-                self.split_in(F::addr(level, cur), level - 1, a, stop, target, max, bbm, p, d)?;
-                if p.resume_at.is_some() {
-                    return Ok(());
-                }
-            }
-            a = stop;
-        }
-        Ok(())
+        // Exclusive access: no other thread freezes entries or races the compare-and-swaps, so
+        // the shared walk does exactly the exclusive split.
+        self.split_range_shared(gpa, len, target, max_tables, bbm)
     }
 
     /// [`split_range`](Self::split_range) for the shared lock: every split is a
