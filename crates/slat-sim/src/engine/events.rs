@@ -93,7 +93,7 @@ impl<'s, F: Format> Engine<'s, F> {
                     total += log.iter().map(|w| w.count_ones() as u64).sum::<u64>();
                     // I5: every page written since the last harvest is in this log.
                     let written = std::mem::take(self.written.get_mut(id).unwrap());
-                    for i in written {
+                    for i in written.iter() {
                         if log.get((i / 64) as usize).is_none_or(|w| w & (1 << (i % 64)) == 0) {
                             self.counters.dirty_lost += 1;
                         }

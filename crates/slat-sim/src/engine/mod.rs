@@ -7,8 +7,9 @@
 mod events;
 mod metrics;
 mod setup;
+mod written;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use slat_mmu::{FaultError, FaultOutcome, HostError, Mmu};
@@ -137,7 +138,7 @@ pub(crate) struct Engine<'s, F: Format> {
     pub counters: EngineCounters,
     /// Guest writes to logged slots since their last harvest (page offsets into the slot), for
     /// the I5 check.
-    pub written: BTreeMap<u32, BTreeSet<u64>>,
+    pub written: BTreeMap<u32, written::WrittenPages>,
     /// Balloon chunks inflated per slot (hva, len), for deflation.
     pub balloon: BTreeMap<u32, Vec<(u64, u64)>>,
     pub report: RunReport,
