@@ -12,7 +12,10 @@ use crate::scenario::{Action, Attribute, Event, Harvest, Prot, SlotRange};
 
 impl<'s, F: Format> Engine<'s, F> {
     pub(crate) fn fire(&mut self, e: &Event) -> Result<(), SimError> {
-        let detail = self.apply(e).map_err(|message| SimError::Event {
+        let started = std::time::Instant::now();
+        let applied = self.apply(e);
+        self.last_event_time = started.elapsed();
+        let detail = applied.map_err(|message| SimError::Event {
             location: e.location.to_string(),
             kind: e.action.kind().name().to_string(),
             message,
