@@ -205,6 +205,13 @@ pub struct Row {
     pub ok: Vec<Option<bool>>,
 }
 
+/// The most 4K leaves at any time: the phases track their peaks between samples (a short
+/// phase of split leaves can fall between two samples of a long run).
+fn peak_4k(r: &RunReport) -> u64 {
+    let sampled = r.samples.iter().map(|s| s.leaves.pages_4k).max().unwrap_or(0);
+    r.phases.iter().map(|p| p.peak_4k).max().unwrap_or(0).max(sampled)
+}
+
 /// The rows of the side-by-side table.
 pub fn rows(cmp: &Comparison) -> Vec<Row> {
     type Getter = fn(&RunReport) -> String;
@@ -213,7 +220,7 @@ pub fn rows(cmp: &Comparison) -> Vec<Row> {
         ("2M leaves (final)", |r| count(r.final_leaves().pages_2m)),
         ("1G leaves (final)", |r| count(r.final_leaves().pages_1g)),
         ("mapped memory (final)", |r| bytes(r.final_leaves().mapped_bytes())),
-        ("peak 4K leaves", |r| count(r.samples.iter().map(|s| s.leaves.pages_4k).max().unwrap_or(0))),
+        ("peak 4K leaves", |r| count(peak_4k(r))),
         ("faults", |r| count(final_sample(r).faults)),
         ("retries", |r| count(final_sample(r).retries)),
         ("splits", |r| count(final_sample(r).splits)),
@@ -254,8 +261,8 @@ pub fn render(cmp: &Comparison, style: Style) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}", style.bold(&format!("slat compare · {}", cmp.scenario)));
     if let Some(first) = cmp.variants.first() {
-        if !first.report.description.is_empty() {
-            let _ = writeln!(out, "{}", first.report.description);
+        for line in wrap(&first.report.description, style.width) {
+            let _ = writeln!(out, "{line}");
         }
         let _ = writeln!(
             out,
@@ -269,25 +276,20 @@ pub fn render(cmp: &Comparison, style: Style) -> String {
         );
     }
     if !cmp.common.is_empty() {
-        let _ = writeln!(out, "{}", style.dim(&format!("overrides: {}", cmp.common.join(", "))));
+        for line in wrap(&format!("overrides: {}", cmp.common.join(", ")), style.width) {
+            let _ = writeln!(out, "{}", style.dim(&line));
+        }
     }
-    let _ =
-        writeln!(out, "\n{}  {}", style.bold("Side by side"), style.dim(&format!("columns: {}", cmp.keys.join(" / "))));
-    let mut cols: Vec<(&str, Align)> = vec![("", Align::Left)];
-    cols.extend(cmp.variants.iter().map(|v| (v.label.as_str(), Align::Right)));
-    let mut t = TextTable::new(&cols);
-    for row in rows(cmp) {
-        let cells = row.cells.iter().zip(&row.ok).map(|(c, ok)| match ok {
-            Some(true) => format!("PASS {c}"),
-            Some(false) => format!("FAIL {c}"),
-            None => c.clone(),
-        });
-        t.row(std::iter::once(row.label.to_string()).chain(cells));
+    let columns = format!("columns: {}", cmp.keys.join(" / "));
+    if width(&columns) + 14 <= style.width {
+        let _ = writeln!(out, "\n{}  {}", style.bold("Side by side"), style.dim(&columns));
+    } else {
+        let _ = writeln!(out, "\n{}", style.bold("Side by side"));
+        for line in wrap(&columns, style.width) {
+            let _ = writeln!(out, "{}", style.dim(&line));
+        }
     }
-    for (i, line) in t.lines().iter().enumerate() {
-        let line = if i < 2 { style.dim(line) } else { line.clone() };
-        let _ = writeln!(out, "  {line}");
-    }
+    side_by_side(&mut out, cmp, style);
     out.push('\n');
     if cmp.passed() {
         let _ = writeln!(out, "result: {} (every variant met its expectations)", style.verdict(true));
@@ -296,11 +298,193 @@ pub fn render(cmp: &Comparison, style: Style) -> String {
         let _ = writeln!(out, "result: {} ({failed} of {} variants failed)", style.verdict(false), cmp.variants.len());
         for v in &cmp.variants {
             for f in failures(&v.report) {
-                let _ = writeln!(out, "  {}", style.bad(&format!("{}: {f}", v.label)));
+                for line in wrap(&format!("{}: {f}", v.label), style.width.saturating_sub(2)) {
+                    let _ = writeln!(out, "  {}", style.bad(&line));
+                }
             }
         }
     }
     out
+}
+
+/// The rows' cells as printed (verdict rows say PASS or FAIL).
+fn printed_rows(cmp: &Comparison) -> Vec<(&'static str, Vec<String>)> {
+    rows(cmp)
+        .into_iter()
+        .map(|row| {
+            let cells = row
+                .cells
+                .iter()
+                .zip(&row.ok)
+                .map(|(c, ok)| match ok {
+                    Some(true) => format!("PASS {c}"),
+                    Some(false) => format!("FAIL {c}"),
+                    None => c.clone(),
+                })
+                .collect();
+            (row.label, cells)
+        })
+        .collect()
+}
+
+/// `text` in lines of at most `max` columns, broken at spaces (a word longer than a line is
+/// cut).
+fn wrap(text: &str, max: usize) -> Vec<String> {
+    let max = max.max(20);
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ').filter(|w| !w.is_empty()) {
+        let mut word: Vec<char> = word.chars().collect();
+        while word.len() > max {
+            if !line.is_empty() {
+                lines.push(std::mem::take(&mut line));
+            }
+            lines.push(word.drain(..max).collect());
+        }
+        let word: String = word.into_iter().collect();
+        if !line.is_empty() && width(&line) + 1 + width(&word) > max {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(&word);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+/// Display width (one column per `char`).
+fn width(s: &str) -> usize {
+    s.chars().count()
+}
+
+/// A variant's label in lines for a column header: broken after ` / ` so that each line is at
+/// most `room` columns (or one value, when a value is wider).
+fn wrap_label(label: &str, room: usize) -> Vec<String> {
+    let parts: Vec<&str> = label.split(" / ").collect();
+    let mut lines: Vec<String> = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        let piece = if i + 1 < parts.len() { format!("{part} /") } else { part.to_string() };
+        match lines.last_mut() {
+            Some(last) if width(last) + 1 + width(&piece) <= room => {
+                last.push(' ');
+                last.push_str(&piece);
+            }
+            _ => lines.push(piece),
+        }
+    }
+    lines
+}
+
+/// Consecutive groups of variant columns such that each group's table, indented by two, fits
+/// `max` columns; `None` when a single variant's column does not fit.
+fn column_groups(labels: &[usize], cells: &[usize], first: usize, max: usize) -> Option<Vec<std::ops::Range<usize>>> {
+    let mut groups = Vec::new();
+    let (mut start, mut used) = (0, 2 + first);
+    for i in 0..labels.len() {
+        let w = 2 + labels[i].max(cells[i]);
+        if 2 + first + w > max {
+            return None;
+        }
+        if used + w > max {
+            groups.push(start..i);
+            start = i;
+            used = 2 + first;
+        }
+        used += w;
+    }
+    groups.push(start..labels.len());
+    Some(groups)
+}
+
+/// The side-by-side table within the terminal's width: all variants in one table when it fits,
+/// else the variants in groups of columns (each group a table of its own, the row names
+/// repeated), else one variant per block (a variant's label wider than the terminal).
+fn side_by_side(out: &mut String, cmp: &Comparison, style: Style) {
+    let rows = printed_rows(cmp);
+    let first = rows.iter().map(|(l, _)| width(l)).max().unwrap_or(0);
+    let labels: Vec<usize> = cmp.variants.iter().map(|v| width(&v.label)).collect();
+    let cells: Vec<usize> =
+        (0..cmp.variants.len()).map(|i| rows.iter().map(|(_, c)| width(&c[i])).max().unwrap_or(0)).collect();
+    let n = cmp.variants.len();
+    // Labels on one line when everything fits side by side, else broken after their ` / `s.
+    let one_line = column_groups(&labels, &cells, first, style.width).is_some_and(|g| g.len() == 1);
+    let headers: Vec<Vec<String>> = cmp
+        .variants
+        .iter()
+        .zip(&cells)
+        .map(|(v, &c)| if one_line { vec![v.label.clone()] } else { wrap_label(&v.label, c) })
+        .collect();
+    let header_widths: Vec<usize> = headers.iter().map(|h| h.iter().map(|l| width(l)).max().unwrap_or(0)).collect();
+    let table = |range: std::ops::Range<usize>| {
+        let mut cols: Vec<(&str, Align)> = vec![("", Align::Left)];
+        cols.extend(range.clone().map(|_| ("", Align::Right)));
+        let mut t = TextTable::new(&cols);
+        let height = headers[range.clone()].iter().map(Vec::len).max().unwrap_or(1);
+        for line in 0..height {
+            // Bottom-aligned: shorter headers start lower.
+            t.row(std::iter::once(String::new()).chain(headers[range.clone()].iter().map(|h| {
+                let skip = height - h.len();
+                if line < skip {
+                    String::new()
+                } else {
+                    h[line - skip].clone()
+                }
+            })));
+        }
+        t.rule();
+        for (label, c) in &rows {
+            t.row(std::iter::once(label.to_string()).chain(c[range.clone()].iter().cloned()));
+        }
+        (height, t.lines().split_off(2))
+    };
+    let print = |out: &mut String, (height, lines): (usize, Vec<String>)| {
+        for (i, line) in lines.iter().enumerate() {
+            let line = if i <= height { style.dim(line) } else { line.clone() };
+            let _ = writeln!(out, "  {line}");
+        }
+    };
+    match column_groups(&header_widths, &cells, first, style.width) {
+        Some(groups) if groups.len() == 1 => print(out, table(0..n)),
+        Some(groups) => {
+            for (g, range) in groups.into_iter().enumerate() {
+                if g > 0 {
+                    out.push('\n');
+                }
+                let what = if range.len() == 1 {
+                    format!("variant {} of {n}", range.start + 1)
+                } else {
+                    format!("variants {}–{} of {n}", range.start + 1, range.end)
+                };
+                let _ = writeln!(out, "  {}", style.dim(&style.chars(&what)));
+                print(out, table(range));
+            }
+        }
+        None => {
+            // Transposed: one block per variant, its label on a line of its own (wrapped).
+            for (i, v) in cmp.variants.iter().enumerate() {
+                if i > 0 {
+                    out.push('\n');
+                }
+                let head = format!("{} of {n}: {}", i + 1, v.label);
+                let room = style.width.saturating_sub(2).max(20);
+                let chars: Vec<char> = head.chars().collect();
+                for part in chars.chunks(room) {
+                    let _ = writeln!(out, "  {}", style.bold(&part.iter().collect::<String>()));
+                }
+                let mut t = TextTable::new(&[("", Align::Left), ("", Align::Right)]);
+                for (label, c) in &rows {
+                    t.row([label.to_string(), c[i].clone()]);
+                }
+                for line in t.lines().into_iter().skip(2) {
+                    let _ = writeln!(out, "  {line}");
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -331,6 +515,54 @@ mod tests {
         assert!(expand(&[parse_vary("a=1").unwrap(), parse_vary("a=2").unwrap()]).is_err());
         let many: Vec<VarySpec> = (0..7).map(|i| parse_vary(&format!("k{i}=a,b")).unwrap()).collect();
         assert!(expand(&many).unwrap_err().message.contains("too many"));
+    }
+
+    #[test]
+    fn wraps_at_spaces_within_the_width() {
+        assert_eq!(wrap("aaa bbb ccc", 20), vec!["aaa bbb ccc"]);
+        let long = "word ".repeat(30);
+        let lines = wrap(&long, 24);
+        assert!(lines.len() > 1 && lines.iter().all(|l| l.chars().count() <= 24), "{lines:?}");
+        assert_eq!(lines.join(" "), long.trim_end());
+        assert!(wrap(&"x".repeat(50), 20).iter().all(|l| l.chars().count() <= 20));
+    }
+
+    #[test]
+    fn many_variants_fit_the_width_in_groups_or_blocks() {
+        let mut cmp = fixtures::comparison();
+        let one = cmp.variants[0].clone();
+        cmp.variants = (0..12)
+            .map(|i| {
+                let mut v = one.clone();
+                v.label = format!("zap / {}K / v{i}", 4 << i);
+                v
+            })
+            .collect();
+        for width in [60, 80, 100, 160] {
+            let text = render(&cmp, Style { width, ..Style::PLAIN });
+            for line in text.lines() {
+                assert!(line.chars().count() <= width, "{width}: {line:?} is {} wide", line.chars().count());
+            }
+            for v in &cmp.variants {
+                // Each value of the label shows (the label may be broken after a slash).
+                for part in v.label.split(" / ") {
+                    assert!(text.contains(part), "{width}: {} missing:\n{text}", v.label);
+                }
+            }
+        }
+        // Everything side by side when it fits, in groups when it does not; labels broken after
+        // their slashes when they would make the columns wide.
+        assert!(!render(&cmp, Style::PLAIN).contains("variants 1–"));
+        let at_80 = render(&cmp, Style { width: 80, ..Style::PLAIN });
+        assert!(at_80.contains("variants 1–"), "{at_80}");
+        assert!(at_80.lines().any(|l| l.trim_end().ends_with("zap /")), "{at_80}");
+        assert_eq!(wrap_label("in-place / split-on-fault / 2", 10), ["in-place /", "split-on-fault /", "2"]);
+        assert_eq!(wrap_label("zap / 4K", 10), ["zap / 4K"]);
+        // A label wider than the terminal: one block per variant.
+        cmp.variants[3].label = "x".repeat(70);
+        let text = render(&cmp, Style { width: 60, ..Style::PLAIN });
+        assert!(text.contains("4 of 12: "), "{text}");
+        assert!(text.lines().all(|l| l.chars().count() <= 60), "{text}");
     }
 
     #[test]

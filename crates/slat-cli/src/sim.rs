@@ -12,7 +12,7 @@ use crate::progress::Progress;
 /// engine leaves them empty.
 pub fn simulate(scenario: &Scenario, samples: usize, progress: &Progress) -> Result<RunReport, CliError> {
     let mut on_progress = |done: u64, total: u64| progress.update(done, total);
-    let opts = RunOptions { progress: Some(&mut on_progress), samples };
+    let opts = RunOptions { progress: Some(&mut on_progress), samples, ..Default::default() };
     let mut report = engine::run(scenario, opts).map_err(|e| CliError::from_error(&e))?;
     if report.overrides.is_empty() {
         report.overrides = scenario.overrides.iter().map(|o| format!("{}={}", o.key, o.value)).collect();

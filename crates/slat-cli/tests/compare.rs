@@ -102,3 +102,44 @@ fn several_vary_give_the_cartesian_product() {
     assert_eq!(v["keys"], serde_json::json!(["policy.recover", "vm.vcpus"]));
     assert!(v["common"].as_array().unwrap().iter().any(|s| s.as_str().unwrap().starts_with("phase[0].accesses=")));
 }
+
+/// Twelve variants in an 80- or 100-column terminal: no line is wider than the terminal, every
+/// variant's values show, and the variants come in groups of columns instead of one wide table.
+#[test]
+fn many_variants_fit_the_terminal_width() {
+    let small = shrink("default", 256);
+    let mut args = vec![
+        "compare",
+        "default",
+        "--quiet",
+        "--vary",
+        "policy.recover=zap,in-place",
+        "--vary",
+        "policy.dirty_log=write-protect,split-on-fault,eager-split",
+        "--vary",
+        "vm.vcpus=1,2",
+    ];
+    args.extend(small.iter().map(String::as_str));
+    for cols in [80usize, 100] {
+        let c = cols.to_string();
+        let out = slat_env(&args, &[("COLUMNS", Some(&c)), ("NO_COLOR", Some("1"))]);
+        assert!(out.code == 0 || out.code == 1, "exit {}: {}", out.code, out.stderr);
+        assert_no_panic(&out);
+        for line in out.stdout.lines() {
+            assert!(line.chars().count() <= cols, "{cols} columns: {line:?} is {} wide", line.chars().count());
+        }
+        for value in ["zap", "in-place", "write-protect", "split-on-fault", "eager-split"] {
+            assert!(out.stdout.contains(value), "{value} missing:\n{}", out.stdout);
+        }
+        assert!(out.stdout.contains("12 variants"), "{}", out.stdout);
+        assert!(out.stdout.contains("variants 1–"), "grouped:\n{}", out.stdout);
+        // Every variant has its column: 12 expectation cells in all.
+        let verdicts: usize = out
+            .stdout
+            .lines()
+            .filter(|l| l.trim_start().starts_with("expectations"))
+            .map(|l| l.matches("PASS ").count() + l.matches("FAIL ").count())
+            .sum();
+        assert_eq!(verdicts, 12, "{}", out.stdout);
+    }
+}

@@ -4,8 +4,14 @@
 use slat_sim::engine::{run, RunOptions};
 use slat_sim::scenario::{library, ScenarioSource};
 
+/// Run a library scenario; a large one as its quick copy.
 fn run_named(name: &str) -> slat_sim::report::RunReport {
-    let scenario = ScenarioSource::from_library(name).unwrap().parse().unwrap();
+    let mut src = ScenarioSource::from_library(name).unwrap();
+    let entry = library().iter().find(|e| e.name == name).unwrap();
+    for kv in entry.quick {
+        src.set_arg(kv).unwrap_or_else(|e| panic!("{name}: quick override {kv}: {e}"));
+    }
+    let scenario = src.parse().unwrap();
     run(&scenario, RunOptions::default()).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
@@ -62,7 +68,7 @@ fn progress_is_reported_and_reaches_the_total() {
         last = (done, total);
         calls += 1;
     };
-    run(&scenario, RunOptions { progress: Some(&mut progress), samples: 50 }).unwrap();
+    run(&scenario, RunOptions { progress: Some(&mut progress), samples: 50, ..Default::default() }).unwrap();
     assert!(calls > 10);
     assert_eq!(last.0, last.1);
     assert_eq!(last.1, scenario.total_accesses());

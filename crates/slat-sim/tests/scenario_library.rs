@@ -19,6 +19,28 @@ fn every_library_scenario_parses_and_validates() {
     }
 }
 
+/// A large scenario's quick copy tells the same story: the same phases and events, and at
+/// full size it is what its name promises (dirty-log-perf: 64 vCPUs x 4 GiB, 2 MiB hugetlbfs).
+#[test]
+fn large_scenarios_keep_their_story_in_the_quick_copy() {
+    for entry in library().iter().filter(|e| e.large) {
+        let full = ScenarioSource::from_library(entry.name).unwrap().parse().unwrap();
+        let mut src = ScenarioSource::from_library(entry.name).unwrap();
+        for kv in entry.quick {
+            src.set_arg(kv).unwrap();
+        }
+        let quick = src.parse().unwrap();
+        let names = |s: &slat_sim::scenario::Scenario| s.phases.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&full), names(&quick), "{}", entry.name);
+        assert_eq!(full.events.len(), quick.events.len(), "{}", entry.name);
+        assert!(quick.estimate().memory() < full.estimate().memory() / 8, "{}", entry.name);
+    }
+    let dlp = ScenarioSource::from_library("dirty-log-perf").unwrap().parse().unwrap();
+    assert_eq!(dlp.vm.vcpus, 64);
+    assert_eq!(dlp.memslots[0].size.get(), 256 << 30);
+    assert_eq!(dlp.memslots[0].backing, Backing::Hugetlbfs2M);
+}
+
 #[test]
 fn library_names_are_unique() {
     let mut names: Vec<_> = library().iter().map(|e| e.name).collect();
@@ -30,7 +52,12 @@ fn library_names_are_unique() {
 #[test]
 fn library_scenarios_are_small_enough_for_a_fast_run() {
     for entry in library() {
-        let s = ScenarioSource::from_library(entry.name).unwrap().parse().unwrap();
+        let mut src = ScenarioSource::from_library(entry.name).unwrap();
+        assert_eq!(entry.large, !entry.quick.is_empty(), "{}: a large scenario has a quick copy", entry.name);
+        for kv in entry.quick {
+            src.set_arg(kv).unwrap_or_else(|e| panic!("{}: {kv}: {e}", entry.name));
+        }
+        let s = src.parse().unwrap();
         let guest: u64 = s.memslots.iter().map(|m| m.size.get()).sum();
         assert!((256 << 20..=8 << 30).contains(&guest), "{}: guest memory {guest:#x}", s.name);
         assert!((100_000..=5_000_000).contains(&s.total_accesses()), "{}: {} accesses", s.name, s.total_accesses());

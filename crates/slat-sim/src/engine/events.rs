@@ -12,7 +12,10 @@ use crate::scenario::{Action, Attribute, Event, Harvest, Prot, SlotRange};
 
 impl<'s, F: Format> Engine<'s, F> {
     pub(crate) fn fire(&mut self, e: &Event) -> Result<(), SimError> {
-        let detail = self.apply(e).map_err(|message| SimError::Event {
+        let started = std::time::Instant::now();
+        let applied = self.apply(e);
+        self.last_event_time = started.elapsed();
+        let detail = applied.map_err(|message| SimError::Event {
             location: e.location.to_string(),
             kind: e.action.kind().name().to_string(),
             message,
@@ -93,7 +96,7 @@ impl<'s, F: Format> Engine<'s, F> {
                     total += log.iter().map(|w| w.count_ones() as u64).sum::<u64>();
                     // I5: every page written since the last harvest is in this log.
                     let written = std::mem::take(self.written.get_mut(id).unwrap());
-                    for i in written {
+                    for i in written.iter() {
                         if log.get((i / 64) as usize).is_none_or(|w| w & (1 << (i % 64)) == 0) {
                             self.counters.dirty_lost += 1;
                         }

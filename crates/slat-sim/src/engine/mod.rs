@@ -7,8 +7,9 @@
 mod events;
 mod metrics;
 mod setup;
+mod written;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use slat_mmu::{FaultError, FaultOutcome, Gpa, HostError, Mmu, Parts};
@@ -32,7 +33,14 @@ pub struct RunOptions<'a> {
     pub progress: Option<&'a mut dyn FnMut(u64, u64)>,
     /// Target number of time-series points (0: 200).
     pub samples: usize,
+    /// Called after each event with the event and the wall time its action took (not the
+    /// audit after it). For benchmarks: wall time is kept out of the report, which stays the
+    /// same to the byte.
+    pub event_time: Option<&'a mut EventTimer<'a>>,
 }
+
+/// A callback given each event and the wall time of its action ([`RunOptions::event_time`]).
+pub type EventTimer<'a> = dyn FnMut(&crate::scenario::Event, std::time::Duration) + 'a;
 
 /// Why a run could not complete.
 #[derive(Debug, thiserror::Error)]
@@ -137,7 +145,7 @@ pub(crate) struct Engine<'s, F: Format> {
     pub counters: EngineCounters,
     /// Guest writes to logged slots since their last harvest (page offsets into the slot), for
     /// the I5 check.
-    pub written: BTreeMap<u32, BTreeSet<u64>>,
+    pub written: BTreeMap<u32, written::WrittenPages>,
     /// Balloon chunks inflated per slot (hva, len), for deflation.
     pub balloon: BTreeMap<u32, Vec<(u64, u64)>>,
     pub report: RunReport,
@@ -146,6 +154,8 @@ pub(crate) struct Engine<'s, F: Format> {
     pub last_sample_access: u64,
     pub peak_4k: u64,
     pub audit_detail: Option<String>,
+    /// Wall time of the last event's action ([`RunOptions::event_time`]).
+    pub last_event_time: std::time::Duration,
     /// Metric snapshots at the end of each phase, for `after_phase` expectations.
     pub phase_metrics: Vec<metrics::Snapshot>,
 }
@@ -175,6 +185,9 @@ impl<'s, F: Format> Engine<'s, F> {
                 let due = events.get(next_event).filter(|e| e.access == self.done && e.phase == phase);
                 if let Some(e) = due {
                     self.fire(e)?;
+                    if let Some(f) = opts.event_time.as_mut() {
+                        f(e, self.last_event_time);
+                    }
                     next_event += 1;
                     continue;
                 }

@@ -213,6 +213,7 @@ impl<'s, F: Format> Engine<'s, F> {
             last_sample_access: 0,
             peak_4k: 0,
             audit_detail: None,
+            last_event_time: std::time::Duration::ZERO,
             phase_metrics: Vec::new(),
         };
         for m in s.memslots.iter().filter(|m| m.at_boot) {

@@ -17,6 +17,9 @@ pub struct HostAuditError {
     pub problem: String,
 }
 
+/// Bytes of address space whose leaves the audit holds at once.
+const AUDIT_WINDOW: u64 = 64 << 20;
+
 fn fail<T>(problem: String) -> Result<T, HostAuditError> {
     Err(HostAuditError { problem })
 }
@@ -26,11 +29,32 @@ impl HostState {
     /// folio map counts equal the leaves plus other processes' PTEs; RAM pages are free, in one
     /// folio, or in a hugetlb pool.
     pub fn audit(&self) -> Result<(), HostAuditError> {
-        // (pte, pmd, pud) per folio head, recounted from the leaves.
-        let mut maps: BTreeMap<u64, (u32, u32, u32)> = BTreeMap::new();
+        // Map counts recounted from the leaves: PTE mappings per folio head in 2 MiB chunks of
+        // counters made when a chunk has any (a few bytes per page for the audit's duration),
+        // PMD and PUD mappings per head (few).
+        let (span_lo, span_hi) = self.folios.span();
+        let mut pte: Vec<Option<Box<[u32; 512]>>> = Vec::new();
+        pte.resize_with(((span_hi - span_lo) / 512) as usize, || None);
+        let mut huge: BTreeMap<u64, (u32, u32)> = BTreeMap::new();
         let mut leaves_seen = [0u64; 3];
-        for v in self.vmas.iter() {
-            for l in self.pt.leaves(v.start, v.end) {
+        // The leaves of each VMA, 64 MiB at a time, so the audit never holds the leaves of the
+        // whole VM; a leaf reaching into a window from the one before was seen there.
+        let windows = self.vmas.iter().flat_map(|v| {
+            let mut at = v.start;
+            std::iter::from_fn(move || {
+                (at < v.end).then(|| {
+                    let end = ((at / AUDIT_WINDOW) + 1).saturating_mul(AUDIT_WINDOW).min(v.end);
+                    let w = (v, at, end);
+                    at = end;
+                    w
+                })
+            })
+        });
+        for (v, ws, we) in windows {
+            for l in self.pt.leaves(ws, we) {
+                if l.gpa < ws && ws != v.start {
+                    continue;
+                }
                 let end = l.gpa + l.size.bytes();
                 if l.gpa < v.start || end > v.end {
                     return fail(format!(
@@ -54,16 +78,16 @@ impl HostState {
                     if l.size != PageSize::Size4K && (head != pfn || f.pages() < l.size.pages()) {
                         return fail(format!("{} leaf at hva {:#x} does not map a whole folio", l.size, l.gpa));
                     }
-                    if let Owner::Ksm { hvas } = &f.owner {
-                        if !hvas.contains(&l.gpa) {
-                            return fail(format!("KSM page {pfn:#x} does not know hva {:#x}", l.gpa));
-                        }
+                    if f.owner == Owner::Ksm && !self.folios.ksm_hvas(head).is_some_and(|h| h.contains(&l.gpa)) {
+                        return fail(format!("KSM page {pfn:#x} does not know hva {:#x}", l.gpa));
                     }
-                    let e = maps.entry(head).or_default();
                     match l.size {
-                        PageSize::Size4K => e.0 += 1,
-                        PageSize::Size2M => e.1 += 1,
-                        PageSize::Size1G => e.2 += 1,
+                        PageSize::Size4K => {
+                            let i = head - span_lo;
+                            pte[(i / 512) as usize].get_or_insert_with(|| Box::new([0; 512]))[(i % 512) as usize] += 1;
+                        }
+                        PageSize::Size2M => huge.entry(head).or_default().0 += 1,
+                        PageSize::Size1G => huge.entry(head).or_default().1 += 1,
                     }
                 }
             }
@@ -74,7 +98,9 @@ impl HostState {
         }
         let mut folio_pages = 0;
         for (head, f) in self.folios.iter() {
-            let (pte, pmd, pud) = maps.get(&head).copied().unwrap_or_default();
+            let i = head - span_lo;
+            let pte = pte[(i / 512) as usize].as_ref().map_or(0, |c| c[(i % 512) as usize]);
+            let (pmd, pud) = huge.get(&head).copied().unwrap_or_default();
             let foreign = self.folios.foreign_in(head, head + f.pages());
             if (f.pte_mapped, f.pmd_mapped, f.pud_mapped) != (pte + foreign, pmd, pud) {
                 return fail(format!(
@@ -86,7 +112,7 @@ impl HostState {
                 ));
             }
             if let Owner::Object { object, index } = f.owner {
-                let held = self.objects.get(&object).and_then(|o| o.pages.get(&index).copied());
+                let held = self.objects.get(&object).and_then(|o| o.pages.get(index));
                 if held != Some((head, f.order)) {
                     return fail(format!("folio {head:#x} is not at index {index} of its object"));
                 }

@@ -224,6 +224,6 @@ impl HostState {
 
     /// Whether `owner` is a KSM page (used by protection changes, which keep KSM pages read-only).
     pub fn is_ksm_pfn(&self, pfn: u64) -> bool {
-        self.folios.find(pfn).is_some_and(|(_, f)| matches!(f.owner, Owner::Ksm { .. }))
+        self.folios.find(pfn).is_some_and(|(_, f)| f.owner == Owner::Ksm)
     }
 }

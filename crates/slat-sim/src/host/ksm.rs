@@ -62,14 +62,16 @@ impl HostState {
                 return Ok(None);
             }
         }
-        let Some((_, f)) = self.folios.find_mut(pfn) else { return Ok(None) };
+        let Some((head, mut f)) = self.folios.find_mut(pfn) else { return Ok(None) };
         if let Owner::Object { object, index } = f.owner {
             if let Some(o) = self.objects.get_mut(&object) {
-                o.pages.remove(&index);
+                o.pages.remove(index);
             }
         }
         f.kind = FolioKind::Ksm;
-        f.owner = Owner::Ksm { hvas: BTreeSet::from([hva]) };
+        f.owner = Owner::Ksm;
+        drop(f);
+        *self.folios.ksm_hvas_mut(head) = BTreeSet::from([hva]);
         self.pt.protect(hva, hva + PAGE, |_| Some(Perms::READ))?;
         self.ksm_page = Some(pfn);
         Ok(Some(pfn))
@@ -113,9 +115,9 @@ impl HostState {
                 self.discard_anon(object, index, index + 1);
             }
             self.pt.map(hva, PageSize::Size4K, stable, attrs, &mut self.folios)?;
-            if let Some((_, f)) = self.folios.find_mut(stable) {
-                if let Owner::Ksm { hvas } = &mut f.owner {
-                    hvas.insert(hva);
+            if let Some((head, f)) = self.folios.find(stable) {
+                if f.owner == Owner::Ksm {
+                    self.folios.ksm_hvas_mut(head).insert(hva);
                 }
             }
             r.pages += 1;

@@ -66,12 +66,12 @@ impl HostState {
     /// Move the folio at `head` to `new` (allocated, same order): remap its leaves, carry its
     /// page state and other processes' mappings, update its object, free the old memory.
     fn move_folio(&mut self, head: u64, new: u64, r: &mut EventReport) -> Result<(), HostOpError> {
-        let Some(f) = self.folios.get(head).cloned() else { return Ok(()) };
+        let Some(f) = self.folios.get(head) else { return Ok(()) };
         let leaves = self.folio_leaves(head);
         for l in &leaves {
             self.pt.unmap(l.gpa, l.gpa + l.size.bytes(), &mut self.folios)?;
         }
-        self.folios.insert(new, Folio::new(f.order, f.kind, f.owner.clone()));
+        self.folios.insert(new, Folio::new(f.order, f.kind, f.owner));
         self.flags.copy(head, new, f.pages());
         self.folios.move_foreign(head, new, f.pages());
         if let super::folio::Owner::Object { object, index } = f.owner {

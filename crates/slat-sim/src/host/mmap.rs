@@ -104,9 +104,10 @@ impl HostState {
         Ok(hva)
     }
 
-    fn new_object(&mut self, file_pages: u64) -> u64 {
+    fn new_object(&mut self, file_pages: u64) -> super::object::ObjectId {
         let id = self.next_object;
-        self.next_object += 1;
+        // 2^32 mmaps cannot happen within a run's event limit.
+        self.next_object = self.next_object.saturating_add(1);
         self.objects.insert(id, MemObject::new(file_pages));
         id
     }

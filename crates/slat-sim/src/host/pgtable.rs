@@ -27,7 +27,7 @@ pub(crate) struct VmmPageTable {
 
 /// Raise or lower the map count of the folio holding `pfn` for one leaf of `size`.
 fn account(folios: &mut Folios, pfn: u64, size: PageSize, up: bool) {
-    if let Some((_, f)) = folios.find_mut(pfn) {
+    if let Some((_, mut f)) = folios.find_mut(pfn) {
         let c = match size {
             PageSize::Size4K => &mut f.pte_mapped,
             PageSize::Size2M => &mut f.pmd_mapped,
@@ -126,7 +126,7 @@ impl VmmPageTable {
         }
         self.pt.split(hva, PageSize::Size2M, &mut |_| {})?;
         let head = (t.pa & !(SIZE_2M - 1)) / PAGE;
-        if let Some((_, f)) = folios.find_mut(head) {
+        if let Some((_, mut f)) = folios.find_mut(head) {
             f.pmd_mapped = f.pmd_mapped.saturating_sub(1);
             f.pte_mapped += 512;
         }

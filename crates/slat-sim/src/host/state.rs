@@ -166,8 +166,8 @@ impl HostState {
         }
         if let Owner::Object { object, index } = f.owner {
             if let Some(o) = self.objects.get_mut(&object) {
-                if o.pages.get(&index) == Some(&(head, f.order)) {
-                    o.pages.remove(&index);
+                if o.pages.get(index) == Some((head, f.order)) {
+                    o.pages.remove(index);
                 }
             }
         }
@@ -210,7 +210,7 @@ impl HostState {
             self.folios.insert(head + i, small);
         }
         if let Some(o) = self.objects.get_mut(&object) {
-            o.pages.remove(&index);
+            o.pages.remove(index);
             for i in 0..1u64 << order {
                 o.pages.insert(index + i, (head + i, 0));
             }
@@ -242,7 +242,7 @@ impl HostState {
         if o.vmas > 0 {
             return;
         }
-        let heads: Vec<u64> = o.pages.values().map(|&(pfn, _)| pfn).collect();
+        let heads: Vec<u64> = o.pages.iter().into_iter().map(|(_, pfn, _)| pfn).collect();
         self.objects.remove(&object);
         for h in heads {
             self.free_folio(h);
@@ -253,8 +253,9 @@ impl HostState {
     /// address and are freed when nothing maps them any more.
     pub fn after_unmap(&mut self, leaves: &[Leaf]) {
         for l in leaves {
-            let Some((head, f)) = self.folios.find_mut(l.pa / PAGE) else { continue };
-            if let Owner::Ksm { hvas } = &mut f.owner {
+            let Some((head, f)) = self.folios.find(l.pa / PAGE) else { continue };
+            if f.owner == Owner::Ksm {
+                let hvas = self.folios.ksm_hvas_mut(head);
                 hvas.remove(&l.gpa);
                 if hvas.is_empty() && f.pte_mapped == 0 {
                     self.free_folio(head);
@@ -275,11 +276,11 @@ impl HostState {
         let Some(f) = self.folios.get(head) else { return Vec::new() };
         let (lo, hi) = (head, head + f.pages());
         let ours = |l: &Leaf| l.pa / PAGE >= lo && l.pa / PAGE < hi;
-        match &f.owner {
+        match f.owner {
             Owner::Object { object, index } => {
-                let (i0, i1) = (*index, index + f.pages());
+                let (i0, i1) = (index, index + f.pages());
                 let mut out = Vec::new();
-                for v in self.vmas.iter().filter(|v| v.object == Some(*object)) {
+                for v in self.vmas.iter().filter(|v| v.object == Some(object)) {
                     let vi0 = v.pgoff;
                     let vi1 = v.pgoff + (v.end - v.start) / PAGE;
                     let (s, e) = (i0.max(vi0), i1.min(vi1));
@@ -290,7 +291,14 @@ impl HostState {
                 }
                 out
             }
-            Owner::Ksm { hvas } => hvas.iter().flat_map(|&h| self.pt.leaves(h, h + PAGE)).filter(|l| ours(l)).collect(),
+            Owner::Ksm => self
+                .folios
+                .ksm_hvas(head)
+                .into_iter()
+                .flatten()
+                .flat_map(|&h| self.pt.leaves(h, h + PAGE))
+                .filter(|l| ours(l))
+                .collect(),
             Owner::Kernel => Vec::new(),
         }
     }

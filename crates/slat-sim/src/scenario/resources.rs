@@ -25,9 +25,12 @@ use super::schema::TlbArray;
 use super::Scenario;
 use crate::hw::{HwConfig, TlbArrayConfig};
 
-/// Simulator memory per guest 4 KiB page mapped with a 4 KiB leaf (measured; see the crate's
-/// README for how).
-pub const BYTES_PER_4K_PAGE: u64 = 256;
+/// Simulator memory per guest 4 KiB page mapped with a 4 KiB leaf: an upper bound of the
+/// measured peak, 53 bytes when the host maps the page with 4 KiB too (folio record 18, object
+/// index 8, host and stage-2 page tables 8 each, page flags 1, audit scratch), 12 bytes when the
+/// host backs it with a huge page. Measured with `cargo bench -p slat-sim --bench memory`, which
+/// counts the heap of whole runs at two guest sizes.
+pub const BYTES_PER_4K_PAGE: u64 = 64;
 /// Simulator memory per 2 MiB block mapped with one huge leaf (measured).
 pub const BYTES_PER_2M_BLOCK: u64 = 1024;
 /// Simulator memory per TLB entry of one vCPU.
