@@ -869,7 +869,9 @@ impl Tester {
             }
         }
         // The guest's access: the vCPU's TLB first, then the hardware walk, a fault only if
-        // both fail, as a CPU would.
+        // both fail, as a CPU would. Flushes issued earlier in this step (a ring harvest at a
+        // soft-full exit, an earlier fault) reach the TLBs first.
+        self.tlb.apply(&self.m.tlb().flushes())?;
         if self.tlb.hit(v, gpa, access) {
             TLB_HITS.fetch_add(1, Relaxed);
             if write && s.logging {
