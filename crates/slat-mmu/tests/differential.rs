@@ -1208,6 +1208,33 @@ fn random_sequences_hold_the_invariants() {
     }
 }
 
+/// Minimal reproducers the long runs shrank to, kept as regression tests.
+#[test]
+fn regression_flush_inside_a_step_reaches_the_tlb_model() {
+    // A write burst on a logged slot with a ring of 8 (soft limit 4): the vCPU exits at the soft
+    // limit and its ring is harvested inside the burst, which re-protects and flushes the pages;
+    // the next write of one of them must fault and be recorded, not hit a TLB entry the flush
+    // removed. (Found by `SLAT_DIFF_CASES=400 SLAT_DIFF_SEED=7`: the tester applied the flush
+    // only at the end of the step and lost page 23 from its own shadow.)
+    let cfg = MmuConfig {
+        dirty_log: DirtyLogMode::WriteProtect,
+        recovery: RecoveryPolicy::Zap,
+        recovery_batch: 3,
+        dirty_ring: Some(DirtyRingConfig { entries: 8, soft_limit: 4, max_vcpus: VCPUS as u32 }),
+        ..MmuConfig::default()
+    };
+    let add = |id, gfn, pages, hva, readonly| Op::AddSlot { id, gfn, pages, hva, readonly, log: false };
+    let ops = [
+        add(1, 304465323, 0, 0, true),
+        Op::RemapAroundSlotChange { chunk: 0, slot_op: Box::new(add(0, 0, 0, 0, true)), at: 0 },
+        add(2, 0, 2978078148, 3130957622, false),
+        Op::LogOn { id: 2 },
+        Op::WriteBurst { vcpu: 0, at: 1876761470, pages: 5 },
+        add(0, 0, 0, 0, true),
+    ];
+    run_sequence(cfg, &ops).unwrap();
+}
+
 // ---- byte-driven sequences (the fuzz target `mmu_ops` and its seeded stable twin) ---------------
 
 /// Reads numbers from fuzzer bytes; zeros once they run out.
