@@ -1043,33 +1043,11 @@ impl Tester {
             LEAVES_CHECKED.fetch_add(1, Relaxed);
             self.check_leaf(l, eager).map_err(|e| format!("leaf {:#x} {:?}: {e}", l.gpa, l.size))?;
         }
-        // I3/I4: whatever an operation removed or narrowed was flushed during it.
+        // I3/I4: no vCPU's TLB caches what the tables no longer allow, and whatever an
+        // operation removed or narrowed was flushed during it.
         let by_gpa: BTreeMap<u64, &Leaf> = after.iter().map(|l| (l.gpa, l)).collect();
         self.tlb.apply(&self.m.tlb().flushes())?;
         self.check_tlbs(&by_gpa)?;
-        // The rings: lengths, soft-full state and soft-limit crossings are the model's.
-        if let Some(rc) = self.model.cfg.dirty_ring {
-            for v in 0..VCPUS {
-                let len = self.model.rings[v].len();
-                ensure!(
-                    self.m.dirty_ring_len(v as u32) == len,
-                    "vCPU {v}'s ring holds {} records, the model {len}",
-                    self.m.dirty_ring_len(v as u32)
-                );
-                ensure!(
-                    self.m.dirty_ring_soft_full(v as u32) == (len >= rc.soft_limit as usize),
-                    "vCPU {v}: soft full = {} with {len} records, soft limit {}",
-                    self.m.dirty_ring_soft_full(v as u32),
-                    rc.soft_limit
-                );
-            }
-            let n = self.m.stats().dirty_ring_full;
-            ensure!(
-                n == self.model.ring_crossings,
-                "dirty_ring_full = {n}, the model counted {} crossings",
-                self.model.ring_crossings
-            );
-        }
         for old in before {
             let end = old.gpa + old.size.bytes();
             let mut covered = 0;
@@ -1096,6 +1074,29 @@ impl Tester {
                     old.gpa, old.size
                 ));
             }
+        }
+        // The rings: lengths, soft-full state and soft-limit crossings are the model's.
+        if let Some(rc) = self.model.cfg.dirty_ring {
+            for v in 0..VCPUS {
+                let len = self.model.rings[v].len();
+                ensure!(
+                    self.m.dirty_ring_len(v as u32) == len,
+                    "vCPU {v}'s ring holds {} records, the model {len}",
+                    self.m.dirty_ring_len(v as u32)
+                );
+                ensure!(
+                    self.m.dirty_ring_soft_full(v as u32) == (len >= rc.soft_limit as usize),
+                    "vCPU {v}: soft full = {} with {len} records, soft limit {}",
+                    self.m.dirty_ring_soft_full(v as u32),
+                    rc.soft_limit
+                );
+            }
+            let n = self.m.stats().dirty_ring_full;
+            ensure!(
+                n == self.model.ring_crossings,
+                "dirty_ring_full = {n}, the model counted {} crossings",
+                self.model.ring_crossings
+            );
         }
         Ok(())
     }
