@@ -1336,18 +1336,23 @@ pub fn run_bytes(data: &[u8]) {
     }
 }
 
-/// The fuzz target's stable twin: seeded random byte strings (and the checked-in corpus) through
-/// the same decoder, bounded by `SLAT_FUZZ_ITERS` (default 60).
+/// The fuzz target's stable twin: seeded random byte strings and the checked-in corpus through
+/// the same decoder, bounded by `SLAT_FUZZ_ITERS` (default 60) random inputs and
+/// `SLAT_FUZZ_CORPUS` (default 100) corpus files, spread evenly over the corpus sorted by name
+/// (the libFuzzer corpus holds a few hundred; `SLAT_FUZZ_CORPUS=100000` runs them all).
 #[test]
 fn byte_sequences_seeded() {
     let iters = env("SLAT_FUZZ_ITERS", 60);
+    let max_corpus = env("SLAT_FUZZ_CORPUS", 100).max(1) as usize;
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus/mmu_ops");
+    let mut files: Vec<_> =
+        std::fs::read_dir(dir).unwrap_or_else(|e| panic!("corpus {dir}: {e}")).flatten().map(|e| e.path()).collect();
+    files.sort();
+    let stride = files.len().div_ceil(max_corpus).max(1);
     let mut corpus = 0;
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            run_bytes(&std::fs::read(e.path()).unwrap());
-            corpus += 1;
-        }
+    for f in files.iter().step_by(stride) {
+        run_bytes(&std::fs::read(f).unwrap());
+        corpus += 1;
     }
     let mut x = env("SLAT_FUZZ_SEED", 0xf022) | 1;
     for _ in 0..iters {
@@ -1364,5 +1369,5 @@ fn byte_sequences_seeded() {
         }
         run_bytes(&data);
     }
-    eprintln!("byte sequences: {corpus} corpus files, {iters} random inputs");
+    eprintln!("byte sequences: {corpus} of {} corpus files, {iters} random inputs", files.len());
 }
