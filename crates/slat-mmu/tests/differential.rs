@@ -1340,8 +1340,20 @@ pub fn run_bytes(data: &[u8]) {
 /// the same decoder, bounded by `SLAT_FUZZ_ITERS` (default 60) random inputs and
 /// `SLAT_FUZZ_CORPUS` (default 100) corpus files, spread evenly over the corpus sorted by name
 /// (the libFuzzer corpus holds a few hundred; `SLAT_FUZZ_CORPUS=100000` runs them all).
+///
+/// `SLAT_FUZZ_INPUT=<file>` replays one input instead (a libFuzzer artifact, say), printing the
+/// sequence it decodes to and how long it ran.
 #[test]
 fn byte_sequences_seeded() {
+    if let Ok(path) = std::env::var("SLAT_FUZZ_INPUT") {
+        let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let (cfg, ops) = sequence_from_bytes(&data);
+        eprintln!("{path}: {cfg:?}\n{ops:#?}");
+        let start = std::time::Instant::now();
+        run_bytes(&data);
+        eprintln!("{path}: {} steps, {:.2} s", ops.len(), start.elapsed().as_secs_f64());
+        return;
+    }
     let iters = env("SLAT_FUZZ_ITERS", 60);
     let max_corpus = env("SLAT_FUZZ_CORPUS", 100).max(1) as usize;
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus/mmu_ops");
