@@ -244,6 +244,19 @@ impl<'s, F: Format> Engine<'s, F> {
                 }
                 Ok(out.join("; "))
             }
+            Action::HugetlbResize { unit, pages } => {
+                let detail = self.host_event(HostEvent::HugetlbResize { page_size: *unit, pages: *pages })?;
+                let st = self.host.stats();
+                let p = if *unit == PageSize::Size1G { st.hugetlb_1g } else { st.hugetlb_2m };
+                Ok(format!(
+                    "{detail}; pool of {} pages: {} asked, {} now ({} free, {} in use)",
+                    crate::scenario::page_size_name(*unit),
+                    pages,
+                    p.total,
+                    p.free,
+                    p.used()
+                ))
+            }
         }
     }
 }

@@ -178,6 +178,7 @@ impl<'s, F: Format> Engine<'s, F> {
             ("readonly_exits".to_string(), self.counters.readonly_exits),
             ("write_tracked_exits".to_string(), self.counters.write_tracked_exits),
             ("host_unmapped_accesses".to_string(), self.counters.host_unmapped),
+            ("sigbus_exits".to_string(), self.counters.sigbus_exits),
             ("dirty_lost".to_string(), self.counters.dirty_lost),
             ("audit_failures".to_string(), self.counters.audit_failures),
         ];

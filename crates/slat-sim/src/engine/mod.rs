@@ -18,7 +18,7 @@ use slat_pt::{Access as HwAccess, Format, SimFrameAllocator};
 use crate::host::SimHost;
 use crate::hw::{AccessOutcome, Hardware, HwStats, SimTlb};
 use crate::report::{EventMark, PhaseSummary, RunReport, Sample, SCHEMA_VERSION};
-use crate::scenario::{Format as FormatName, Scenario};
+use crate::scenario::{Format as FormatName, OnSigbus, Scenario};
 use crate::workload::{Access, AccessKind};
 
 pub use setup::SetupError;
@@ -51,8 +51,9 @@ pub enum SimError {
     /// The workload failed (e.g. a malformed trace line).
     #[error("workload: {0}")]
     Workload(#[from] crate::workload::WorkloadError),
-    /// The host ran out of memory for a backing that cannot fall back (e.g. an empty hugetlbfs
-    /// pool): the VMM would be killed.
+    /// The host ran out of memory for a backing that cannot fall back: an empty hugetlbfs pool
+    /// (the fault is a SIGBUS to the VMM, `KVM_RUN` fails with `EFAULT`; with
+    /// `vm.on_sigbus = "stop"`) or host RAM (the OOM killer takes the VMM).
     #[error("{location}: memslot {slot} ({kind}) at gpa {gpa:#x}: host out of memory; {hint}")]
     HostOutOfMemory {
         /// Where the memslot is written (`file:line`).
@@ -63,8 +64,8 @@ pub enum SimError {
         gpa: u64,
         /// Backing kind.
         kind: &'static str,
-        /// What to change.
-        hint: &'static str,
+        /// What happened to the pool and what to change.
+        hint: String,
     },
     /// An event could not be applied.
     #[error("{location}: event {kind}: {message}")]
@@ -130,6 +131,8 @@ pub(crate) struct EngineCounters {
     pub readonly_exits: u64,
     pub write_tracked_exits: u64,
     pub host_unmapped: u64,
+    /// hugetlbfs faults on an empty pool the VMM survived (`vm.on_sigbus = "continue"`).
+    pub sigbus_exits: u64,
     pub guest_faults: u64,
     pub dirty_lost: u64,
     pub audit_failures: u64,
@@ -302,6 +305,14 @@ impl<'s, F: Format> Engine<'s, F> {
                 Err(FaultError::Host(HostError::OutOfMemory { kind, .. })) => {
                     let slot = self.slot_of_gpa(fault.gpa).unwrap_or(u32::MAX);
                     let index = self.s.memslots.iter().position(|m| m.id == slot);
+                    let pool = index.and_then(|i| self.s.memslots[i].backing.hugetlb_page());
+                    if pool.is_some() && self.s.vm.on_sigbus == OnSigbus::Continue {
+                        // The VMM handles the memory-fault exit and runs on: the access is lost.
+                        self.counters.sigbus_exits += 1;
+                        i += 1;
+                        tries = 0;
+                        continue;
+                    }
                     let location = match index.and_then(|i| Some((i, self.s.memslot_locations.get(i)?))) {
                         Some((i, at)) => format!("{at}: memslot[{i}]"),
                         None => self.s.file.clone(),
@@ -311,7 +322,7 @@ impl<'s, F: Format> Engine<'s, F> {
                         slot,
                         gpa: fault.gpa,
                         kind: kind.name(),
-                        hint: "grow host.memory or the hugetlb pool (host.hugetlb_2m / host.hugetlb_1g)",
+                        hint: self.oom_hint(pool),
                     });
                 }
                 Err(FaultError::Host(_)) => {
@@ -333,6 +344,23 @@ impl<'s, F: Format> Engine<'s, F> {
             }
         }
         Ok(())
+    }
+
+    /// What an out-of-memory fault means and what to change: for hugetlbfs, the pool's state.
+    fn oom_hint(&self, pool: Option<slat_pt::PageSize>) -> String {
+        let Some(ps) = pool else {
+            return "the OOM killer would take the VMM; grow host.memory".into();
+        };
+        let st = self.host.stats();
+        let (p, key) =
+            if ps == slat_pt::PageSize::Size1G { (st.hugetlb_1g, "hugetlb_1g") } else { (st.hugetlb_2m, "hugetlb_2m") };
+        format!(
+            "the hugetlb pool of {} pages is empty ({} pages, all in use): the fault is a SIGBUS to the VMM \
+             (KVM_RUN fails with EFAULT); grow host.{key} (or shrink the pool less with hugetlb-resize), or set \
+             vm.on_sigbus = \"continue\" to drop the access and go on",
+            crate::scenario::page_size_name(ps),
+            p.total
+        )
     }
 
     /// Record a guest write for the I5 check, as a page offset into its memslot (so a slot

@@ -118,6 +118,13 @@ pub enum Action {
     SharePteMap(SlotRange),
     /// Host: reclaim ages a range (`None`: every slot).
     ReclaimAge(Option<SlotRange>),
+    /// Host: set the hugetlb pool of `unit` pages to `pages` pages (`nr_hugepages`).
+    HugetlbResize {
+        /// 2M or 1G.
+        unit: PageSize,
+        /// The new pool size in pages.
+        pages: u64,
+    },
 }
 
 impl Action {
@@ -146,6 +153,7 @@ impl Action {
             Action::BalloonDeflate { .. } => EventKind::BalloonDeflate,
             Action::SharePteMap(_) => EventKind::SharePteMap,
             Action::ReclaimAge(_) => EventKind::ReclaimAge,
+            Action::HugetlbResize { .. } => EventKind::HugetlbResize,
         }
     }
 
@@ -169,7 +177,7 @@ impl Action {
             | Action::KsmMerge { range: r, .. }
             | Action::BalloonInflate { range: r, .. } => Some(r.slot),
             Action::Khugepaged(r) | Action::ReclaimAge(r) => r.map(|r| r.slot),
-            Action::RecoverNx | Action::Compact => None,
+            Action::RecoverNx | Action::Compact | Action::HugetlbResize { .. } => None,
         }
     }
 }

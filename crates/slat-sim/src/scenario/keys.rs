@@ -72,6 +72,13 @@ pub const KEYS: &[KeyDoc] = &[
     k("vm.tlb.stlb", TLB, "1536 entries, 12-way", "second-level TLB (4K and 2M)", "{ entries = 2048, ways = 16 }"),
     k("vm.tlb.stlb_1g", TLB, "16 entries, 4-way", "second-level 1G TLB", "{ entries = 16, ways = 4 }"),
     k("vm.tlb.walk_caches", "bool", "true", "paging-structure caches and nested TLB", "false"),
+    k(
+        "vm.on_sigbus",
+        "\"stop\" | \"continue\"",
+        "\"stop\"",
+        "a hugetlbfs fault on an empty pool (SIGBUS): stop the run, or drop the access and go on",
+        "continue",
+    ),
     k("memslot[i].id", "integer", "required", "slot id, unique", "0"),
     k("memslot[i].gpa", SIZE, "required", "first guest-physical address", "0"),
     k("memslot[i].size", SIZE, "required", "slot size", "2G"),
@@ -127,7 +134,7 @@ pub const KEYS: &[KeyDoc] = &[
     k("event[i].at", "integer", "required", "accesses into the phase (0: its start)", "10"),
     k(
         "event[i].kind",
-        "dirty-log-on, dirty-log-off, harvest, clear-log, recover-nx, memslot-add, memslot-delete, memslot-move, set-attributes, write-track, munmap, mprotect, madvise-dontneed, khugepaged, madvise-collapse, migrate, compact, ksm-merge, balloon-inflate, balloon-deflate, share-pte-map, reclaim-age",
+        "dirty-log-on, dirty-log-off, harvest, clear-log, recover-nx, memslot-add, memslot-delete, memslot-move, set-attributes, write-track, munmap, mprotect, madvise-dontneed, khugepaged, madvise-collapse, migrate, compact, ksm-merge, balloon-inflate, balloon-deflate, share-pte-map, reclaim-age, hugetlb-resize",
         "required",
         "what happens",
         "harvest",
@@ -140,8 +147,14 @@ pub const KEYS: &[KeyDoc] = &[
     k("event[i].attribute", "\"private\" | \"shared\"", "required (set-attributes)", "memory attribute", "private"),
     k("event[i].enable", "bool", "required (write-track)", "start or stop tracking", "true"),
     k("event[i].ratio", FRACTION, "required (ksm-merge)", "share of pages KSM merges", "0.5"),
-    k("event[i].amount", SIZE, "required (balloon)", "bytes to inflate or deflate", "64M"),
-    k("event[i].unit", PAGE, "\"4K\"", "balloon granule", "2M"),
+    k(
+        "event[i].amount",
+        SIZE,
+        "required (balloon, hugetlb-resize)",
+        "bytes to inflate or deflate; hugetlb-resize: the pool's new size",
+        "64M",
+    ),
+    k("event[i].unit", PAGE, "\"4K\" (hugetlb-resize: required)", "balloon granule; hugetlb-resize: the pool", "2M"),
     k("expect.METRIC", "comparison (\">= 10\", \"< 1%\", 0)", "none", "run expectation (see the docs of Check)", ">= 0"),
 ];
 

@@ -37,6 +37,7 @@
 //! size = "2M"                            # "4K" | "2M" | "1G"
 //! [vm.tlb]                               # optional overrides: l1_4k l1_2m l1_1g stlb stlb_1g = { entries, ways }
 //! stlb = { entries = 2048, ways = 16 }
+//! on_sigbus = "stop"                     # hugetlbfs pool empty at a fault: "stop" the run | "continue"
 //!
 //! [[memslot]]
 //! id = 0
@@ -108,8 +109,8 @@ pub use expect::{Check, CmpOp, Comparison, Scope, Subject};
 pub use keys::{KeyDoc, KEYS};
 pub use library::{library, LibraryEntry};
 pub use names::{
-    page_size_from_name, page_size_name, Attribute, Backing, DirtyLog, EventKind, Format, Harvest, Metric, PhaseKind,
-    Prot, Recover, ShmemHuge, Thp,
+    page_size_from_name, page_size_name, Attribute, Backing, DirtyLog, EventKind, Format, Harvest, Metric, OnSigbus,
+    PhaseKind, Prot, Recover, ShmemHuge, Thp,
 };
 pub use resources::{
     human_bytes, Estimate, Limits, MemoryPart, BYTES_PER_2M_BLOCK, BYTES_PER_4K_PAGE, TLB_ENTRY_BYTES,

@@ -296,6 +296,25 @@ names! {
         /// Host: reclaim ages a range, test-and-clearing accessed bits (`slot`, `offset`, `len`;
         /// default every slot).
         ReclaimAge = "reclaim-age",
+        /// Host: set the hugetlb pool of `unit` pages ("2M" or "1G") to `amount` bytes
+        /// (`nr_hugepages`). As in Linux, shrinking releases free pages only: pages backing
+        /// guest memory stay, so the pool never drops below what is in use. A hugetlbfs fault
+        /// that then finds the pool empty is a SIGBUS to the VMM (see `vm.on_sigbus`).
+        HugetlbResize = "hugetlb-resize",
+    }
+}
+
+names! {
+    /// What the VMM does when a hugetlbfs fault finds its pool empty (`vm.on_sigbus`): Linux
+    /// fails the fault with `VM_FAULT_SIGBUS`, KVM's fault returns `-EFAULT` and `KVM_RUN`
+    /// exits to the VMM (a VMM touching the page itself gets SIGBUS).
+    pub enum OnSigbus {
+        /// The VMM gives up, as QEMU does ("kvm run failed Bad address"): the run stops with an
+        /// error naming the memslot, the address and the pool.
+        Stop = "stop",
+        /// The VMM survives the exit: the access is dropped (counted in `sigbus_exits`) and the
+        /// run goes on; a later fault retries the page (e.g. after the pool grows again).
+        Continue = "continue",
     }
 }
 

@@ -10,7 +10,8 @@ use slat_pt::PageSize;
 
 use super::bytes::Bytes;
 use super::names::{
-    page_size, Attribute, Backing, DirtyLog, EventKind, Format, Harvest, PhaseKind, Prot, Recover, ShmemHuge, Thp,
+    page_size, Attribute, Backing, DirtyLog, EventKind, Format, Harvest, OnSigbus, PhaseKind, Prot, Recover, ShmemHuge,
+    Thp,
 };
 
 /// The whole file, before validation.
@@ -109,6 +110,13 @@ pub struct Vm {
     /// TLB geometry overrides; unset keys keep the hardware model's defaults.
     #[serde(default)]
     pub tlb: Tlb,
+    /// What the VMM does when a hugetlbfs fault finds the pool empty (default `"stop"`).
+    #[serde(default = "default_on_sigbus")]
+    pub on_sigbus: OnSigbus,
+}
+
+fn default_on_sigbus() -> OnSigbus {
+    OnSigbus::Stop
 }
 
 fn default_format() -> Format {
@@ -120,7 +128,13 @@ fn default_vcpus() -> u32 {
 
 impl Default for Vm {
     fn default() -> Self {
-        Vm { format: default_format(), vcpus: default_vcpus(), guest_pages: Vec::new(), tlb: Tlb::default() }
+        Vm {
+            format: default_format(),
+            vcpus: default_vcpus(),
+            guest_pages: Vec::new(),
+            tlb: Tlb::default(),
+            on_sigbus: default_on_sigbus(),
+        }
     }
 }
 

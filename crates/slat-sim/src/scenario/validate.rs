@@ -640,6 +640,7 @@ fn event_params(kind: EventKind) -> (&'static [&'static str], &'static [&'static
         EventKind::KsmMerge => (&["slot", "offset", "len", "ratio"], &["slot"]),
         EventKind::BalloonInflate => (&["slot", "offset", "len", "amount", "unit"], &["slot"]),
         EventKind::BalloonDeflate => (&["slot", "amount"], &["slot"]),
+        EventKind::HugetlbResize => (&["amount", "unit"], &["amount", "unit"]),
     }
 }
 
@@ -869,6 +870,23 @@ fn build_action(
             Action::SharePteMap(r)
         }
         EventKind::ReclaimAge => Action::ReclaimAge(range),
+        EventKind::HugetlbResize => {
+            let unit = e.unit.unwrap_or(PageSize::Size4K);
+            if unit == PageSize::Size4K {
+                return Err(cx.invalid(&path.key("unit"), "hugetlb pools hold \"2M\" or \"1G\" pages"));
+            }
+            let amount = e.amount.map_or(0, Bytes::get);
+            if amount % unit.bytes() != 0 {
+                return Err(cx.invalid(
+                    &path.key("amount"),
+                    format!(
+                        "the pool size must be a multiple of the unit \"{}\" (0 empties the pool)",
+                        page_size_name(unit)
+                    ),
+                ));
+            }
+            Action::HugetlbResize { unit, pages: amount / unit.bytes() }
+        }
     })
 }
 
