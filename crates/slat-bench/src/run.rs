@@ -1,5 +1,6 @@
 //! The rows: what each case does in its untimed setup, its timed operation and its untimed check.
 
+use slat_mmu::{Gfn, Gpa, Hva};
 use std::time::Instant;
 
 use slat_pt::format::{Ept4, Format};
@@ -301,7 +302,7 @@ pub fn translate_floor(s: &Shape, n: u64) -> Sample {
 
 /// Fault-path host and TLB: answer at once.
 pub mod instant {
-    use slat_mmu::{BackingKind, CacheMaintenance, HostError, HostMemory, HostPage, Tlb};
+    use slat_mmu::{BackingKind, CacheMaintenance, HostError, HostMemory, HostPage, Hva, Pfn, Tlb};
     use slat_pt::{FlushRange, PageSize};
 
     /// Host virtual address of the memslot.
@@ -311,14 +312,16 @@ pub mod instant {
     pub struct InstantHost(pub PageSize);
 
     impl HostMemory for InstantHost {
-        fn fault_in(&self, hva: u64, _write: bool) -> Result<HostPage, HostError> {
-            Ok(HostPage::new(((hva - HVA) >> 12) | (1 << 28), self.0, true, BackingKind::Anonymous))
+        fn fault_in(&self, hva: Hva, _write: bool) -> Result<HostPage, HostError> {
+            let hva = hva.0;
+            Ok(HostPage::new(Pfn(((hva - HVA) >> 12) | (1 << 28)), self.0, true, BackingKind::Anonymous))
         }
-        fn lookup(&self, hva: u64) -> Option<HostPage> {
-            self.fault_in(hva, false).ok()
+        fn lookup(&self, hva: Hva) -> Option<HostPage> {
+            let hva = hva.0;
+            self.fault_in(Hva(hva), false).ok()
         }
-        fn mark_dirty(&self, _: u64, _: u64) {}
-        fn mark_accessed(&self, _: u64, _: u64) {}
+        fn mark_dirty(&self, _: Pfn, _: u64) {}
+        fn mark_accessed(&self, _: Pfn, _: u64) {}
     }
 
     /// A TLB with nothing to do (faults into empty ranges never flush).
@@ -335,8 +338,10 @@ pub mod instant {
     }
 }
 
-type BenchMmu =
-    slat_mmu::Mmu<Ept4, SlatFrames, instant::InstantHost, instant::NoTlb, slat_mmu::sharded::ShardedRawRwLock>;
+type BenchMmu = slat_mmu::Mmu<
+    Ept4,
+    slat_mmu::Parts<SlatFrames, instant::InstantHost, instant::NoTlb, slat_mmu::sharded::ShardedRawRwLock>,
+>;
 
 fn fault_vm(len: u64) -> BenchMmu {
     let m = slat_mmu::Mmu::new(
@@ -348,9 +353,9 @@ fn fault_vm(len: u64) -> BenchMmu {
     .expect("mmu");
     m.add_memslot(slat_mmu::MemslotSpec {
         id: 0,
-        base_gfn: GIB >> 12,
+        base_gfn: Gfn(GIB >> 12),
         npages: len >> 12,
-        hva: instant::HVA,
+        hva: Hva(instant::HVA),
         readonly: false,
         log_dirty: false,
     })
@@ -374,7 +379,7 @@ pub fn fault(len: u64, threads: u64) -> Sample {
     let n = len >> 12;
     let run = |t: u64| {
         for p in t * n / threads..(t + 1) * n / threads {
-            m.handle_fault(GIB + (p << 12), Access::Write).expect("fault");
+            m.handle_fault(Gpa(GIB + (p << 12)), Access::Write).expect("fault");
         }
     };
     let a0 = allocations();
@@ -391,7 +396,7 @@ pub fn fault(len: u64, threads: u64) -> Sample {
     let ns = t0.elapsed().as_nanos() as f64;
     let allocs = allocations() - a0;
     for gpa in [GIB, GIB + len - 4096] {
-        let t = m.with_tables(|pt| pt.translate(gpa)).expect("faulted address translates");
+        let t = m.with_tables(|pt| pt.translate(Gpa(gpa))).expect("faulted address translates");
         assert_eq!(t.size, PageSize::Size4K);
     }
     let frames = pool::live() as f64;

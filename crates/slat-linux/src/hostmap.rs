@@ -5,7 +5,7 @@
 //! from pagemap presence plus the VMA's page size: then THP positions are unknown and only
 //! smaps' per-VMA PMD totals say how much is huge ([`MapSource::Smaps`]).
 
-use slat_mmu::BackingKind;
+use slat_mmu::{BackingKind, Hva};
 use slat_pt::PageSize;
 
 use crate::error::{Error, Result};
@@ -210,7 +210,8 @@ impl HostMap {
     }
 
     /// The extent holding `hva`, if the page is present.
-    pub fn lookup(&self, hva: u64) -> Option<&Extent> {
+    pub fn lookup(&self, hva: Hva) -> Option<&Extent> {
+        let hva = hva.0;
         let i = self.extents.partition_point(|e| e.end <= hva);
         self.extents.get(i).filter(|e| e.start <= hva)
     }

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use slat_mmu::testing::RecordingTlb;
-use slat_mmu::{BackingKind, Decision, MemslotSpec, Mmu, MmuConfig};
+use slat_mmu::{BackingKind, Decision, Gfn, Hva, MemslotSpec, Mmu, MmuConfig, Parts};
 use slat_pt::format::Ept4;
 use slat_pt::{PageSize, SimFrameAllocator};
 
@@ -411,7 +411,7 @@ pub fn inspect(pid: i32, opts: &Options) -> Result<Report> {
     let snapshot = ProcessSnapshot::new(map, None);
 
     // Stage-2 side: slat-mmu over the snapshot, one memslot per guest-physical range.
-    let mmu = Mmu::<Ept4, _, _, _>::new(
+    let mmu = Mmu::<Ept4, Parts<_, _, _>>::new(
         MmuConfig::default(),
         SimFrameAllocator::new(1 << 40, 1 << 20),
         snapshot,
@@ -425,9 +425,9 @@ pub fn inspect(pid: i32, opts: &Options) -> Result<Report> {
         for &(gpa, len, off) in &t.gpa_ranges {
             let spec = MemslotSpec {
                 id: slot_id,
-                base_gfn: gpa >> 12,
+                base_gfn: Gfn(gpa >> 12),
                 npages: len >> 12,
-                hva: t.hva + off,
+                hva: Hva(t.hva + off),
                 readonly: false,
                 log_dirty: dirty_logging,
             };
@@ -504,14 +504,15 @@ pub fn inspect(pid: i32, opts: &Options) -> Result<Report> {
     })
 }
 
-type InspectMmu = Mmu<Ept4, SimFrameAllocator, ProcessSnapshot, RecordingTlb>;
+type InspectMmu = Mmu<Ept4, Parts<SimFrameAllocator, ProcessSnapshot, RecordingTlb>>;
 
 /// The stage-2 mix over one memslot: one `Mmu::explain` per 2M gfn block and kind of host
 /// page in it (absent pages get no decision).
 fn stage2_mix(mmu: &InspectMmu, spec: &MemslotSpec, mix: &mut Stage2Mix) {
     let map = mmu.host().map();
-    let end_gfn = spec.base_gfn + spec.npages;
-    let mut gfn = spec.base_gfn;
+    let (base_gfn, base_hva) = (spec.base_gfn.0, spec.hva.0);
+    let end_gfn = base_gfn + spec.npages;
+    let mut gfn = base_gfn;
     let tally = |mix: &mut Stage2Mix, d: &Decision, pages: u64| {
         let bytes = pages * 4096;
         let (bucket, reason) = match d.size {
@@ -532,7 +533,7 @@ fn stage2_mix(mmu: &InspectMmu, spec: &MemslotSpec, mix: &mut Stage2Mix) {
     while gfn < end_gfn {
         let block_end = ((gfn / 512) + 1) * 512;
         let n = block_end.min(end_gfn) - gfn;
-        let hva = spec.hva + ((gfn - spec.base_gfn) << 12);
+        let hva = base_hva + ((gfn - base_gfn) << 12);
         let hva_end = hva + (n << 12);
         let i = map.extents().partition_point(|e| e.end <= hva);
         seen.clear();
@@ -544,7 +545,7 @@ fn stage2_mix(mmu: &InspectMmu, spec: &MemslotSpec, mix: &mut Stage2Mix) {
             let d = match seen.iter().find(|(k, _)| *k == key) {
                 Some((_, d)) => *d,
                 None => {
-                    let d = mmu.explain(gfn + ((s - hva) >> 12)).decision;
+                    let d = mmu.explain(Gfn(gfn + ((s - hva) >> 12))).decision;
                     seen.push((key, d));
                     d
                 }
@@ -669,7 +670,7 @@ fn block_report(t: &Target, slots: &[(u32, MemslotSpec)], mmu: &InspectMmu, cx: 
         size: t.size,
         memslots: slots
             .iter()
-            .map(|(_, s)| GuestRange { gpa: s.base_gfn << 12, len: s.npages << 12, hva: s.hva })
+            .map(|(_, s)| GuestRange { gpa: s.base_gfn.gpa().0, len: s.npages << 12, hva: s.hva.0 })
             .collect(),
         gpa_assumed: t.gpa_assumed,
         located_by: t.located_by.clone(),

@@ -15,19 +15,19 @@
 //! ```no_run
 //! use slat_linux::backing::{Backing, Placement, ThpAdvice};
 //! use slat_linux::memory::LocalMemory;
-//! use slat_mmu::{testing::RecordingTlb, MemslotSpec, Mmu, MmuConfig};
+//! use slat_mmu::{testing::RecordingTlb, Gfn, Gpa, Hva, MemslotSpec, Mmu, MmuConfig, Parts};
 //! use slat_pt::{format::Ept4, Access, SimFrameAllocator};
 //!
 //! let ram = Backing::anonymous(64 << 20, ThpAdvice::Hugepage, Placement::aligned(2 << 20))?;
 //! let host = LocalMemory::new(vec![&ram])?;
-//! let mmu = Mmu::<Ept4, _, _, _>::new(MmuConfig::default(), SimFrameAllocator::new(1 << 40, 64 << 20), host, RecordingTlb::default()).unwrap();
-//! mmu.add_memslot(MemslotSpec { id: 0, base_gfn: 0x40000, npages: ram.len() >> 12, hva: ram.hva(), readonly: false, log_dirty: false }).unwrap();
-//! mmu.handle_fault(0x4000_0000, Access::Write).unwrap(); // a 2M leaf where the kernel placed a THP
+//! let mmu = Mmu::<Ept4, Parts<_, _, _>>::new(MmuConfig::default(), SimFrameAllocator::new(1 << 40, 64 << 20), host, RecordingTlb::default()).unwrap();
+//! mmu.add_memslot(MemslotSpec { id: 0, base_gfn: Gfn(0x40000), npages: ram.len() >> 12, hva: Hva(ram.hva()), readonly: false, log_dirty: false }).unwrap();
+//! mmu.handle_fault(Gpa(0x4000_0000), Access::Write).unwrap(); // a 2M leaf where the kernel placed a THP
 //! # Ok::<(), slat_linux::Error>(())
 //! ```
 
 use rustix::mm::Advice;
-use slat_mmu::{BackingKind, HostError, HostMemory, HostPage};
+use slat_mmu::{BackingKind, HostError, HostMemory, HostPage, Hva, Pfn};
 use slat_pt::PageSize;
 
 use crate::backing::Backing;
@@ -39,7 +39,7 @@ use crate::scan::{self, Categories};
 /// One place that builds a [`HostPage`]: RAM is write-back; a PFN map is taken as device
 /// memory (uncached), as `HostPage::new` does.
 fn host_page(pfn: u64, size: PageSize, writable: bool, kind: BackingKind) -> HostPage {
-    HostPage::new(pfn, size, writable, kind)
+    HostPage::new(Pfn(pfn), size, writable, kind)
 }
 
 fn pfn_or_standin(pagemap: Option<&Pagemap>, hva: u64) -> u64 {
@@ -88,31 +88,33 @@ impl<'a> LocalMemory<'a> {
 }
 
 impl HostMemory for LocalMemory<'_> {
-    fn fault_in(&self, hva: u64, write: bool) -> Result<HostPage, HostError> {
-        let b = self.backing(hva).ok_or(HostError::NotMapped { hva })?;
+    fn fault_in(&self, hva: Hva, write: bool) -> Result<HostPage, HostError> {
+        let hva = hva.0;
+        let b = self.backing(hva).ok_or(HostError::NotMapped { hva: Hva(hva) })?;
         let unit = b.hugetlb().map_or(4096, |h| h.bytes());
         let off = (hva - b.hva()) & !(unit - 1);
         let advice = if write { Advice::LinuxPopulateWrite } else { Advice::LinuxPopulateRead };
         b.madvise(off, unit, advice).map_err(|e| match e {
             crate::Error::Io { ref source, .. } if source.raw_os_error() == Some(12) => {
-                HostError::OutOfMemory { hva, kind: b.kind() }
+                HostError::OutOfMemory { hva: Hva(hva), kind: b.kind() }
             }
-            _ => HostError::Again { hva },
+            _ => HostError::Again { hva: Hva(hva) },
         })?;
-        self.page(b, hva).ok_or(HostError::Again { hva })
+        self.page(b, hva).ok_or(HostError::Again { hva: Hva(hva) })
     }
 
-    fn lookup(&self, hva: u64) -> Option<HostPage> {
+    fn lookup(&self, hva: Hva) -> Option<HostPage> {
+        let hva = hva.0;
         let b = self.backing(hva)?;
         self.page(b, hva)
     }
 
     /// The kernel tracks the dirtiness of this process's pages itself (the guest's writes are
     /// this process's memory writes); nothing to record.
-    fn mark_dirty(&self, _pfn: u64, _pages: u64) {}
+    fn mark_dirty(&self, _pfn: Pfn, _pages: u64) {}
 
     /// As [`mark_dirty`](Self::mark_dirty): the kernel ages these pages itself.
-    fn mark_accessed(&self, _pfn: u64, _pages: u64) {}
+    fn mark_accessed(&self, _pfn: Pfn, _pages: u64) {}
 }
 
 /// A read-only view of another process's memory, taken once.
@@ -137,24 +139,26 @@ impl ProcessSnapshot {
 impl HostMemory for ProcessSnapshot {
     /// A snapshot cannot fault another process's memory in: it answers with the page as it was
     /// when the snapshot was taken, and [`HostError::NotMapped`] when it was absent.
-    fn fault_in(&self, hva: u64, write: bool) -> Result<HostPage, HostError> {
-        let p = self.lookup(hva).ok_or(HostError::NotMapped { hva })?;
+    fn fault_in(&self, hva: Hva, write: bool) -> Result<HostPage, HostError> {
+        let hva = hva.0;
+        let p = self.lookup(Hva(hva)).ok_or(HostError::NotMapped { hva: Hva(hva) })?;
         if write && !p.writable {
-            return Err(HostError::ReadOnly { hva });
+            return Err(HostError::ReadOnly { hva: Hva(hva) });
         }
         Ok(p)
     }
 
-    fn lookup(&self, hva: u64) -> Option<HostPage> {
-        let e = self.map.lookup(hva)?;
+    fn lookup(&self, hva: Hva) -> Option<HostPage> {
+        let hva = hva.0;
+        let e = self.map.lookup(Hva(hva))?;
         let pfn = pfn_or_standin(self.pagemap.as_ref(), hva);
         let kind = if e.kind == BackingKind::PfnMap { BackingKind::PfnMap } else { e.kind };
         Some(host_page(pfn, e.size, e.writable && !e.zero, kind))
     }
 
     /// Read-only view: the observed process's kernel tracks its pages; nothing to record.
-    fn mark_dirty(&self, _pfn: u64, _pages: u64) {}
+    fn mark_dirty(&self, _pfn: Pfn, _pages: u64) {}
 
     /// Read-only view: nothing to record.
-    fn mark_accessed(&self, _pfn: u64, _pages: u64) {}
+    fn mark_accessed(&self, _pfn: Pfn, _pages: u64) {}
 }

@@ -29,7 +29,8 @@
 
 use slat_mmu::testing::RecordingTlb;
 use slat_mmu::{
-    DirtyLogMode, Explanation, FaultError, FaultOutcome, HarvestMode, MemslotSpec, Mmu, MmuConfig, RecoveryPolicy,
+    DirtyLogMode, Explanation, FaultError, FaultOutcome, Gfn, Gpa, HarvestMode, Hva, MemslotSpec, Mmu, MmuConfig,
+    Parts, RecoveryPolicy,
 };
 use slat_pt::format::Ept4;
 use slat_pt::{Access, PageSize, SimFrameAllocator};
@@ -192,7 +193,7 @@ impl Drop for HostMemorySetup {
 }
 
 /// slat-mmu as the oracle drives it.
-pub type OracleMmu<'a> = Mmu<Ept4, SimFrameAllocator, LocalMemory<'a>, RecordingTlb>;
+pub type OracleMmu<'a> = Mmu<Ept4, Parts<SimFrameAllocator, LocalMemory<'a>, RecordingTlb>>;
 
 /// A micro-VM and slat-mmu on the same memory.
 #[derive(Debug)]
@@ -214,28 +215,26 @@ impl<'a> Oracle<'a> {
     pub fn new(system: &'a Backing, data: &'a Backing, guest_pages: GuestPageSize) -> Result<Self> {
         let vm = MicroVm::new(system, data, guest_pages)?;
         let host = LocalMemory::new(vec![system, data])?;
-        let config = MmuConfig {
-            max_leaf: PageSize::Size2M,
-            cap: (guest_pages == GuestPageSize::Size4K).then_some(PageSize::Size4K),
-            dirty_log: DirtyLogMode::WriteProtect,
-            harvest: HarvestMode::GetAndClear,
-            recovery: RecoveryPolicy::Zap,
-            ..MmuConfig::default()
-        };
+        let config = MmuConfig::default()
+            .with_max_leaf(PageSize::Size2M)
+            .with_cap((guest_pages == GuestPageSize::Size4K).then_some(PageSize::Size4K))
+            .with_dirty_log(DirtyLogMode::WriteProtect)
+            .with_harvest(HarvestMode::GetAndClear)
+            .with_recovery(RecoveryPolicy::Zap);
         let mmu = OracleMmu::new(config, SimFrameAllocator::new(1 << 40, 16 << 20), host, RecordingTlb::default())
             .map_err(|e| mmu_err("new", e))?;
         let slot = |id, base_gfn, b: &Backing| MemslotSpec {
             id,
             base_gfn,
             npages: b.len() >> 12,
-            hva: b.hva(),
+            hva: Hva(b.hva()),
             readonly: false,
             log_dirty: false,
         };
-        mmu.add_memslot(slot(SYSTEM_SLOT, 0, system)).map_err(|e| mmu_err("add system memslot", e))?;
-        mmu.add_memslot(slot(DATA_SLOT, DATA_GPA >> 12, data)).map_err(|e| mmu_err("add data memslot", e))?;
+        mmu.add_memslot(slot(SYSTEM_SLOT, Gfn(0), system)).map_err(|e| mmu_err("add system memslot", e))?;
+        mmu.add_memslot(slot(DATA_SLOT, Gfn(DATA_GPA >> 12), data)).map_err(|e| mmu_err("add data memslot", e))?;
         for &gfn in vm.page_table_gfns() {
-            mmu.write_track(gfn).map_err(|e| mmu_err("write_track", e))?;
+            mmu.write_track(Gfn(gfn)).map_err(|e| mmu_err("write_track", e))?;
         }
         Ok(Oracle { vm, mmu, code_faulted: false, model_prefetch: true, logging: false })
     }
@@ -284,7 +283,7 @@ impl<'a> Oracle<'a> {
                     continue;
                 }
                 let hva = self.hva_of(gfn);
-                if hva.is_some_and(|h| slat_mmu::HostMemory::lookup(self.mmu.host(), h).is_some()) {
+                if hva.is_some_and(|h| slat_mmu::HostMemory::lookup(self.mmu.host(), Hva(h)).is_some()) {
                     self.fault_once(gfn << 12, Access::Read)?;
                 }
             }
@@ -294,7 +293,7 @@ impl<'a> Oracle<'a> {
 
     fn fault_once(&self, gpa: u64, access: Access) -> Result<Option<PageSize>> {
         for _ in 0..16 {
-            match self.mmu.handle_fault(gpa, access) {
+            match self.mmu.handle_fault(Gpa(gpa), access) {
                 Ok(FaultOutcome::Mapped { size, .. }) => return Ok(Some(size)),
                 Ok(FaultOutcome::WriteTracked) => return Ok(self.mapped(gpa >> 12)),
                 Ok(FaultOutcome::Retry) => continue,
@@ -318,7 +317,7 @@ impl<'a> Oracle<'a> {
 
     /// The size of slat's leaf mapping `gfn`, if any.
     pub fn mapped(&self, gfn: u64) -> Option<PageSize> {
-        self.mmu.with_tables(|pt| pt.leaves(gfn << 12, 4096).first().map(|l| l.size))
+        self.mmu.with_tables(|pt| pt.leaves(Gpa(gfn << 12), 4096).first().map(|l| l.size))
     }
 
     /// KVM's leaf counts (the whole VM).
@@ -337,7 +336,7 @@ impl<'a> Oracle<'a> {
         let mut out = Vec::new();
         self.mmu.with_tables(|pt| {
             for (base, len) in [(0, SYSTEM_BYTES), (DATA_GPA, self.vm.data().len())] {
-                pt.for_each_leaf(base, len, |l| {
+                pt.for_each_leaf(Gpa(base), len, |l| {
                     if l.size == size {
                         out.push(l.gpa >> 12)
                     }
@@ -354,7 +353,7 @@ impl<'a> Oracle<'a> {
         self.slat_leaves(PageSize::Size4K)
             .into_iter()
             .filter(|&g| seen.insert(g >> 9))
-            .map(|g| self.mmu.explain(g))
+            .map(|g| self.mmu.explain(Gfn(g)))
             .collect()
     }
 
@@ -484,7 +483,7 @@ pub fn probe(
     let slat = o.slat_counts();
     let kvm = o.kvm_counts()?;
     let system_4k = o.slat_leaves(PageSize::Size4K).iter().filter(|&&g| g < SYSTEM_BYTES >> 12).count() as u64;
-    let reasons = o.explain_small().iter().filter(|e| e.gfn >= DATA_GPA >> 12).map(|e| e.to_string()).collect();
+    let reasons = o.explain_small().iter().filter(|e| e.gfn >= Gfn(DATA_GPA >> 12)).map(|e| e.to_string()).collect();
     let report = o.mmu().why_not_huge();
     let why_totals = report
         .by_slot

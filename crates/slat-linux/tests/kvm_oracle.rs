@@ -12,6 +12,7 @@ use slat_linux::backing::Backing;
 use slat_linux::oracle::{compare_dirty, HostBacking, Oracle, PTE_PREFETCH_NUM};
 use slat_linux::vmm::{self, GuestAccess, GuestPageSize, Sweep};
 use slat_linux::Error;
+use slat_mmu::Gfn;
 
 const DATA: u64 = 16 << 20;
 
@@ -243,7 +244,7 @@ fn page_tables_are_write_tracked() {
     o.run(Sweep::write_all(2 << 20)).unwrap();
     let c = counts(&o, "page_tables_are_write_tracked");
     assert_eq!([c.pages_4k, c.pages_2m], [SYSTEM_4K, 1]);
-    let e = o.mmu().explain(vmm::CODE_GFN);
+    let e = o.mmu().explain(Gfn(vmm::CODE_GFN));
     assert!(e.to_string().contains("write"), "slat names write tracking: {e}");
 }
 
@@ -264,7 +265,7 @@ fn thp_split_by_partial_mprotect() {
     o.run(Sweep::write_all(DATA)).unwrap();
     let c = counts(&o, "thp_split_by_partial_mprotect");
     assert_eq!([c.pages_4k, c.pages_2m], [SYSTEM_4K + 512, BLOCKS - 1]);
-    let e = o.mmu().explain((vmm::DATA_GPA >> 12) + 512);
+    let e = o.mmu().explain(Gfn((vmm::DATA_GPA >> 12) + 512));
     assert!(e.to_string().contains("4K PTEs"), "slat's reason: {e}");
 }
 

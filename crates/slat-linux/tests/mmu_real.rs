@@ -9,13 +9,13 @@ use slat_linux::pagemap::Pagemap;
 use slat_linux::pool::{HugetlbReservation, HugetlbfsMount, TmpfsHuge, TmpfsMount};
 use slat_linux::scan::{self, Categories};
 use slat_mmu::testing::RecordingTlb;
-use slat_mmu::{FaultOutcome, MemslotSpec, Mmu, MmuConfig, WhyNotHuge};
+use slat_mmu::{FaultOutcome, Gfn, Gpa, Hva, MemslotSpec, Mmu, MmuConfig, Parts, WhyNotHuge};
 use slat_pt::format::Ept4;
 use slat_pt::{Access, PageSize, SimFrameAllocator};
 
 const BASE_GFN: u64 = 0x40000; // gpa 1 GiB: congruent with any 2M-aligned hva (and 1G-aligned ones)
 
-type RealMmu<'a> = Mmu<Ept4, SimFrameAllocator, LocalMemory<'a>, RecordingTlb>;
+type RealMmu<'a> = Mmu<Ept4, Parts<SimFrameAllocator, LocalMemory<'a>, RecordingTlb>>;
 
 /// Fault the whole backing in through the MMU, as a guest touching every page would.
 fn map_all(b: &Backing) -> RealMmu<'_> {
@@ -25,9 +25,9 @@ fn map_all(b: &Backing) -> RealMmu<'_> {
             .unwrap();
     mmu.add_memslot(MemslotSpec {
         id: 0,
-        base_gfn: BASE_GFN,
+        base_gfn: Gfn(BASE_GFN),
         npages: b.len() >> 12,
-        hva: b.hva(),
+        hva: Hva(b.hva()),
         readonly: false,
         log_dirty: false,
     })
@@ -35,7 +35,7 @@ fn map_all(b: &Backing) -> RealMmu<'_> {
     let mut gpa = BASE_GFN << 12;
     let end = gpa + b.len();
     while gpa < end {
-        match mmu.handle_fault(gpa, Access::Write).unwrap() {
+        match mmu.handle_fault(Gpa(gpa), Access::Write).unwrap() {
             FaultOutcome::Mapped { size, .. } => gpa = (gpa & !(size.bytes() - 1)) + size.bytes(),
             other => panic!("fault at {gpa:#x}: {other:?}"),
         }
@@ -47,7 +47,7 @@ fn map_all(b: &Backing) -> RealMmu<'_> {
 fn leaf_ranges(mmu: &RealMmu<'_>, b: &Backing, size: PageSize) -> Vec<(u64, u64)> {
     let mut out: Vec<(u64, u64)> = Vec::new();
     mmu.with_tables(|pt| {
-        pt.for_each_leaf(BASE_GFN << 12, b.len(), |l| {
+        pt.for_each_leaf(Gpa(BASE_GFN << 12), b.len(), |l| {
             if l.size == size {
                 let s = b.hva() + (l.gpa - (BASE_GFN << 12));
                 match out.last_mut() {
@@ -105,7 +105,7 @@ fn anonymous_thp_split_by_mprotect_is_4k_there() {
     b.populate_write().unwrap();
     b.mprotect(2 * M2 + 4096, 4096, true).unwrap();
     let mmu = map_all_readable(&b);
-    let e = mmu.explain(BASE_GFN + ((2 * M2) >> 12));
+    let e = mmu.explain(Gfn(BASE_GFN + ((2 * M2) >> 12)));
     assert_eq!(e.decision.size, PageSize::Size4K);
     assert_eq!(e.decision.primary(), Some(WhyNotHuge::HostMapsSmall), "{e}");
     assert_eq!(leaf_ranges(&mmu, &b, PageSize::Size2M), scan_huge(&b));
@@ -121,16 +121,16 @@ fn map_all_readable(b: &Backing) -> RealMmu<'_> {
             .unwrap();
     mmu.add_memslot(MemslotSpec {
         id: 0,
-        base_gfn: BASE_GFN,
+        base_gfn: Gfn(BASE_GFN),
         npages: b.len() >> 12,
-        hva: b.hva(),
+        hva: Hva(b.hva()),
         readonly: false,
         log_dirty: false,
     })
     .unwrap();
     let mut gpa = BASE_GFN << 12;
     while gpa < (BASE_GFN << 12) + b.len() {
-        match mmu.handle_fault(gpa, Access::Read).unwrap() {
+        match mmu.handle_fault(Gpa(gpa), Access::Read).unwrap() {
             FaultOutcome::Mapped { size, .. } => gpa = (gpa & !(size.bytes() - 1)) + size.bytes(),
             other => panic!("fault at {gpa:#x}: {other:?}"),
         }
@@ -166,14 +166,14 @@ fn shmem_4k_off_2m_gets_no_huge_leaf() {
     let base = BASE_GFN + 1;
     mmu.add_memslot(MemslotSpec {
         id: 0,
-        base_gfn: base,
+        base_gfn: Gfn(base),
         npages: b.len() >> 12,
-        hva: b.hva(),
+        hva: Hva(b.hva()),
         readonly: false,
         log_dirty: false,
     })
     .unwrap();
-    let e = mmu.explain(base + 511);
+    let e = mmu.explain(Gfn(base + 511));
     assert_eq!(e.decision.size, PageSize::Size4K);
     assert_eq!(e.decision.primary(), Some(WhyNotHuge::HostMapsSmall), "{e}");
     drop(mmu);
@@ -226,7 +226,7 @@ fn a_snapshot_of_a_process_gives_the_same_leaf_decisions() {
     b.populate_write().unwrap();
     let live = map_all(&b);
     let snap = ProcessSnapshot::new(HostMap::of_process(0, &[(b.hva(), b.hva() + b.len())], false).unwrap(), None);
-    let mmu = Mmu::<Ept4, _, _, _>::new(
+    let mmu = Mmu::<Ept4, Parts<_, _, _>>::new(
         MmuConfig::default(),
         SimFrameAllocator::new(1 << 40, 1 << 20),
         snap,
@@ -235,14 +235,14 @@ fn a_snapshot_of_a_process_gives_the_same_leaf_decisions() {
     .unwrap();
     mmu.add_memslot(MemslotSpec {
         id: 0,
-        base_gfn: BASE_GFN,
+        base_gfn: Gfn(BASE_GFN),
         npages: b.len() >> 12,
-        hva: b.hva(),
+        hva: Hva(b.hva()),
         readonly: false,
         log_dirty: false,
     })
     .unwrap();
     for gfn in (BASE_GFN..BASE_GFN + (b.len() >> 12)).step_by(128) {
-        assert_eq!(mmu.explain(gfn).decision, live.explain(gfn).decision, "gfn {gfn:#x}");
+        assert_eq!(mmu.explain(Gfn(gfn)).decision, live.explain(Gfn(gfn)).decision, "gfn {gfn:#x}");
     }
 }

@@ -4,7 +4,9 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use slat_mmu::testing::RecordingTlb;
-use slat_mmu::{BackingKind, HostError, HostMemory, HostPage, MemslotSpec, Mmu, MmuConfig, Tlb};
+use slat_mmu::{
+    BackingKind, Gfn, Gpa, HostError, HostMemory, HostPage, Hva, MemslotSpec, Mmu, MmuConfig, Parts, Pfn, Tlb,
+};
 use slat_pt::format::Ept4;
 use slat_pt::{Access, FlushRange, PageSize, SimFrameAllocator};
 
@@ -15,14 +17,16 @@ const HVA: u64 = 0x7f00_0000_0000;
 struct InstantHost(PageSize);
 
 impl HostMemory for InstantHost {
-    fn fault_in(&self, hva: u64, _write: bool) -> Result<HostPage, HostError> {
-        Ok(HostPage::new((hva - HVA) >> 12 | (1 << 28), self.0, true, BackingKind::Anonymous))
+    fn fault_in(&self, hva: Hva, _write: bool) -> Result<HostPage, HostError> {
+        let hva = hva.0;
+        Ok(HostPage::new(Pfn((hva - HVA) >> 12 | (1 << 28)), self.0, true, BackingKind::Anonymous))
     }
-    fn lookup(&self, hva: u64) -> Option<HostPage> {
-        self.fault_in(hva, false).ok()
+    fn lookup(&self, hva: Hva) -> Option<HostPage> {
+        let hva = hva.0;
+        self.fault_in(Hva(hva), false).ok()
     }
-    fn mark_dirty(&self, _: u64, _: u64) {}
-    fn mark_accessed(&self, _: u64, _: u64) {}
+    fn mark_dirty(&self, _: Pfn, _: u64) {}
+    fn mark_accessed(&self, _: Pfn, _: u64) {}
 }
 
 /// A TLB that does nothing (faults into empty ranges never flush).
@@ -37,7 +41,7 @@ impl Tlb for NoTlb {
     fn invalidate_icache(&self, _: u64, _: u64) {}
 }
 
-type BenchMmu = Mmu<Ept4, SimFrameAllocator, InstantHost, NoTlb, slat_mmu::sharded::ShardedRawRwLock>;
+type BenchMmu = Mmu<Ept4, Parts<SimFrameAllocator, InstantHost, NoTlb, slat_mmu::sharded::ShardedRawRwLock>>;
 
 fn vm(host_size: PageSize) -> BenchMmu {
     let m =
@@ -45,9 +49,9 @@ fn vm(host_size: PageSize) -> BenchMmu {
             .unwrap();
     m.add_memslot(MemslotSpec {
         id: 0,
-        base_gfn: GIB >> 12,
+        base_gfn: Gfn(GIB >> 12),
         npages: GIB >> 12,
-        hva: HVA,
+        hva: Hva(HVA),
         readonly: false,
         log_dirty: false,
     })
@@ -65,7 +69,7 @@ fn faults(c: &mut Criterion) {
             || vm(PageSize::Size4K),
             |m| {
                 for p in 0..n {
-                    m.handle_fault(GIB + (p << 12), Access::Write).unwrap();
+                    m.handle_fault(Gpa(GIB + (p << 12)), Access::Write).unwrap();
                 }
                 m
             },
@@ -81,7 +85,7 @@ fn faults(c: &mut Criterion) {
                         let m = &m;
                         s.spawn(move || {
                             for p in t * n / 2..(t + 1) * n / 2 {
-                                m.handle_fault(GIB + (p << 12), Access::Write).unwrap();
+                                m.handle_fault(Gpa(GIB + (p << 12)), Access::Write).unwrap();
                             }
                         });
                     }
@@ -100,7 +104,7 @@ fn faults(c: &mut Criterion) {
             || vm(PageSize::Size2M),
             |m| {
                 for blk in 0..512u64 {
-                    m.handle_fault(GIB + (blk << 21), Access::Write).unwrap();
+                    m.handle_fault(Gpa(GIB + (blk << 21)), Access::Write).unwrap();
                 }
                 m
             },

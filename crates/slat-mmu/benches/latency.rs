@@ -10,12 +10,14 @@
 //!
 //! `cargo bench -p slat-mmu --bench latency`
 
+use slat_mmu::Hva;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use slat_mmu::{
-    BackingKind, CacheMaintenance, DirtyLogMode, HostError, HostMemory, HostPage, MemslotSpec, MmuConfig, StdMmu, Tlb,
+    BackingKind, CacheMaintenance, DirtyLogMode, Gfn, Gpa, HostError, HostMemory, HostPage, MemslotSpec, MmuConfig,
+    Pfn, StdMmu, Tlb,
 };
 use slat_pt::format::Ept4;
 use slat_pt::{Access, FlushRange, PageSize, SimFrameAllocator};
@@ -32,15 +34,17 @@ const VCPU_SLOT: u64 = 512 * MIB;
 struct InstantHost;
 
 impl HostMemory for InstantHost {
-    fn fault_in(&self, hva: u64, _write: bool) -> Result<HostPage, HostError> {
+    fn fault_in(&self, hva: Hva, _write: bool) -> Result<HostPage, HostError> {
+        let hva = hva.0;
         let size = if hva >= VCPU_HVA { PageSize::Size4K } else { PageSize::Size2M };
-        Ok(HostPage::new((hva >> 12) & ((1 << 36) - 1), size, true, BackingKind::Anonymous))
+        Ok(HostPage::new(Pfn((hva >> 12) & ((1 << 36) - 1)), size, true, BackingKind::Anonymous))
     }
-    fn lookup(&self, hva: u64) -> Option<HostPage> {
-        self.fault_in(hva, false).ok()
+    fn lookup(&self, hva: Hva) -> Option<HostPage> {
+        let hva = hva.0;
+        self.fault_in(Hva(hva), false).ok()
     }
-    fn mark_dirty(&self, _: u64, _: u64) {}
-    fn mark_accessed(&self, _: u64, _: u64) {}
+    fn mark_dirty(&self, _: Pfn, _: u64) {}
+    fn mark_accessed(&self, _: Pfn, _: u64) {}
 }
 
 struct NoTlb;
@@ -60,9 +64,9 @@ fn mmu(config: MmuConfig, big: u64) -> Arc<BenchMmu> {
     let m = StdMmu::new(config, SimFrameAllocator::new(0x100_0000_0000, 4 * GIB), InstantHost, NoTlb).unwrap();
     m.add_memslot(MemslotSpec {
         id: 0,
-        base_gfn: (64 * GIB) >> 12,
+        base_gfn: Gfn((64 * GIB) >> 12),
         npages: big >> 12,
-        hva: BIG_HVA,
+        hva: Hva(BIG_HVA),
         readonly: false,
         log_dirty: false,
     })
@@ -70,9 +74,9 @@ fn mmu(config: MmuConfig, big: u64) -> Arc<BenchMmu> {
     for v in 0..2u64 {
         m.add_memslot(MemslotSpec {
             id: 1 + v as u32,
-            base_gfn: (v * GIB) >> 12,
+            base_gfn: Gfn((v * GIB) >> 12),
             npages: VCPU_SLOT >> 12,
-            hva: VCPU_HVA + v * GIB,
+            hva: Hva(VCPU_HVA + v * GIB),
             readonly: false,
             log_dirty: false,
         })
@@ -85,7 +89,7 @@ fn mmu(config: MmuConfig, big: u64) -> Arc<BenchMmu> {
 fn populate(m: &BenchMmu, big: u64, step: u64, access: Access) {
     let mut gpa = 64 * GIB;
     while gpa < 64 * GIB + big {
-        m.handle_fault(gpa, access).unwrap();
+        m.handle_fault(Gpa(gpa), access).unwrap();
         gpa += step;
     }
 }
@@ -115,7 +119,7 @@ fn while_running(m: &Arc<BenchMmu>, op: impl FnOnce()) -> (Duration, Latency) {
                 while !stop.load(Ordering::Relaxed) {
                     let gpa = v * GIB + (page % (VCPU_SLOT >> 12)) * 4096;
                     let t = Instant::now();
-                    let _ = m.handle_fault(gpa, Access::Write);
+                    let _ = m.handle_fault(Gpa(gpa), Access::Write);
                     let d = t.elapsed();
                     if recording.load(Ordering::Relaxed) {
                         lat.push(d);
@@ -173,7 +177,7 @@ fn main() {
     drop(m);
 
     // Eager split of every 2 MiB leaf.
-    let m = mmu(MmuConfig { dirty_log: DirtyLogMode::EagerSplit { chunk_tables: 64 }, ..MmuConfig::default() }, big);
+    let m = mmu(MmuConfig::default().with_dirty_log(DirtyLogMode::EagerSplit { chunk_tables: 64 }), big);
     populate(&m, big, 2 * MIB, Access::Write);
     let (took, l) = while_running(&m, || m.set_dirty_logging(0, true).unwrap());
     row("enable logging (eager split)", took, &l);

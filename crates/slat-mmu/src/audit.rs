@@ -1,19 +1,17 @@
 //! Checking the MMU against its contract (I1 isolation, I2 legal huge leaves, I6 accounting),
 //! explaining single gfns, and the current why-not-huge picture.
 
+use crate::platform::Platform;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use lock_api::RawRwLock;
-use slat_pt::{Format, FrameAllocator, Leaf, PageSize, Perms, PAGE_SIZE};
+use slat_pt::{Format, FrameAllocator, Hva, Leaf, PageSize, Perms, PAGE_SIZE};
 
 use crate::config::DirtyLogMode;
 use crate::host::HostMemory;
 use crate::mmu::Mmu;
 use crate::policy::LeafUse;
-
-use crate::tlb::Tlb;
 
 /// Which invariant a violation breaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -28,6 +26,7 @@ pub enum Invariant {
 
 /// One broken invariant.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Violation {
     /// The invariant.
     pub invariant: Invariant,
@@ -47,6 +46,7 @@ pub struct AuditError {
 
 /// What an audit looked at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct AuditReport {
     /// Leaves checked.
     pub leaves: u64,
@@ -54,10 +54,13 @@ pub struct AuditReport {
     pub table_pages: u64,
 }
 
-impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A, H, T, R> {
+impl<F: Format, P: Platform> Mmu<F, P> {
     /// Recount and check I1 (every leaf maps exactly what the host maps, with no wider
     /// permissions), I2 (every huge leaf is legal) and I6 (counters equal a recount; frames are
     /// all accounted for). Call it when no other operation runs.
+    ///
+    /// # Errors
+    /// [`AuditError`] listing every violation found (the report of what was checked is inside it).
     pub fn audit(&self) -> Result<AuditReport, AuditError> {
         let slots = self.slots.read();
         let pt = self.tables.read();
@@ -95,15 +98,15 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
                 bad(Invariant::LegalHugeLeaf, l.gpa, format!("{} leaf crosses the end of memslot {}", l.size, slot.id));
             }
             let hva = slot.hva_of(gfn);
-            let Some(host) = self.host.lookup(hva) else {
+            let Some(host) = self.host.lookup(Hva(hva)) else {
                 bad(Invariant::Isolation, l.gpa, format!("host no longer maps hva {hva:#x}"));
                 return;
             };
-            if host.pfn * PAGE_SIZE != l.pa {
+            if host.pfn.hpa() != l.pa {
                 bad(
                     Invariant::Isolation,
                     l.gpa,
-                    format!("leaf maps pa {:#x}, host maps hva {hva:#x} to {:#x}", l.pa, host.pfn * PAGE_SIZE),
+                    format!("leaf maps pa {:#x}, host maps hva {hva:#x} to {:#x}", l.pa, host.pfn.hpa()),
                 );
             }
             let writable = l.attrs.perms.contains(Perms::WRITE);

@@ -50,6 +50,7 @@ pub enum RecoveryPolicy {
 
 /// NX huge-page workaround (iTLB multihit): executable memory gets 4 KiB leaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NxPolicy {
     /// Each recovery pass zaps `ceil(tracked / recovery_ratio)` split blocks (KVM default 60).
     pub recovery_ratio: u32,
@@ -71,6 +72,7 @@ pub struct NxPolicy {
 /// `HarvestMode::ManualClear { initially_set: true }` (nothing is protected until the first
 /// clear); [`Mmu::new`](crate::Mmu::new) refuses both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DirtyRingConfig {
     /// Records per ring (a power of two, as KVM requires).
     pub entries: u32,
@@ -90,6 +92,7 @@ impl Default for DirtyRingConfig {
 
 /// MMU configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MmuConfig {
     /// Largest leaf the CPU supports (e.g. 2M on CPUs without 1 GiB EPT pages).
     pub max_leaf: PageSize,
@@ -129,5 +132,69 @@ impl Default for MmuConfig {
             dirty_ring: None,
             hardware_log: false,
         }
+    }
+}
+
+impl NxPolicy {
+    /// Recover one in `recovery_ratio` of the NX-split huge pages per recovery pass.
+    pub const fn new(recovery_ratio: u32) -> Self {
+        NxPolicy { recovery_ratio }
+    }
+}
+
+impl DirtyRingConfig {
+    /// Rings of `entries` entries (a power of two), soft-full at `soft_limit`, for vCPUs
+    /// `0..max_vcpus`.
+    pub const fn new(entries: u32, soft_limit: u32, max_vcpus: u32) -> Self {
+        DirtyRingConfig { entries, soft_limit, max_vcpus }
+    }
+}
+
+/// Builders: `MmuConfig::default().with_dirty_log(..).with_nx(..)`. Every field stays public for
+/// reading; [`Mmu::new`](crate::Mmu::new) checks the combination.
+///
+/// ```
+/// use slat_mmu::{DirtyLogMode, MmuConfig, NxPolicy};
+/// let c = MmuConfig::default()
+///     .with_dirty_log(DirtyLogMode::EagerSplit { chunk_tables: 64 })
+///     .with_nx(Some(NxPolicy::new(60)));
+/// assert_eq!(c.nx, Some(NxPolicy::new(60)));
+/// ```
+impl MmuConfig {
+    /// With [`max_leaf`](Self::max_leaf).
+    pub const fn with_max_leaf(self, max_leaf: PageSize) -> Self {
+        MmuConfig { max_leaf, ..self }
+    }
+    /// With [`cap`](Self::cap).
+    pub const fn with_cap(self, cap: Option<PageSize>) -> Self {
+        MmuConfig { cap, ..self }
+    }
+    /// With [`dirty_log`](Self::dirty_log).
+    pub const fn with_dirty_log(self, dirty_log: DirtyLogMode) -> Self {
+        MmuConfig { dirty_log, ..self }
+    }
+    /// With [`harvest`](Self::harvest).
+    pub const fn with_harvest(self, harvest: HarvestMode) -> Self {
+        MmuConfig { harvest, ..self }
+    }
+    /// With [`recovery`](Self::recovery).
+    pub const fn with_recovery(self, recovery: RecoveryPolicy) -> Self {
+        MmuConfig { recovery, ..self }
+    }
+    /// With [`nx`](Self::nx).
+    pub const fn with_nx(self, nx: Option<NxPolicy>) -> Self {
+        MmuConfig { nx, ..self }
+    }
+    /// With [`recovery_batch`](Self::recovery_batch).
+    pub const fn with_recovery_batch(self, recovery_batch: u64) -> Self {
+        MmuConfig { recovery_batch, ..self }
+    }
+    /// With [`dirty_ring`](Self::dirty_ring).
+    pub const fn with_dirty_ring(self, dirty_ring: Option<DirtyRingConfig>) -> Self {
+        MmuConfig { dirty_ring, ..self }
+    }
+    /// With [`hardware_log`](Self::hardware_log).
+    pub const fn with_hardware_log(self, hardware_log: bool) -> Self {
+        MmuConfig { hardware_log, ..self }
     }
 }

@@ -2,14 +2,13 @@
 //! initially-set), harvesting (get-and-clear, 64-page clear-by-mask) and disabling (which hands
 //! over to recovery).
 
+use crate::platform::Platform;
 use alloc::vec::Vec;
 
-use lock_api::RawRwLock;
-use slat_pt::{FlushBatch, Format, FrameAllocator, PageSize, PageTable, Perms, SwBits, PAGE_SIZE};
+use slat_pt::{FlushBatch, Format, Gpa, PageSize, PageTable, Perms, SwBits, PAGE_SIZE};
 
 use crate::config::{DirtyLogMode, HarvestMode};
 use crate::exclusive::InvalidateGuard;
-use crate::host::HostMemory;
 use crate::memslot::{Memslot, MemslotError};
 use crate::mmu::{Mmu, MmuError};
 use crate::stats::Counters;
@@ -17,9 +16,8 @@ use crate::stats::Counters;
 /// Pages handled per exclusive lock hold by slot-wide walks (protect, harvest, clear, zap):
 /// 256 MiB of guest memory, at most 65,536 leaf updates, before the walk flushes and yields.
 pub(crate) const YIELD_PAGES: u64 = 1 << 16;
-use crate::tlb::Tlb;
 
-impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A, H, T, R> {
+impl<F: Format, P: Platform> Mmu<F, P> {
     /// Turn dirty logging on or off for a memslot.
     ///
     /// On: per [`DirtyLogMode`]; with `ManualClear { initially_set: true }` nothing is protected
@@ -27,6 +25,11 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     /// per the [`RecoveryPolicy`](crate::RecoveryPolicy) (see [`recover_huge_pages`](Self::recover_huge_pages)).
     /// The flag flips inside an invalidation over the slot, so a fault that decided its leaf
     /// size under the old flag retries.
+    ///
+    /// # Errors
+    /// [`MmuError::Memslot`] when slot `id` does not exist. An eager split that runs out of
+    /// frames is not an error: the leaves left huge stay write-protected and split on their first
+    /// write, as in KVM.
     pub fn set_dirty_logging(&self, id: u32, on: bool) -> Result<(), MmuError> {
         let slot = self.slot(id)?;
         if slot.is_logging() == on {
@@ -95,7 +98,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     /// Write-protect (or clear hardware dirty state of) every leaf in `g0..g1` for logging. The
     /// host already knows every such page is dirty: it was told when the leaf was made
     /// writable, so clearing W and D here loses nothing for the host.
-    fn protect_for_logging(&self, pt: &mut PageTable<F, A>, g0: u64, g1: u64, batch: &mut FlushBatch) -> u64 {
+    fn protect_for_logging(&self, pt: &mut PageTable<F, P::Frames>, g0: u64, g1: u64, batch: &mut FlushBatch) -> u64 {
         let hw = self.config.dirty_log == DirtyLogMode::HardwareDirty && F::HW_DIRTY;
         let changed = pt
             .update_leaves(g0 * PAGE_SIZE, (g1 - g0) * PAGE_SIZE, batch, |l| {
@@ -175,11 +178,11 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     /// Drain every vCPU's log into this before [`get_dirty_log`](Self::get_dirty_log) or
     /// [`clear_dirty_log`](Self::clear_dirty_log) (KVM's `kvm_arch_sync_dirty_log` kicks the
     /// vCPUs to flush their PML buffers first). Returns how many pages were marked.
-    pub fn record_hardware_dirty(&self, gpas: impl IntoIterator<Item = u64>) -> u64 {
+    pub fn record_hardware_dirty(&self, gpas: impl IntoIterator<Item = Gpa>) -> u64 {
         let slots = self.slots.read();
         let mut marked = 0;
         for gpa in gpas {
-            let gfn = gpa / PAGE_SIZE;
+            let gfn = gpa.gfn().0;
             if let Some(slot) = slots.find_gfn(gfn).filter(|s| s.is_logging()) {
                 slot.mark_dirty(gfn);
                 marked += 1;
@@ -240,7 +243,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
 
     /// Eager split for a clear: every 2 MiB block holding a cleared page (a word of 64 pages
     /// can straddle two blocks when the slot's base is not 64-page aligned to the block).
-    fn split_cleared(&self, slot: &Memslot<R>, first_page: u64, cleared: &[u64]) {
+    fn split_cleared(&self, slot: &Memslot<P::Lock>, first_page: u64, cleared: &[u64]) {
         let block = PageSize::Size2M.pages();
         let mut last = None;
         for (i, &w) in cleared.iter().enumerate() {
@@ -266,8 +269,8 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     /// Re-protect the pages set in `bits` (page `first_page + i` of the slot for bit `i`).
     fn reprotect_bitmap(
         &self,
-        pt: &mut PageTable<F, A>,
-        slot: &Memslot<R>,
+        pt: &mut PageTable<F, P::Frames>,
+        slot: &Memslot<P::Lock>,
         first_page: u64,
         bits: &[u64],
         batch: &mut FlushBatch,
@@ -290,13 +293,13 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     /// consecutive pages; offsets past the slot's end are ignored.
     fn reprotect_pages(
         &self,
-        pt: &mut PageTable<F, A>,
-        slot: &Memslot<R>,
+        pt: &mut PageTable<F, P::Frames>,
+        slot: &Memslot<P::Lock>,
         pages: impl IntoIterator<Item = u64>,
         batch: &mut FlushBatch,
     ) {
         let mut run: Option<(u64, u64)> = None;
-        let flush_run = |pt: &mut PageTable<F, A>, run: (u64, u64), batch: &mut FlushBatch| {
+        let flush_run = |pt: &mut PageTable<F, P::Frames>, run: (u64, u64), batch: &mut FlushBatch| {
             let g0 = slot.base_gfn + run.0;
             self.protect_for_logging(pt, g0, g0 + run.1, batch);
         };

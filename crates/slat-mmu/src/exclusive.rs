@@ -11,33 +11,32 @@
 //! Declare an `InvalidateGuard` *before* the `Exclusive` it covers: locals drop in reverse
 //! order, so the flush happens before the invalidation ends, as the protocol requires.
 
+use crate::platform::Platform;
 use core::ops::{Deref, DerefMut};
 
 use lock_api::{RawRwLock, RwLockWriteGuard};
-use slat_pt::{FlushBatch, Format, FrameAllocator, PageTable};
+use slat_pt::{FlushBatch, Format, PageTable};
 
-use crate::host::HostMemory;
 use crate::invalidate::Invalidation;
 use crate::mmu::Mmu;
-use crate::tlb::Tlb;
 
 /// An exclusive section over the page table: write lock + flush batch, settled in `Drop`.
-pub(crate) struct Exclusive<'a, F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> {
-    mmu: &'a Mmu<F, A, H, T, R>,
-    pt: RwLockWriteGuard<'a, R, PageTable<F, A>>,
+pub(crate) struct Exclusive<'a, F: Format, P: Platform> {
+    mmu: &'a Mmu<F, P>,
+    pt: RwLockWriteGuard<'a, P::Lock, PageTable<F, P::Frames>>,
     /// TLB obligations and detached pages of the section so far.
     pub(crate) batch: FlushBatch,
     /// Leaf updates since the lock was last released.
     work: u64,
 }
 
-impl<'a, F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Exclusive<'a, F, A, H, T, R> {
-    pub(crate) fn new(mmu: &'a Mmu<F, A, H, T, R>) -> Self {
+impl<'a, F: Format, P: Platform> Exclusive<'a, F, P> {
+    pub(crate) fn new(mmu: &'a Mmu<F, P>) -> Self {
         Exclusive { mmu, pt: mmu.tables.write(), batch: FlushBatch::new(), work: 0 }
     }
 
     /// The table and the batch at once (most operations need both).
-    pub(crate) fn parts(&mut self) -> (&mut PageTable<F, A>, &mut FlushBatch) {
+    pub(crate) fn parts(&mut self) -> (&mut PageTable<F, P::Frames>, &mut FlushBatch) {
         (&mut self.pt, &mut self.batch)
     }
 
@@ -83,20 +82,20 @@ fn relax() {
     }
 }
 
-impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Deref for Exclusive<'_, F, A, H, T, R> {
-    type Target = PageTable<F, A>;
-    fn deref(&self) -> &PageTable<F, A> {
+impl<F: Format, P: Platform> Deref for Exclusive<'_, F, P> {
+    type Target = PageTable<F, P::Frames>;
+    fn deref(&self) -> &PageTable<F, P::Frames> {
         &self.pt
     }
 }
 
-impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> DerefMut for Exclusive<'_, F, A, H, T, R> {
-    fn deref_mut(&mut self) -> &mut PageTable<F, A> {
+impl<F: Format, P: Platform> DerefMut for Exclusive<'_, F, P> {
+    fn deref_mut(&mut self) -> &mut PageTable<F, P::Frames> {
         &mut self.pt
     }
 }
 
-impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Drop for Exclusive<'_, F, A, H, T, R> {
+impl<F: Format, P: Platform> Drop for Exclusive<'_, F, P> {
     fn drop(&mut self) {
         self.settle();
     }

@@ -2,18 +2,18 @@
 //! why-not-huge picture of all mapped memory ([`Mmu::why_not_huge`]). Both ask the same rules
 //! as the fault path (`policy.rs`).
 
+use crate::platform::Platform;
 use alloc::vec::Vec;
 
-use lock_api::RawRwLock;
-use slat_pt::{Format, FrameAllocator, PageSize, PAGE_SIZE};
+use slat_pt::{Format, Gfn, Hva, PageSize, PAGE_SIZE};
 
 use crate::host::HostMemory;
 use crate::mmu::Mmu;
 use crate::reason::{Explanation, WhyNotHuge};
-use crate::tlb::Tlb;
 
 /// The current why-not-huge picture: guest pages mapped below 1 GiB, by reason.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct WhyReport {
     /// 4 KiB pages mapped by any leaf.
     pub mapped_pages: u64,
@@ -30,19 +30,20 @@ impl WhyReport {
     }
 }
 
-impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A, H, T, R> {
+impl<F: Format, P: Platform> Mmu<F, P> {
     /// Why is `gfn` mapped at the size it is? Recomputes the decision against the current host
     /// mapping and slot state.
-    pub fn explain(&self, gfn: u64) -> Explanation {
+    pub fn explain(&self, gfn: Gfn) -> Explanation {
+        let gfn = gfn.0;
         let slot = self.slots.read().find_gfn(gfn).cloned();
         let mapped = self.tables.read().translate(gfn * PAGE_SIZE).map(|t| t.size);
         let Some(slot) = slot else {
             let d = self.decide_none();
-            return Explanation { gfn, slot: None, mapped, decision: d, host: None };
+            return Explanation { gfn: Gfn(gfn), slot: None, mapped, decision: d, host: None };
         };
-        let host = self.host.lookup(slot.hva_of(gfn));
+        let host = self.host.lookup(Hva(slot.hva_of(gfn)));
         let decision = self.decide(&slot, gfn, host.as_ref(), false);
-        Explanation { gfn, slot: Some(slot.id), mapped, decision, host }
+        Explanation { gfn: Gfn(gfn), slot: Some(slot.id), mapped, decision, host }
     }
 
     fn decide_none(&self) -> crate::reason::Decision {
@@ -57,7 +58,8 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     /// mapped), with the reasons for every step below 1 GiB: the same rules the fault path
     /// applies, for callers that know the host mapping without a [`HostMemory`] lookup (an
     /// inspector reading another process's page tables). `None` when no memslot holds `gfn`.
-    pub fn decide_with(&self, gfn: u64, host: Option<&crate::HostPage>) -> Option<crate::reason::Decision> {
+    pub fn decide_with(&self, gfn: Gfn, host: Option<&crate::HostPage>) -> Option<crate::reason::Decision> {
+        let gfn = gfn.0;
         let slot = self.slots.read().find_gfn(gfn).cloned()?;
         Some(self.decide(&slot, gfn, host, false))
     }
@@ -83,7 +85,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
                 let d = match last_block {
                     Some((lb, d)) if lb == b => d,
                     _ => {
-                        let d = self.decide(slot, gfn, self.host.lookup(slot.hva_of(gfn)).as_ref(), false);
+                        let d = self.decide(slot, gfn, self.host.lookup(Hva(slot.hva_of(gfn))).as_ref(), false);
                         last_block = Some((b, d));
                         d
                     }

@@ -1,11 +1,10 @@
 //! The fault path: find the memslot, ask the host, decide the leaf size (recording why it is not
 //! larger), re-check against invalidations under the shared lock, install with compare-and-swap.
 
+use crate::platform::Platform;
 use slat_pt::{
-    Access, FlushBatch, Format, FrameAllocator, Mapping, MemType, PageSize, PageTable, Perms, PtError, PAGE_SIZE,
+    Access, FlushBatch, Format, Gpa, Hva, Mapping, MemType, PageSize, PageTable, Perms, Pfn, PtError, PAGE_SIZE,
 };
-
-use lock_api::RawRwLock;
 
 use crate::config::DirtyLogMode;
 use crate::host::{HostError, HostMemory};
@@ -41,18 +40,19 @@ pub enum FaultOutcome {
 
 /// Faults the MMU cannot resolve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum FaultError {
     /// No memslot covers the address: an MMIO exit for the hypervisor.
     #[error("no memslot covers gpa {gpa:#x} (MMIO)")]
     NoMemslot {
         /// The address.
-        gpa: u64,
+        gpa: Gpa,
     },
     /// A write to a read-only memslot.
     #[error("write to read-only memslot {slot} at gpa {gpa:#x}")]
     ReadOnly {
         /// The address.
-        gpa: u64,
+        gpa: Gpa,
         /// The slot.
         slot: u32,
     },
@@ -72,10 +72,13 @@ pub enum FaultError {
     },
 }
 
-impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A, H, T, R> {
+impl<F: Format, P: Platform> Mmu<F, P> {
     /// Handle a stage-2 fault at `gpa` for `access` on vCPU 0 (see
     /// [`handle_fault_on`](Self::handle_fault_on)).
-    pub fn handle_fault(&self, gpa: u64, access: Access) -> Result<FaultOutcome, FaultError> {
+    ///
+    /// # Errors
+    /// As for [`handle_fault_on`](Self::handle_fault_on).
+    pub fn handle_fault(&self, gpa: Gpa, access: Access) -> Result<FaultOutcome, FaultError> {
         self.handle_fault_on(0, gpa, access)
     }
 
@@ -88,7 +91,15 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     /// [`dirty_ring_soft_full`](Self::dirty_ring_soft_full) before re-entering the vCPU
     /// (`KVM_EXIT_DIRTY_RING_FULL`) and harvests. Only if the ring is completely full is the
     /// write refused with [`FaultOutcome::Retry`]. Without a ring `vcpu` is ignored.
-    pub fn handle_fault_on(&self, vcpu: u32, gpa: u64, access: Access) -> Result<FaultOutcome, FaultError> {
+    ///
+    /// # Errors
+    /// [`FaultError::NoMemslot`] for a gpa outside every memslot (an MMIO exit);
+    /// [`FaultError::ReadOnly`] for a write to a read-only slot; [`FaultError::Host`] when the host
+    /// cannot back the page (unmapped, read-only, out of memory, hardware-poisoned: inject a machine
+    /// check); [`FaultError::Table`] when the page table has no frame for a new table;
+    /// [`FaultError::NoVcpu`] when `vcpu` has no dirty ring. Nothing is installed on any error.
+    pub fn handle_fault_on(&self, vcpu: u32, gpa: Gpa, access: Access) -> Result<FaultOutcome, FaultError> {
+        let gpa = gpa.0;
         if let Some(r) = self.config.dirty_ring {
             if vcpu >= r.max_vcpus {
                 return Err(FaultError::NoVcpu { vcpu, max_vcpus: r.max_vcpus });
@@ -104,14 +115,14 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         let slots = self.slots.read();
         let Some(slot) = slots.find_gfn(gfn) else {
             Counters::inc(&self.counters.mmio);
-            return Err(FaultError::NoMemslot { gpa });
+            return Err(FaultError::NoMemslot { gpa: Gpa(gpa) });
         };
         let write = access == Access::Write;
         if write && slot.readonly {
-            return Err(FaultError::ReadOnly { gpa, slot: slot.id });
+            return Err(FaultError::ReadOnly { gpa: Gpa(gpa), slot: slot.id });
         }
         let tracked = slot.disallow_count(gfn, PageSize::Size2M) > 0 && slot.is_write_tracked(gfn);
-        let host = match self.host.fault_in(slot.hva_of(gfn), write && !tracked) {
+        let host = match self.host.fault_in(Hva(slot.hva_of(gfn)), write && !tracked) {
             Ok(h) => h,
             Err(HostError::Again { .. }) => {
                 Counters::inc(&hot.retries);
@@ -124,7 +135,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         let exec = access == Access::Exec;
         let decision = self.decide(slot, gfn, Some(&host), exec);
         let mut size = decision.size;
-        if (host.pfn ^ gfn) & (size.pages() - 1) != 0 {
+        if (host.pfn.0 ^ gfn) & (size.pages() - 1) != 0 {
             // The host broke its own contract (a huge leaf must map a size-aligned block);
             // never install a leaf that would translate the wrong pages.
             size = PageSize::Size4K;
@@ -137,7 +148,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         let grant_write = attrs.perms.contains(Perms::WRITE);
         let mask = size.pages() - 1;
         let block = gfn & !mask;
-        let m = Mapping { pa: (host.pfn & !mask) * PAGE_SIZE, size, attrs };
+        let m = Mapping { pa: (host.pfn.0 & !mask) * PAGE_SIZE, size, attrs };
         // The NX workaround: the largest leaf the rules would allow without it. Tables an exec
         // fault creates below that size are tracked (KVM's `nx_huge_page_disallowed`).
         let nx_req =
@@ -224,7 +235,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
             // The host learns of every writable leaf when it is made (KVM since 6.13, commit
             // aa85986e7150): every page of a huge leaf, for a read fault too, since the guest may
             // write through it without another fault.
-            self.host.mark_dirty(host.pfn & !mask, size.pages());
+            self.host.mark_dirty(Pfn(host.pfn.0 & !mask), size.pages());
         }
         if tracked && write {
             return Ok(FaultOutcome::WriteTracked);
@@ -247,7 +258,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
 
     fn install(
         &self,
-        pt: &PageTable<F, A>,
+        pt: &PageTable<F, P::Frames>,
         block: u64,
         m: &Mapping,
         batch: &mut FlushBatch,

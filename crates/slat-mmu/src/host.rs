@@ -5,7 +5,7 @@
 //! whether a huge stage-2 leaf is safe (the lesson of the 2019-2022 KVM fixes for page-cache THP
 //! and DAX).
 
-use slat_pt::{MemType, PageSize};
+use slat_pt::{Hva, MemType, PageSize, Pfn};
 
 /// What kind of memory backs a host virtual address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -44,10 +44,10 @@ impl BackingKind {
 ///
 /// ```
 /// use slat_mmu::{BackingKind, HostPage};
-/// use slat_pt::{MemType, PageSize};
-/// let ram = HostPage::new(0x1234, PageSize::Size2M, true, BackingKind::Anonymous);
+/// use slat_pt::{MemType, PageSize, Pfn};
+/// let ram = HostPage::new(Pfn(0x1234), PageSize::Size2M, true, BackingKind::Anonymous);
 /// assert_eq!(ram.mem_type, MemType::WriteBack);
-/// let bar = HostPage::new(0xfe000, PageSize::Size4K, true, BackingKind::PfnMap);
+/// let bar = HostPage::new(Pfn(0xfe000), PageSize::Size4K, true, BackingKind::PfnMap);
 /// assert_eq!(bar.mem_type, MemType::Uncached);
 /// let wc = bar.with_mem_type(MemType::WriteCombining);
 /// assert_eq!(wc.mem_type, MemType::WriteCombining);
@@ -56,7 +56,7 @@ impl BackingKind {
 #[non_exhaustive]
 pub struct HostPage {
     /// Host physical frame number of the 4 KiB page at the address (not the head of the block).
-    pub pfn: u64,
+    pub pfn: Pfn,
     /// Size of the host page-table leaf mapping the address (PTE 4K, PMD 2M, PUD 1G). The block
     /// of that size around the address maps physically contiguous, size-aligned memory.
     pub size: PageSize,
@@ -76,7 +76,7 @@ impl HostPage {
     /// A page of `kind` backing: write-back, except [`BackingKind::PfnMap`], which is taken to
     /// be device MMIO and uncached (use [`with_mem_type`](Self::with_mem_type) for a cacheable
     /// PFN map or a write-combining BAR).
-    pub const fn new(pfn: u64, size: PageSize, writable: bool, kind: BackingKind) -> Self {
+    pub const fn new(pfn: Pfn, size: PageSize, writable: bool, kind: BackingKind) -> Self {
         let mem_type = match kind {
             BackingKind::PfnMap => MemType::Uncached,
             _ => MemType::WriteBack,
@@ -103,19 +103,19 @@ pub enum HostError {
     #[error("host address {hva:#x} is not mapped")]
     NotMapped {
         /// The address.
-        hva: u64,
+        hva: Hva,
     },
     /// A write to memory the host maps read-only.
     #[error("host address {hva:#x} is read-only")]
     ReadOnly {
         /// The address.
-        hva: u64,
+        hva: Hva,
     },
     /// Host memory is exhausted (for example an empty hugetlbfs pool).
     #[error("host is out of memory backing {hva:#x} ({kind:?})")]
     OutOfMemory {
         /// The address.
-        hva: u64,
+        hva: Hva,
         /// Backing kind that failed.
         kind: BackingKind,
     },
@@ -126,7 +126,7 @@ pub enum HostError {
     #[error("host page at {hva:#x} is poisoned (memory failure; {size} mapping)")]
     HwPoison {
         /// The address.
-        hva: u64,
+        hva: Hva,
         /// Size of the host mapping that covered it (the granularity to report to the guest).
         size: slat_pt::PageSize,
     },
@@ -134,7 +134,7 @@ pub enum HostError {
     #[error("host address {hva:#x} is busy, retry")]
     Again {
         /// The address.
-        hva: u64,
+        hva: Hva,
     },
 }
 
@@ -146,46 +146,50 @@ pub enum HostError {
 pub trait HostMemory {
     /// Resolve `hva` for an access, faulting the host page in (and breaking copy-on-write for a
     /// write) as `get_user_pages` would. Called without the MMU lock held.
-    fn fault_in(&self, hva: u64, write: bool) -> Result<HostPage, HostError>;
+    ///
+    /// # Errors
+    /// [`HostError`]: the address is not mapped, a write hits read-only memory, the host is
+    /// out of memory, the page is hardware-poisoned, or the host is busy (the MMU retries).
+    fn fault_in(&self, hva: Hva, write: bool) -> Result<HostPage, HostError>;
 
     /// Look up the current host mapping of `hva` without faulting anything in (`None` when
     /// nothing is mapped). Used by recovery and audits.
-    fn lookup(&self, hva: u64) -> Option<HostPage>;
+    fn lookup(&self, hva: Hva) -> Option<HostPage>;
 
     /// The guest wrote to these pages through stage 2 (`pages` 4 KiB pages from `pfn`); the host
     /// must treat them as dirty (writeback, DAX flush).
-    fn mark_dirty(&self, pfn: u64, pages: u64);
+    fn mark_dirty(&self, pfn: Pfn, pages: u64);
 
     /// The guest accessed these pages (for host reclaim aging).
-    fn mark_accessed(&self, pfn: u64, pages: u64);
+    fn mark_accessed(&self, pfn: Pfn, pages: u64);
 }
 
 impl<T: HostMemory + ?Sized> HostMemory for &T {
-    fn fault_in(&self, hva: u64, write: bool) -> Result<HostPage, HostError> {
+    fn fault_in(&self, hva: Hva, write: bool) -> Result<HostPage, HostError> {
         (**self).fault_in(hva, write)
     }
-    fn lookup(&self, hva: u64) -> Option<HostPage> {
+    fn lookup(&self, hva: Hva) -> Option<HostPage> {
         (**self).lookup(hva)
     }
-    fn mark_dirty(&self, pfn: u64, pages: u64) {
+    fn mark_dirty(&self, pfn: Pfn, pages: u64) {
         (**self).mark_dirty(pfn, pages)
     }
-    fn mark_accessed(&self, pfn: u64, pages: u64) {
+    fn mark_accessed(&self, pfn: Pfn, pages: u64) {
         (**self).mark_accessed(pfn, pages)
     }
 }
 
 impl<T: HostMemory + ?Sized> HostMemory for alloc::sync::Arc<T> {
-    fn fault_in(&self, hva: u64, write: bool) -> Result<HostPage, HostError> {
+    fn fault_in(&self, hva: Hva, write: bool) -> Result<HostPage, HostError> {
         (**self).fault_in(hva, write)
     }
-    fn lookup(&self, hva: u64) -> Option<HostPage> {
+    fn lookup(&self, hva: Hva) -> Option<HostPage> {
         (**self).lookup(hva)
     }
-    fn mark_dirty(&self, pfn: u64, pages: u64) {
+    fn mark_dirty(&self, pfn: Pfn, pages: u64) {
         (**self).mark_dirty(pfn, pages)
     }
-    fn mark_accessed(&self, pfn: u64, pages: u64) {
+    fn mark_accessed(&self, pfn: Pfn, pages: u64) {
         (**self).mark_accessed(pfn, pages)
     }
 }

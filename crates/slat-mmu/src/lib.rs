@@ -72,6 +72,7 @@
 //! counters are `Relaxed` (statistics only).
 #![no_std]
 #![warn(missing_docs)]
+#![warn(clippy::missing_errors_doc)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 extern crate alloc;
@@ -91,6 +92,7 @@ pub mod memslot;
 mod mmu;
 pub mod notifier;
 mod nx;
+pub mod platform;
 mod policy;
 pub mod reason;
 mod recover;
@@ -98,8 +100,10 @@ mod ring;
 #[cfg(feature = "std")]
 pub mod sharded;
 pub mod stats;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod tlb;
+mod view;
 
 pub use audit::{AuditError, AuditReport, Invariant, Violation};
 pub use config::{DirtyLogMode, DirtyRingConfig, HarvestMode, MmuConfig, NxPolicy, RecoveryPolicy};
@@ -109,10 +113,13 @@ pub use host::{BackingKind, HostError, HostMemory, HostPage};
 pub use memslot::{MemslotError, MemslotInfo, MemslotSpec};
 pub use mmu::{DefaultRawLock, Mmu, MmuError};
 pub use notifier::MmuNotifier;
+pub use platform::{Parts, Platform};
 pub use reason::{Decision, Explanation, ReasonSet, WhyNotHuge};
 pub use recover::RecoveryReport;
+pub use slat_pt::{Gfn, Gpa, Hva, Pfn};
 pub use stats::Stats;
 pub use tlb::{CacheMaintenance, Tlb};
+pub use view::TablesView;
 
 /// An [`Mmu`] with a blocking reader-writer lock (`parking_lot`), for hosted hypervisors whose
 /// vCPU threads may be descheduled while holding the MMU lock. `no_std` embedders use [`Mmu`]
@@ -132,4 +139,4 @@ pub use tlb::{CacheMaintenance, Tlb};
 /// assert_eq!(mmu.stats().table_pages, 1);
 /// ```
 #[cfg(feature = "std")]
-pub type StdMmu<F, A, H, T> = Mmu<F, A, H, T, parking_lot::RawRwLock>;
+pub type StdMmu<F, A, H, T> = Mmu<F, Parts<A, H, T, parking_lot::RawRwLock>>;

@@ -11,9 +11,9 @@
 
 use alloc::vec::Vec;
 
-use lock_api::{RawRwLock, RwLock};
+use lock_api::RwLock;
 use slat_pt::{
-    Detached, FlushBatch, FlushRange, Format, FrameAllocator, Leaf, MemType, PageSize, PageTable, PtError, PAGE_SIZE,
+    Detached, FlushBatch, FlushRange, Format, Gfn, Hva, Leaf, MemType, PageSize, PageTable, Pfn, PtError, PAGE_SIZE,
 };
 
 use crate::config::MmuConfig;
@@ -25,12 +25,15 @@ use crate::lock::Mutex;
 use crate::memslot::{Memslot, MemslotError, MemslotInfo, MemslotSpec, Memslots};
 use crate::notifier::MmuNotifier;
 use crate::nx::NxTracker;
+use crate::platform::Platform;
 use crate::ring::DirtyRings;
 use crate::stats::{Counters, Stats};
 use crate::tlb::{self, Tlb};
+use crate::view::TablesView;
 
 /// Errors of MMU operations other than faults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum MmuError {
     /// A memslot request was invalid.
     #[error(transparent)]
@@ -54,7 +57,7 @@ pub enum MmuError {
     #[error("gfn {gfn:#x} is in no memslot")]
     NoMemslot {
         /// The gfn.
-        gfn: u64,
+        gfn: Gfn,
     },
 }
 
@@ -63,61 +66,67 @@ pub type DefaultRawLock = spin::RwLock<()>;
 
 /// A hypervisor stage-2 MMU.
 ///
-/// * `F`: hardware format of the tables; `A`: where page-table frames come from;
-/// * `H`: the host memory manager; `T`: the TLB;
-/// * `R`: the raw reader-writer lock (`spin` by default; any `lock_api::RawRwLock`).
+/// * `F`: the hardware format of the tables (`slat_pt::format::Ept4`, `Npt`, `Arm64S2L1`, ...);
+/// * `P`: the embedder's [`Platform`]: where page-table frames come from, the host memory
+///   manager, the TLB, and the raw reader-writer lock.
 ///
 /// ```
 /// use slat_mmu::testing::{FakeHost, RecordingTlb};
-/// use slat_mmu::{Mmu, MmuConfig, MemslotSpec, FaultOutcome};
+/// use slat_mmu::{FaultOutcome, Gfn, Gpa, Hva, MemslotSpec, Mmu, MmuConfig, Parts};
 /// use slat_pt::{format::Ept4, Access, PageSize, SimFrameAllocator};
+///
+/// type MyMmu = Mmu<Ept4, Parts<SimFrameAllocator, FakeHost, RecordingTlb>>;
 ///
 /// // A host that backs 64 MiB at hva 0x7f00_0000_0000 with 2 MiB THPs.
 /// let host = FakeHost::new();
 /// host.map_range(0x7f00_0000_0000, 64 << 20, 0x1_0000_0000, PageSize::Size2M, true);
-/// let mmu = Mmu::<Ept4, _, _, _>::new(
+/// let mmu = MyMmu::new(
 ///     MmuConfig::default(),
 ///     SimFrameAllocator::new(0x100_0000_0000, 1 << 30),
 ///     host,
 ///     RecordingTlb::default(),
 /// ).unwrap();
 /// mmu.add_memslot(MemslotSpec {
-///     id: 0, base_gfn: 0x40000, npages: (64 << 20) >> 12, hva: 0x7f00_0000_0000,
+///     id: 0, base_gfn: Gfn(0x40000), npages: (64 << 20) >> 12, hva: Hva(0x7f00_0000_0000),
 ///     readonly: false, log_dirty: false,
 /// }).unwrap();
 ///
 /// // A guest write at 1 GiB + 4 KiB faults; the MMU maps the whole 2 MiB block.
-/// let out = mmu.handle_fault(0x4000_1000, Access::Write).unwrap();
+/// let out = mmu.handle_fault(Gpa(0x4000_1000), Access::Write).unwrap();
 /// assert!(matches!(out, FaultOutcome::Mapped { size: PageSize::Size2M, .. }));
 /// assert_eq!(mmu.stats().pages_2m, 1);
 /// // ...and explains why not 1 GiB: the host leaf is only 2 MiB.
 /// assert_eq!(
-///     mmu.explain(0x40001).to_string(),
+///     mmu.explain(Gfn(0x40001)).to_string(),
 ///     "gfn 0x40001 (slot 0): mapped 2M, allowed 2M (host anonymous 2M leaf); \
 ///      not 1G: block crosses the memslot boundary, host leaf is 2M (1G wanted)"
 /// );
 /// mmu.audit().unwrap();
 /// ```
-pub struct Mmu<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock = DefaultRawLock> {
-    pub(crate) tables: RwLock<R, PageTable<F, A>>,
-    pub(crate) slots: RwLock<R, Memslots<R>>,
-    pub(crate) host: H,
-    pub(crate) tlb: T,
+pub struct Mmu<F: Format, P: Platform> {
+    pub(crate) tables: RwLock<P::Lock, PageTable<F, P::Frames>>,
+    pub(crate) slots: RwLock<P::Lock, Memslots<P::Lock>>,
+    pub(crate) host: P::Host,
+    pub(crate) tlb: P::Tlb,
     pub(crate) config: MmuConfig,
-    pub(crate) inval: Invalidation<R>,
+    pub(crate) inval: Invalidation<P::Lock>,
     pub(crate) counters: Counters,
-    pub(crate) pending_free: Mutex<R, Vec<Detached>>,
+    pub(crate) pending_free: Mutex<P::Lock, Vec<Detached>>,
     /// Serializes memslot changes (KVM's `slots_lock`): a delete zaps in chunks without holding
     /// `slots`, so another change must not slip in between.
-    pub(crate) slots_update: Mutex<R, ()>,
-    pub(crate) nx: Mutex<R, NxTracker>,
+    pub(crate) slots_update: Mutex<P::Lock, ()>,
+    pub(crate) nx: Mutex<P::Lock, NxTracker>,
     /// Per-vCPU dirty rings (`None` unless [`MmuConfig::dirty_ring`] is set).
-    pub(crate) rings: Option<DirtyRings<R>>,
+    pub(crate) rings: Option<DirtyRings<P::Lock>>,
 }
 
-impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A, H, T, R> {
+impl<F: Format, P: Platform> Mmu<F, P> {
     /// A new MMU with an empty table.
-    pub fn new(config: MmuConfig, alloc: A, host: H, tlb: T) -> Result<Self, MmuError> {
+    ///
+    /// # Errors
+    /// [`MmuError::Config`] naming the inconsistent setting; [`MmuError::Table`] when the
+    /// allocator has no frame for the root table.
+    pub fn new(config: MmuConfig, alloc: P::Frames, host: P::Host, tlb: P::Tlb) -> Result<Self, MmuError> {
         if config.max_leaf.level() > F::MAX_LEAF_LEVEL {
             return Err(MmuError::Config { what: "max_leaf is larger than the format allows" });
         }
@@ -171,18 +180,20 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     }
 
     /// The host.
-    pub fn host(&self) -> &H {
+    pub fn host(&self) -> &P::Host {
         &self.host
     }
 
     /// The TLB.
-    pub fn tlb(&self) -> &T {
+    pub fn tlb(&self) -> &P::Tlb {
         &self.tlb
     }
 
-    /// Run `f` with shared access to the page table (for hardware walkers and inspection).
-    pub fn with_tables<X>(&self, f: impl FnOnce(&PageTable<F, A>) -> X) -> X {
-        f(&self.tables.read())
+    /// Run `f` with a read-only view of the page table (for hardware walkers and inspection),
+    /// holding the table lock shared.
+    pub fn with_tables<X>(&self, f: impl FnOnce(&TablesView<'_, F, P::Frames>) -> X) -> X {
+        let pt = self.tables.read();
+        f(&TablesView::new(&pt))
     }
 
     /// Root physical address of the stage-2 table.
@@ -263,13 +274,13 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     }
 
     /// Start an exclusive section (see [`Exclusive`]).
-    pub(crate) fn exclusive(&self) -> Exclusive<'_, F, A, H, T, R> {
+    pub(crate) fn exclusive(&self) -> Exclusive<'_, F, P> {
         Exclusive::new(self)
     }
 
     /// End of an exclusive section: flush everything the section changed, then free the pages it
     /// detached and the pages faults parked earlier.
-    pub(crate) fn finish(&self, pt: &PageTable<F, A>, batch: FlushBatch) {
+    pub(crate) fn finish(&self, pt: &PageTable<F, P::Frames>, batch: FlushBatch) {
         self.flush(&batch);
         let parked: Vec<Detached> = core::mem::take(&mut *self.pending_free.lock());
         // SAFETY: the caller holds the tables lock exclusively, so no shared operation walks the
@@ -288,8 +299,8 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     /// been written through the TLB without a fault). Obligations go into `batch`.
     pub(crate) fn zap(
         &self,
-        pt: &mut PageTable<F, A>,
-        slot: Option<&Memslot<R>>,
+        pt: &mut PageTable<F, P::Frames>,
+        slot: Option<&Memslot<P::Lock>>,
         g0: u64,
         g1: u64,
         batch: &mut FlushBatch,
@@ -302,7 +313,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
             let pfn = l.pa / PAGE_SIZE;
             let written = l.attrs.dirty || l.attrs.perms.contains(slat_pt::Perms::WRITE);
             if written {
-                host.mark_dirty(pfn, l.size.pages());
+                host.mark_dirty(Pfn(pfn), l.size.pages());
                 if let Some(s) = logged {
                     let gfn = l.gpa / PAGE_SIZE;
                     for g in gfn.max(s.base_gfn)..(gfn + l.size.pages()).min(s.end_gfn()) {
@@ -311,7 +322,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
                 }
             }
             if l.attrs.accessed {
-                host.mark_accessed(pfn, l.size.pages());
+                host.mark_accessed(Pfn(pfn), l.size.pages());
             }
         };
         let r = pt.unmap(g0 * PAGE_SIZE, (g1 - g0) * PAGE_SIZE, batch, Some(&mut visit));
@@ -324,7 +335,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
 
     /// An MMU-initiated invalidation of gfns `g0..g1`: racing faults retry, leaves are zapped,
     /// one flush, then `change` runs (still under the exclusive lock, before faults may proceed).
-    pub(crate) fn invalidate_gfns(&self, slot: Option<&Memslot<R>>, g0: u64, g1: u64, change: impl FnOnce()) {
+    pub(crate) fn invalidate_gfns(&self, slot: Option<&Memslot<P::Lock>>, g0: u64, g1: u64, change: impl FnOnce()) {
         self.invalidate_gfns_within(slot, (g0, g1), g0, g1, change);
     }
 
@@ -332,7 +343,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     /// than the zapped gfns (faults next to an attribute change retry too).
     pub(crate) fn invalidate_gfns_within(
         &self,
-        slot: Option<&Memslot<R>>,
+        slot: Option<&Memslot<P::Lock>>,
         window: (u64, u64),
         g0: u64,
         g1: u64,
@@ -347,13 +358,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
 
     /// [`zap`](Self::zap) gfns `g0..g1` in chunks of [`YIELD_PAGES`], flushing and yielding the
     /// exclusive lock between chunks (the caller's invalidation keeps faults off the range).
-    pub(crate) fn zap_chunked(
-        &self,
-        x: &mut Exclusive<'_, F, A, H, T, R>,
-        slot: Option<&Memslot<R>>,
-        g0: u64,
-        g1: u64,
-    ) {
+    pub(crate) fn zap_chunked(&self, x: &mut Exclusive<'_, F, P>, slot: Option<&Memslot<P::Lock>>, g0: u64, g1: u64) {
         let mut at = g0;
         while at < g1 {
             let stop = (at + YIELD_PAGES).min(g1);
@@ -424,14 +429,15 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     /// [`MmuError::Memslot`] when the slot does not exist or the new range is invalid or
     /// overlaps another slot. A failed move changes nothing: the slot keeps its gfns, leaves,
     /// dirty log, write tracking and memory types.
-    pub fn move_memslot(&self, id: u32, new_base_gfn: u64) -> Result<(), MmuError> {
+    pub fn move_memslot(&self, id: u32, new_base_gfn: Gfn) -> Result<(), MmuError> {
+        let new_base_gfn = new_base_gfn.0;
         let _update = self.slots_update.lock();
         let old = self.slot(id)?;
         let spec = MemslotSpec {
             id,
-            base_gfn: new_base_gfn,
+            base_gfn: Gfn(new_base_gfn),
             npages: old.npages,
-            hva: old.hva,
+            hva: Hva(old.hva),
             readonly: old.readonly,
             log_dirty: old.is_logging(),
         };
@@ -453,7 +459,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         Ok(())
     }
 
-    pub(crate) fn slot(&self, id: u32) -> Result<alloc::sync::Arc<Memslot<R>>, MmuError> {
+    pub(crate) fn slot(&self, id: u32) -> Result<alloc::sync::Arc<Memslot<P::Lock>>, MmuError> {
         Ok(self.slots.read().get(id).ok_or(MemslotError::NotFound { id })?.clone())
     }
 
@@ -465,7 +471,11 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
 
     /// Write-track `gfn`: no huge leaf may cover it and guest writes to it fault
     /// ([`FaultOutcome::WriteTracked`](crate::FaultOutcome::WriteTracked)). Counts nest.
-    pub fn write_track(&self, gfn: u64) -> Result<(), MmuError> {
+    ///
+    /// # Errors
+    /// [`MmuError::NoMemslot`] when `gfn` is in no memslot.
+    pub fn write_track(&self, gfn: Gfn) -> Result<(), MmuError> {
+        let gfn = gfn.0;
         let slot = self.slot_of(gfn)?;
         self.invalidate_gfns(Some(&slot), gfn, gfn + 1, || {
             slot.track(gfn, true);
@@ -474,7 +484,11 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     }
 
     /// Drop one write-tracking reference to `gfn`.
-    pub fn write_untrack(&self, gfn: u64) -> Result<(), MmuError> {
+    ///
+    /// # Errors
+    /// [`MmuError::NoMemslot`] when `gfn` is in no memslot.
+    pub fn write_untrack(&self, gfn: Gfn) -> Result<(), MmuError> {
+        let gfn = gfn.0;
         let slot = self.slot_of(gfn)?;
         slot.track(gfn, false);
         Ok(())
@@ -482,10 +496,15 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
 
     /// Set the memory type of `npages` gfns from `gfn` (all in one slot). The invalidation covers
     /// the huge blocks straddling the range's edges, so faults next to it retry too.
-    pub fn set_memory_type(&self, gfn: u64, npages: u64, mem_type: MemType) -> Result<(), MmuError> {
+    ///
+    /// # Errors
+    /// [`MmuError::NoMemslot`] when `gfn` is in no memslot; [`MmuError::Memslot`] when the
+    /// range leaves the slot or overflows.
+    pub fn set_memory_type(&self, gfn: Gfn, npages: u64, mem_type: MemType) -> Result<(), MmuError> {
+        let gfn = gfn.0;
         let slot = self.slot_of(gfn)?;
         if npages == 0 || gfn.checked_add(npages).is_none_or(|end| end > slot.end_gfn()) {
-            return Err(MemslotError::OutOfSlot { id: slot.id, gfn, npages }.into());
+            return Err(MemslotError::OutOfSlot { id: slot.id, gfn: Gfn(gfn), npages }.into());
         }
         let g = PageSize::Size1G.pages();
         let (w0, w1) = ((gfn & !(g - 1)).max(slot.base_gfn), ((gfn + npages).div_ceil(g) * g).min(slot.end_gfn()));
@@ -495,15 +514,15 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         Ok(())
     }
 
-    pub(crate) fn slot_of(&self, gfn: u64) -> Result<alloc::sync::Arc<Memslot<R>>, MmuError> {
-        self.slots.read().find_gfn(gfn).cloned().ok_or(MmuError::NoMemslot { gfn })
+    pub(crate) fn slot_of(&self, gfn: u64) -> Result<alloc::sync::Arc<Memslot<P::Lock>>, MmuError> {
+        self.slots.read().find_gfn(gfn).cloned().ok_or(MmuError::NoMemslot { gfn: Gfn(gfn) })
     }
 }
 
-impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> MmuNotifier for Mmu<F, A, H, T, R> {
-    fn invalidate_range_start(&self, start: u64, end: u64) {
+impl<F: Format, P: Platform> MmuNotifier for Mmu<F, P> {
+    fn invalidate_range_start(&self, start: Hva, end: Hva) {
         let slots = self.slots.read();
-        let hits = slots.hva_to_gfns(start, end);
+        let hits = slots.hva_to_gfns(start.0, end.0);
         if hits.is_empty() {
             // Nothing of the guest is affected: count it (begin/end stay balanced) with an
             // empty range, without the MMU lock.
@@ -523,11 +542,12 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> MmuNotif
         Counters::inc(&self.counters.invalidations);
     }
 
-    fn invalidate_range_end(&self, _start: u64, _end: u64) {
+    fn invalidate_range_end(&self, _start: Hva, _end: Hva) {
         self.inval.end();
     }
 
-    fn clear_young(&self, start: u64, end: u64) -> bool {
+    fn clear_young(&self, start: Hva, end: Hva) -> bool {
+        let (start, end) = (start.0, end.0);
         let slots = self.slots.read();
         let pt = self.tables.read();
         let mut young = false;
@@ -537,14 +557,15 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> MmuNotif
         young
     }
 
-    fn test_young(&self, start: u64, end: u64) -> bool {
+    fn test_young(&self, start: Hva, end: Hva) -> bool {
+        let (start, end) = (start.0, end.0);
         let slots = self.slots.read();
         let pt = self.tables.read();
         slots.hva_to_gfns(start, end).iter().any(|(_, g0, g1)| pt.test_young(g0 * PAGE_SIZE, (g1 - g0) * PAGE_SIZE))
     }
 }
 
-impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Drop for Mmu<F, A, H, T, R> {
+impl<F: Format, P: Platform> Drop for Mmu<F, P> {
     /// Teardown: the page-table pages faults parked for deferred freeing go back to the
     /// allocator (the table frees its own tree when it drops, after this).
     fn drop(&mut self) {
@@ -555,7 +576,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Drop for
     }
 }
 
-impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> core::fmt::Debug for Mmu<F, A, H, T, R> {
+impl<F: Format, P: Platform> core::fmt::Debug for Mmu<F, P> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Mmu")
             .field("format", &F::NAME)

@@ -4,16 +4,14 @@
 //! (`disallowed_hugepage_adjust`), and recovery zaps a share of them now and then so that
 //! blocks no longer executed can become huge again.
 
+use crate::platform::Platform;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
-use lock_api::RawRwLock;
-use slat_pt::{Format, FrameAllocator, PageSize};
+use slat_pt::{Format, PageSize};
 
-use crate::host::HostMemory;
 use crate::mmu::Mmu;
 use crate::stats::Counters;
-use crate::tlb::Tlb;
 
 /// NX huge-page splits awaiting recovery: (block gfn, size of the huge leaf that was split).
 #[derive(Debug, Default)]
@@ -28,7 +26,7 @@ impl NxTracker {
     }
 }
 
-impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A, H, T, R> {
+impl<F: Format, P: Platform> Mmu<F, P> {
     /// Record the tables an exec fault created between the leaf it installed (`size`) and the
     /// size the rules would allow without the NX workaround (`req`), as KVM's `kvm_tdp_mmu_map`
     /// marks them `nx_huge_page_disallowed`: later faults keep them (no huge leaf replaces them)

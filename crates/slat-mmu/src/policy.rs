@@ -3,15 +3,14 @@
 //! memory type and software bits it gets). The fault path, in-place recovery, `explain` and the
 //! audit all ask these two; nothing else encodes a rule.
 
-use lock_api::RawRwLock;
-use slat_pt::{Format, FrameAllocator, LeafAttrs, MemType, PageSize, Perms, SwBits};
+use crate::platform::Platform;
+use slat_pt::{Format, LeafAttrs, MemType, PageSize, Perms, SwBits};
 
 use crate::config::DirtyLogMode;
-use crate::host::{BackingKind, HostMemory, HostPage};
+use crate::host::{BackingKind, HostPage};
 use crate::memslot::Memslot;
 use crate::mmu::Mmu;
 use crate::reason::{Decision, ReasonSet, WhyNotHuge};
-use crate::tlb::Tlb;
 
 /// Who builds a leaf, for [`Mmu::leaf_attrs`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,10 +29,10 @@ pub(crate) enum LeafUse {
     },
 }
 
-impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A, H, T, R> {
+impl<F: Format, P: Platform> Mmu<F, P> {
     /// Largest leaf allowed for `gfn` of `slot` given the host mapping, with the reasons for
     /// each step below 1 GiB. `exec`: the access is an instruction fetch.
-    pub(crate) fn decide(&self, slot: &Memslot<R>, gfn: u64, host: Option<&HostPage>, exec: bool) -> Decision {
+    pub(crate) fn decide(&self, slot: &Memslot<P::Lock>, gfn: u64, host: Option<&HostPage>, exec: bool) -> Decision {
         let mut not = [ReasonSet::EMPTY; 2];
         let nx_on = self.config.nx.is_some();
         for (i, size) in [(0, PageSize::Size2M), (1, PageSize::Size1G)] {
@@ -102,7 +101,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     ///   made cacheable), otherwise the slot's attribute for the gfn.
     pub(crate) fn leaf_attrs(
         &self,
-        slot: &Memslot<R>,
+        slot: &Memslot<P::Lock>,
         gfn: u64,
         size: PageSize,
         host: &HostPage,

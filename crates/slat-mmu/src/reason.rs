@@ -3,13 +3,14 @@
 
 use core::fmt;
 
-use slat_pt::PageSize;
+use slat_pt::{Gfn, PageSize};
 
 use crate::host::HostPage;
 
 /// One reason a leaf is smaller than 1 GiB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum WhyNotHuge {
     /// The format or the CPU does not support leaves of that size.
     FormatLimit = 0,
@@ -193,9 +194,10 @@ impl Decision {
 
 /// The answer to "why is this gfn mapped at this size?".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Explanation {
     /// The gfn asked about.
-    pub gfn: u64,
+    pub gfn: Gfn,
     /// Memslot containing it, if any.
     pub slot: Option<u32>,
     /// Size of the stage-2 leaf mapping it now, if mapped.

@@ -1,10 +1,10 @@
 //! Getting huge leaves back: after dirty logging (zap collapsible runs, or rebuild in place) and
 //! after the NX huge-page workaround split them.
 
+use crate::platform::Platform;
 use alloc::vec::Vec;
 
-use lock_api::RawRwLock;
-use slat_pt::{FlushBatch, Format, FrameAllocator, Mapping, MemType, PageSize, PageTable, Perms, PAGE_SIZE};
+use slat_pt::{FlushBatch, Format, Hva, Mapping, MemType, PageSize, PageTable, Perms, Pfn, PAGE_SIZE};
 
 use crate::config::RecoveryPolicy;
 use crate::host::{HostMemory, HostPage};
@@ -12,10 +12,10 @@ use crate::memslot::Memslot;
 use crate::mmu::{Mmu, MmuError};
 use crate::policy::LeafUse;
 use crate::stats::Counters;
-use crate::tlb::Tlb;
 
 /// What a recovery pass did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct RecoveryReport {
     /// Huge blocks rebuilt in place or zapped for refault.
     pub blocks: u64,
@@ -25,7 +25,7 @@ pub struct RecoveryReport {
     pub flushes: u64,
 }
 
-impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A, H, T, R> {
+impl<F: Format, P: Platform> Mmu<F, P> {
     /// Recover huge leaves in a memslot that is not dirty-logged, per the configured
     /// [`RecoveryPolicy`], in steps of `recovery_batch` blocks per lock hold.
     ///
@@ -81,7 +81,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     /// Recover up to `max_blocks` blocks from `from`; in place, obligations accumulate in `batch`.
     fn recover_chunk(
         &self,
-        slot: &Memslot<R>,
+        slot: &Memslot<P::Lock>,
         from: u64,
         max_blocks: u64,
         batch: &mut FlushBatch,
@@ -102,7 +102,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     }
 
     /// Zap every block from `from` that could be huge (up to `max_blocks`) in one exclusive hold.
-    fn recover_by_zap(&self, slot: &Memslot<R>, from: u64, max_blocks: u64) -> (Option<u64>, u64) {
+    fn recover_by_zap(&self, slot: &Memslot<P::Lock>, from: u64, max_blocks: u64) -> (Option<u64>, u64) {
         let mut x = self.exclusive();
         let mut todo = Vec::new();
         let r = self.recover_blocks(&x, slot, from, max_blocks, &mut |block, size, _| {
@@ -122,8 +122,8 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     /// `max_blocks` recoveries. Returns where to continue and how many were recovered.
     fn recover_blocks(
         &self,
-        pt: &PageTable<F, A>,
-        slot: &Memslot<R>,
+        pt: &PageTable<F, P::Frames>,
+        slot: &Memslot<P::Lock>,
         from: u64,
         max_blocks: u64,
         recover: &mut dyn FnMut(u64, PageSize, &HostPage) -> bool,
@@ -171,13 +171,13 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
 
     /// The host page of the `size` block at gfn `block` if the rules allow a leaf of that size
     /// there now (the same [`decide`](Self::decide) faults use).
-    fn recoverable(&self, slot: &Memslot<R>, block: u64, size: PageSize) -> Option<HostPage> {
+    fn recoverable(&self, slot: &Memslot<P::Lock>, block: u64, size: PageSize) -> Option<HostPage> {
         if !slot.block_inside(block, size) {
             return None;
         }
-        let host = self.host.lookup(slot.hva_of(block))?;
+        let host = self.host.lookup(Hva(slot.hva_of(block)))?;
         let d = self.decide(slot, block, Some(&host), false);
-        (d.size >= size && (host.pfn ^ block) & (size.pages() - 1) == 0).then_some(host)
+        (d.size >= size && (host.pfn.0 ^ block) & (size.pages() - 1) == 0).then_some(host)
     }
 
     /// Replace the table under the `size` block at `block` with one huge leaf, under the shared
@@ -186,8 +186,8 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
     #[allow(clippy::too_many_arguments)]
     fn recover_in_place(
         &self,
-        pt: &PageTable<F, A>,
-        slot: &Memslot<R>,
+        pt: &PageTable<F, P::Frames>,
+        slot: &Memslot<P::Lock>,
         block: u64,
         size: PageSize,
         host: &HostPage,
@@ -203,12 +203,12 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         debug_assert!(
             slot.mem_type(block) == slot.mem_type(block + size.pages() - 1) || attrs.mem_type == MemType::WriteBack
         );
-        let m = Mapping { pa: (host.pfn & !(size.pages() - 1)) * PAGE_SIZE, size, attrs };
+        let m = Mapping { pa: (host.pfn.0 & !(size.pages() - 1)) * PAGE_SIZE, size, attrs };
         if pt.install(block * PAGE_SIZE, &m, batch, &mut |r| self.flush_now(r)).is_err() {
             return false;
         }
         if attrs.perms.contains(Perms::WRITE) {
-            self.host.mark_dirty(host.pfn & !(size.pages() - 1), size.pages());
+            self.host.mark_dirty(Pfn(host.pfn.0 & !(size.pages() - 1)), size.pages());
         }
         Counters::inc(&self.counters.recoveries);
         true

@@ -65,6 +65,7 @@ impl Counters {
 
 /// A snapshot of every statistic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct Stats {
     /// 4 KiB leaves present (KVM `pages_4k`).
     pub pages_4k: u64,

@@ -6,7 +6,7 @@ use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
-use slat_pt::{FlushRange, PageSize, PAGE_SIZE};
+use slat_pt::{FlushRange, Hva, PageSize, Pfn, PAGE_SIZE};
 
 use crate::host::{BackingKind, HostError, HostMemory, HostPage};
 use crate::tlb::{CacheMaintenance, Tlb};
@@ -111,12 +111,13 @@ impl FakeHost {
         let l = self.leaves.lock();
         let (&k, leaf) = l.range(..=hva).next_back()?;
         (hva < k + leaf.size.bytes())
-            .then(|| HostPage::new(leaf.pfn + (hva - k) / PAGE_SIZE, leaf.size, leaf.writable, leaf.kind))
+            .then(|| HostPage::new(Pfn(leaf.pfn + (hva - k) / PAGE_SIZE), leaf.size, leaf.writable, leaf.kind))
     }
 }
 
 impl HostMemory for FakeHost {
-    fn fault_in(&self, hva: u64, write: bool) -> Result<HostPage, HostError> {
+    fn fault_in(&self, hva: Hva, write: bool) -> Result<HostPage, HostError> {
+        let hva = hva.0;
         let hook = self.hook.lock().take();
         if let Some(mut h) = hook {
             h(hva);
@@ -125,25 +126,27 @@ impl HostMemory for FakeHost {
                 *slot = Some(h);
             }
         }
-        let p = self.find(hva).ok_or(HostError::NotMapped { hva })?;
+        let p = self.find(hva).ok_or(HostError::NotMapped { hva: Hva(hva) })?;
         if self.poisoned.lock().contains(&(hva & !(PAGE_SIZE - 1))) {
-            return Err(HostError::HwPoison { hva, size: p.size });
+            return Err(HostError::HwPoison { hva: Hva(hva), size: p.size });
         }
         if write && !p.writable {
-            return Err(HostError::ReadOnly { hva });
+            return Err(HostError::ReadOnly { hva: Hva(hva) });
         }
         Ok(p)
     }
 
-    fn lookup(&self, hva: u64) -> Option<HostPage> {
-        self.find(hva)
+    fn lookup(&self, hva: Hva) -> Option<HostPage> {
+        self.find(hva.0)
     }
 
-    fn mark_dirty(&self, pfn: u64, pages: u64) {
+    fn mark_dirty(&self, pfn: Pfn, pages: u64) {
+        let pfn = pfn.0;
         self.dirty.lock().extend(pfn..pfn + pages);
     }
 
-    fn mark_accessed(&self, pfn: u64, pages: u64) {
+    fn mark_accessed(&self, pfn: Pfn, pages: u64) {
+        let pfn = pfn.0;
         let mut a = self.accessed.lock();
         if pages <= 512 {
             a.extend(pfn..pfn + pages);

@@ -19,16 +19,17 @@
 //! Failing sequences shrink (proptest) to a minimal reproducer. `SLAT_DIFF_CASES` (default 40)
 //! and `SLAT_DIFF_OPS` (default 64) set the length of the run; `SLAT_DIFF_SEED` the seed.
 
+use slat_mmu::Parts;
+use slat_mmu::{
+    DirtyLogMode, FaultError, FaultOutcome, Gfn, Gpa, HarvestMode, HostError, Hva, MemslotSpec, Mmu, MmuConfig,
+    MmuError, MmuNotifier, NxPolicy, RecoveryPolicy,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use slat_mmu::testing::{FakeHost, RecordingTlb};
-use slat_mmu::{
-    DirtyLogMode, FaultError, FaultOutcome, HarvestMode, HostError, MemslotSpec, Mmu, MmuConfig, MmuError, MmuNotifier,
-    NxPolicy, RecoveryPolicy,
-};
 use slat_pt::format::Ept4;
 use slat_pt::{Access, Leaf, MemType, PageSize, Perms, SimFrameAllocator, PAGE_SIZE};
 
@@ -41,7 +42,7 @@ const LEN_A: u64 = 32 * MIB;
 const HVA_B: u64 = 0x7f80_0000_0000;
 const PA_B: u64 = 0x40_0000_0000;
 
-type DMmu = Mmu<Ept4, SimFrameAllocator, FakeHost, RecordingTlb>;
+type DMmu = Mmu<Ept4, Parts<SimFrameAllocator, FakeHost, RecordingTlb>>;
 
 // ---- figures --------------------------------------------------------------------------------
 
@@ -164,14 +165,12 @@ fn config_strategy() -> impl Strategy<Value = MmuConfig> {
             1 => HarvestMode::ManualClear { initially_set: false },
             _ => HarvestMode::ManualClear { initially_set: true },
         };
-        MmuConfig {
-            dirty_log,
-            harvest,
-            recovery: if rec { RecoveryPolicy::InPlace } else { RecoveryPolicy::Zap },
-            nx: nx.then_some(NxPolicy { recovery_ratio: 2 }),
-            recovery_batch: 3,
-            ..MmuConfig::default()
-        }
+        MmuConfig::default()
+            .with_dirty_log(dirty_log)
+            .with_harvest(harvest)
+            .with_recovery(if rec { RecoveryPolicy::InPlace } else { RecoveryPolicy::Zap })
+            .with_nx(nx.then_some(NxPolicy::new(2)))
+            .with_recovery_batch(3)
     })
 }
 
@@ -269,7 +268,7 @@ macro_rules! ensure {
 }
 
 fn all_leaves(m: &DMmu) -> Vec<Leaf> {
-    m.with_tables(|pt| pt.leaves(0, pt.input_limit()))
+    m.with_tables(|pt| pt.leaves(Gpa(0), pt.input_limit()))
 }
 
 impl Tester {
@@ -330,9 +329,9 @@ impl Tester {
                     let base = (4 + (*gfn as u64 % 4)) * (GIB >> 12) + if gfn % 5 == 0 { 512 } else { 0 };
                     MemslotSpec {
                         id,
-                        base_gfn: base,
+                        base_gfn: Gfn(base),
                         npages: GIB >> 12,
-                        hva: HVA_B,
+                        hva: Hva(HVA_B),
                         readonly: *readonly,
                         log_dirty: *log,
                     }
@@ -344,9 +343,9 @@ impl Tester {
                     let base = if gfn % 2 == 0 { (*gfn as u64 % 32) * 512 } else { *gfn as u64 % 16384 };
                     MemslotSpec {
                         id,
-                        base_gfn: base,
+                        base_gfn: Gfn(base),
                         npages,
-                        hva: HVA_A + hva_page * PAGE_SIZE,
+                        hva: Hva(HVA_A + hva_page * PAGE_SIZE),
                         readonly: *readonly,
                         log_dirty: *log,
                     }
@@ -389,17 +388,20 @@ impl Tester {
                     Some((id, s, gfn)) => self.access(*vcpu as u32, id, s, gfn, access),
                     // No slot: an MMIO exit.
                     None => {
-                        let r = self.m.handle_fault(0x1234_5000, access);
-                        ensure!(r == Err(FaultError::NoMemslot { gpa: 0x1234_5000 }), "fault outside slots: {r:?}");
+                        let r = self.m.handle_fault(Gpa(0x1234_5000), access);
+                        ensure!(
+                            r == Err(FaultError::NoMemslot { gpa: Gpa(0x1234_5000) }),
+                            "fault outside slots: {r:?}"
+                        );
                         Ok(())
                     }
                 }
             }
             Op::HostUnmap { chunk } => {
                 let hva = HVA_A + *chunk as u64 * 2 * MIB;
-                self.m.invalidate_range_start(hva, hva + 2 * MIB);
+                self.m.invalidate_range_start(Hva(hva), Hva(hva + 2 * MIB));
                 self.unmap(hva, 2 * MIB);
-                self.m.invalidate_range_end(hva, hva + 2 * MIB);
+                self.m.invalidate_range_end(Hva(hva), Hva(hva + 2 * MIB));
                 Ok(())
             }
             Op::HostRemap { chunk, small, writable } => {
@@ -410,7 +412,7 @@ impl Tester {
                 let hva = HVA_A + *chunk as u64 * 2 * MIB;
                 if let Some((k, l)) = self.model.host_leaf(hva) {
                     if l.size == PageSize::Size2M {
-                        self.m.invalidate_range_start(k, k + 2 * MIB);
+                        self.m.invalidate_range_start(Hva(k), Hva(k + 2 * MIB));
                         self.m.host().split(k);
                         self.model.host.remove(&k);
                         for i in 0..512 {
@@ -419,24 +421,24 @@ impl Tester {
                                 HLeaf { pa: l.pa + i * PAGE_SIZE, size: PageSize::Size4K, ..l },
                             );
                         }
-                        self.m.invalidate_range_end(k, k + 2 * MIB);
+                        self.m.invalidate_range_end(Hva(k), Hva(k + 2 * MIB));
                     }
                 }
                 Ok(())
             }
             Op::RemapAroundSlotChange { chunk, slot_op, at } => {
                 let hva = HVA_A + *chunk as u64 * 2 * MIB;
-                self.m.invalidate_range_start(hva, hva + 2 * MIB);
+                self.m.invalidate_range_start(Hva(hva), Hva(hva + 2 * MIB));
                 // The host is changing the chunk; the VMM changes a slot meanwhile.
                 self.apply(slot_op)?;
                 // A fault on a slot over the chunk must not install the old page: it retries.
                 if let Some((_, s, gfn)) = self.model.pick_gfn(*at) {
                     let h = s.hva_of(gfn);
                     if h >= hva && h < hva + 2 * MIB {
-                        let r = self.m.handle_fault(gfn * PAGE_SIZE, Access::Read);
+                        let r = self.m.handle_fault(Gpa(gfn * PAGE_SIZE), Access::Read);
                         // Retry; or, when the host maps nothing there, its error (nothing installed).
                         let unmapped = self.model.host_leaf(h).is_none()
-                            && r == Err(FaultError::Host(HostError::NotMapped { hva: h }));
+                            && r == Err(FaultError::Host(HostError::NotMapped { hva: Hva(h) }));
                         ensure!(
                             r == Ok(FaultOutcome::Retry) || unmapped,
                             "fault inside an invalidation in flight: {r:?}"
@@ -446,7 +448,7 @@ impl Tester {
                 self.unmap(hva, 2 * MIB);
                 let pa = self.fresh_pa();
                 Self::map(&self.m, &mut self.model, hva, 2 * MIB, pa, PageSize::Size2M, true);
-                self.m.invalidate_range_end(hva, hva + 2 * MIB);
+                self.m.invalidate_range_end(Hva(hva), Hva(hva + 2 * MIB));
                 Ok(())
             }
             Op::LogOn { id } => {
@@ -476,7 +478,7 @@ impl Tester {
             }
             Op::Track { at } => {
                 if let Some((_, _, gfn)) = self.model.pick_gfn(*at) {
-                    let r = self.m.write_track(gfn);
+                    let r = self.m.write_track(Gfn(gfn));
                     ensure!(r.is_ok(), "track {gfn:#x}: {r:?}");
                     *self.model.tracked.entry(gfn).or_default() += 1;
                 }
@@ -486,7 +488,7 @@ impl Tester {
                 // Untrack a gfn the model has tracked (slat's counts nest).
                 if !self.model.tracked.is_empty() {
                     let gfn = *self.model.tracked.keys().nth(*at as usize % self.model.tracked.len()).unwrap();
-                    let r = self.m.write_untrack(gfn);
+                    let r = self.m.write_untrack(Gfn(gfn));
                     ensure!(r.is_ok(), "untrack {gfn:#x}: {r:?}");
                     let c = self.model.tracked.get_mut(&gfn).unwrap();
                     *c -= 1;
@@ -501,7 +503,7 @@ impl Tester {
                     let npages = *pages as u64 % 700;
                     let ty = [MemType::WriteBack, MemType::WriteThrough, MemType::WriteCombining, MemType::Uncached]
                         [*ty as usize];
-                    let r = self.m.set_memory_type(gfn, npages, ty);
+                    let r = self.m.set_memory_type(Gfn(gfn), npages, ty);
                     let valid = npages > 0 && gfn + npages <= s.end();
                     ensure!(r.is_ok() == valid, "set_memory_type({gfn:#x}, {npages}): {r:?}, model valid={valid}");
                     if valid {
@@ -539,24 +541,24 @@ impl Tester {
 
     fn remap(&mut self, chunk: u8, small: bool, writable: bool) {
         let hva = HVA_A + chunk as u64 * 2 * MIB;
-        self.m.invalidate_range_start(hva, hva + 2 * MIB);
+        self.m.invalidate_range_start(Hva(hva), Hva(hva + 2 * MIB));
         self.unmap(hva, 2 * MIB);
         let pa = self.fresh_pa();
         let size = if small { PageSize::Size4K } else { PageSize::Size2M };
         Self::map(&self.m, &mut self.model, hva, 2 * MIB, pa, size, writable);
-        self.m.invalidate_range_end(hva, hva + 2 * MIB);
+        self.m.invalidate_range_end(Hva(hva), Hva(hva + 2 * MIB));
     }
 
     fn add_slot(&mut self, spec: MemslotSpec) -> Check {
         let r = self.m.add_memslot(spec);
         let valid =
-            !self.model.slots.contains_key(&spec.id) && !self.model.overlaps(spec.id, spec.base_gfn, spec.npages);
+            !self.model.slots.contains_key(&spec.id) && !self.model.overlaps(spec.id, spec.base_gfn.0, spec.npages);
         ensure!(r.is_ok() == valid, "add {spec:?}: {r:?}, model valid={valid}");
         if valid {
             let s = MSlot {
-                base_gfn: spec.base_gfn,
+                base_gfn: spec.base_gfn.0,
                 npages: spec.npages,
-                hva: spec.hva,
+                hva: spec.hva.0,
                 readonly: spec.readonly,
                 logging: spec.log_dirty,
             };
@@ -571,7 +573,7 @@ impl Tester {
     }
 
     fn move_slot(&mut self, id: u32, base: u64) -> Check {
-        let r = self.m.move_memslot(id, base);
+        let r = self.m.move_memslot(id, Gfn(base));
         let Some(s) = self.model.slots.get(&id).copied() else {
             FAILED_SLOT_OPS.fetch_add(1, Relaxed);
             ensure!(r.is_err(), "move of missing slot {id} succeeded");
@@ -653,24 +655,24 @@ impl Tester {
         let gpa = gfn * PAGE_SIZE + 0x18;
         let write = access == Access::Write;
         // The guest's access: the hardware walk first; a fault only if it fails.
-        let hw = self.m.with_tables(|pt| pt.hw_walk(gpa, access).result.is_ok());
+        let hw = self.m.with_tables(|pt| pt.hw_walk(Gpa(gpa), access).result.is_ok());
         if !hw {
             FAULTS.fetch_add(1, Relaxed);
             let host = self.model.host_leaf(s.hva_of(gfn));
             let tracked = self.model.tracked.contains_key(&gfn);
-            let mut r = self.m.handle_fault_on(vcpu, gpa, access);
+            let mut r = self.m.handle_fault_on(vcpu, Gpa(gpa), access);
             for _ in 0..3 {
                 if r != Ok(FaultOutcome::Retry) {
                     break;
                 }
-                r = self.m.handle_fault_on(vcpu, gpa, access);
+                r = self.m.handle_fault_on(vcpu, Gpa(gpa), access);
             }
             let expect: Result<&str, FaultError> = if write && s.readonly {
-                Err(FaultError::ReadOnly { gpa, slot: id })
+                Err(FaultError::ReadOnly { gpa: Gpa(gpa), slot: id })
             } else if host.is_none() {
-                Err(FaultError::Host(HostError::NotMapped { hva: s.hva_of(gfn) }))
+                Err(FaultError::Host(HostError::NotMapped { hva: Hva(s.hva_of(gfn)) }))
             } else if write && !host.unwrap().1.writable {
-                Err(FaultError::Host(HostError::ReadOnly { hva: s.hva_of(gfn) }))
+                Err(FaultError::Host(HostError::ReadOnly { hva: Hva(s.hva_of(gfn)) }))
             } else if write && tracked {
                 Ok("tracked")
             } else {
@@ -678,7 +680,7 @@ impl Tester {
             };
             match (expect, r) {
                 (Err(e), Err(got)) if e == got => {
-                    let t = self.m.with_tables(|pt| pt.translate(gpa));
+                    let t = self.m.with_tables(|pt| pt.translate(Gpa(gpa)));
                     if matches!(e, FaultError::Host(HostError::NotMapped { .. })) {
                         ensure!(t.is_none(), "a fault on an unmapped host page left {t:?}");
                     }
@@ -690,7 +692,7 @@ impl Tester {
                     return Err(format!("fault {access:?} at gfn {gfn:#x} (slot {id}): expected {e:?}, got {got:?}"))
                 }
             }
-            let again = self.m.with_tables(|pt| pt.hw_walk(gpa, access).result);
+            let again = self.m.with_tables(|pt| pt.hw_walk(Gpa(gpa), access).result);
             ensure!(again.is_ok(), "after a mapped fault the hardware walk still fails: {again:?}");
         }
         if write && s.logging {
@@ -706,8 +708,12 @@ impl Tester {
             return Err(format!("audit: {:?}", e.violations));
         }
         // The slots slat publishes are the model's.
-        let mut published: Vec<_> =
-            self.m.memslots().into_iter().map(|i| (i.id, i.base_gfn, i.npages, i.hva, i.readonly, i.logging)).collect();
+        let mut published: Vec<_> = self
+            .m
+            .memslots()
+            .into_iter()
+            .map(|i| (i.id, i.base_gfn.0, i.npages, i.hva.0, i.readonly, i.logging))
+            .collect();
         published.sort();
         let model: Vec<_> =
             self.model.slots.iter().map(|(i, s)| (*i, s.base_gfn, s.npages, s.hva, s.readonly, s.logging)).collect();
@@ -909,14 +915,12 @@ pub fn sequence_from_bytes(data: &[u8]) -> (MmuConfig, Vec<Op>) {
         1 => HarvestMode::ManualClear { initially_set: false },
         _ => HarvestMode::ManualClear { initially_set: true },
     };
-    let cfg = MmuConfig {
-        dirty_log,
-        harvest,
-        recovery: if h & 8 == 0 { RecoveryPolicy::InPlace } else { RecoveryPolicy::Zap },
-        nx: (h & 16 != 0).then_some(NxPolicy { recovery_ratio: 2 }),
-        recovery_batch: 3,
-        ..MmuConfig::default()
-    };
+    let cfg = MmuConfig::default()
+        .with_dirty_log(dirty_log)
+        .with_harvest(harvest)
+        .with_recovery(if h & 8 == 0 { RecoveryPolicy::InPlace } else { RecoveryPolicy::Zap })
+        .with_nx((h & 16 != 0).then_some(NxPolicy::new(2)))
+        .with_recovery_batch(3);
     let mut ops = Vec::new();
     while !b.0.is_empty() && ops.len() < 256 {
         ops.push(b.op(0));

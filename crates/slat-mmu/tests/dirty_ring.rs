@@ -3,16 +3,16 @@
 
 mod common;
 
+use slat_mmu::{DirtyLogMode, DirtyRingConfig, FaultError, FaultOutcome, Gpa, HarvestMode, MmuConfig, MmuError};
 use std::collections::BTreeSet;
 
 use common::*;
-use slat_mmu::{DirtyLogMode, DirtyRingConfig, FaultError, FaultOutcome, HarvestMode, MmuConfig, MmuError};
 use slat_pt::{Access, PageSize};
 
 const NPAGES: u64 = (32 * MIB) >> 12;
 
 fn ring(entries: u32, soft_limit: u32) -> MmuConfig {
-    MmuConfig { dirty_ring: Some(DirtyRingConfig { entries, soft_limit, max_vcpus: 4 }), ..MmuConfig::default() }
+    MmuConfig::default().with_dirty_ring(Some(DirtyRingConfig::new(entries, soft_limit, 4)))
 }
 
 /// A 32 MiB slot at 1 GiB over 2 MiB THPs, touched huge and writable, then logged.
@@ -29,7 +29,7 @@ fn logged(config: MmuConfig) -> TestMmu {
 }
 
 fn writable(m: &TestMmu, page: u64) -> bool {
-    m.with_tables(|pt| pt.hw_walk(GIB + page * 4096, Access::Write).result.is_ok())
+    m.with_tables(|pt| pt.hw_walk(Gpa(GIB + page * 4096), Access::Write).result.is_ok())
 }
 
 /// A guest write of `page` by `vcpu`: faults only if the hardware walk would.
@@ -38,7 +38,7 @@ fn write(m: &TestMmu, vcpu: u32, page: u64) -> Option<FaultOutcome> {
     if writable(m, page) {
         return None;
     }
-    let out = m.handle_fault_on(vcpu, GIB + page * 4096, Access::Write).unwrap();
+    let out = m.handle_fault_on(vcpu, Gpa(GIB + page * 4096), Access::Write).unwrap();
     audit(m);
     Some(out)
 }
@@ -141,7 +141,7 @@ fn no_dirty_page_lost_across_ring_harvests() {
         (DirtyLogMode::EagerSplit { chunk_tables: 3 }, HarvestMode::GetAndClear),
         (DirtyLogMode::SplitOnFault, HarvestMode::ManualClear { initially_set: false }),
     ] {
-        let m = logged(MmuConfig { dirty_log: mode, harvest, ..ring(128, 96) });
+        let m = logged(ring(128, 96).with_dirty_log(mode).with_harvest(harvest));
         let mut x = 0x1234_5678u64;
         let mut next = || {
             x ^= x << 13;
@@ -195,7 +195,7 @@ fn no_dirty_page_lost_across_ring_harvests() {
 
 #[test]
 fn records_of_a_slot_no_longer_logged_are_returned_but_protect_nothing() {
-    let m = logged(MmuConfig { recovery: slat_mmu::RecoveryPolicy::Zap, ..ring(64, 48) });
+    let m = logged(ring(64, 48).with_recovery(slat_mmu::RecoveryPolicy::Zap));
     write(&m, 0, 1).unwrap();
     write(&m, 0, 2).unwrap();
     m.set_dirty_logging(0, false).unwrap();
@@ -228,15 +228,12 @@ fn ring_configuration_is_validated() {
         ring(0, 0),
         ring(64, 0),
         ring(64, 65),
-        MmuConfig {
-            dirty_ring: Some(DirtyRingConfig { max_vcpus: 0, ..DirtyRingConfig::default() }),
-            ..MmuConfig::default()
-        },
-        MmuConfig { dirty_log: DirtyLogMode::HardwareDirty, ..ring(64, 48) },
-        MmuConfig { harvest: HarvestMode::ManualClear { initially_set: true }, ..ring(64, 48) },
+        MmuConfig::default().with_dirty_ring(Some(DirtyRingConfig::new(4096, 4096 - 64, 0))),
+        ring(64, 48).with_dirty_log(DirtyLogMode::HardwareDirty),
+        ring(64, 48).with_harvest(HarvestMode::ManualClear { initially_set: true }),
     ];
     for config in bad {
-        let r = slat_mmu::Mmu::<slat_pt::format::Ept4, _, _, _>::new(
+        let r = slat_mmu::Mmu::<slat_pt::format::Ept4, slat_mmu::Parts<_, _, _>>::new(
             config,
             slat_pt::SimFrameAllocator::new(0x100_0000_0000, GIB),
             slat_mmu::testing::FakeHost::new(),
@@ -245,10 +242,10 @@ fn ring_configuration_is_validated() {
         assert!(matches!(r, Err(MmuError::Config { .. })), "{config:?} accepted");
     }
     let m = logged(ring(64, 64));
-    assert_eq!(m.handle_fault_on(4, GIB, Access::Write), Err(FaultError::NoVcpu { vcpu: 4, max_vcpus: 4 }));
+    assert_eq!(m.handle_fault_on(4, Gpa(GIB), Access::Write), Err(FaultError::NoVcpu { vcpu: 4, max_vcpus: 4 }));
     // Without a ring the vCPU id is ignored and nothing is recorded.
     let m = logged(MmuConfig::default());
-    assert!(matches!(m.handle_fault_on(1000, GIB, Access::Write), Ok(FaultOutcome::Mapped { .. })));
+    assert!(matches!(m.handle_fault_on(1000, Gpa(GIB), Access::Write), Ok(FaultOutcome::Mapped { .. })));
     assert_eq!(m.dirty_ring_len(1000), 0);
     assert!(!m.dirty_ring_soft_full(0));
     assert!(m.harvest_dirty_ring(0).is_empty());

@@ -9,14 +9,14 @@
 //! is lost (a write, then a harvest still reports it, and pages written before still are), a
 //! retry with the allocator healthy succeeds, and after the MMU drops every frame is back.
 
+use slat_mmu::{
+    DirtyLogMode, FaultError, FaultOutcome, Gfn, Gpa, HarvestMode, HostError, HostMemory, HostPage, Hva, MemslotSpec,
+    Mmu, MmuConfig, MmuNotifier, Parts, Pfn, RecoveryPolicy,
+};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use slat_mmu::testing::{FakeHost, RecordingTlb};
-use slat_mmu::{
-    DirtyLogMode, FaultError, FaultOutcome, HarvestMode, HostError, HostMemory, HostPage, MemslotSpec, Mmu, MmuConfig,
-    MmuNotifier, RecoveryPolicy,
-};
 use slat_pt::format::Ept4;
 use slat_pt::{Access, Frame, FrameAllocator, PageSize, PtError, SimFrameAllocator};
 
@@ -83,14 +83,14 @@ impl FrameAllocator for FailingAlloc {
     }
 }
 
-type FiMmu = Mmu<Ept4, Arc<FailingAlloc>, FakeHost, RecordingTlb>;
+type FiMmu = Mmu<Ept4, Parts<Arc<FailingAlloc>, FakeHost, RecordingTlb>>;
 
 fn spec(id: u32, gpa: u64, len: u64, hva: u64) -> MemslotSpec {
-    MemslotSpec { id, base_gfn: gpa >> 12, npages: len >> 12, hva, readonly: false, log_dirty: false }
+    MemslotSpec { id, base_gfn: Gfn(gpa >> 12), npages: len >> 12, hva: Hva(hva), readonly: false, log_dirty: false }
 }
 
 fn new_mmu(config: MmuConfig, alloc: &Arc<FailingAlloc>) -> FiMmu {
-    let m = Mmu::new(config, alloc.clone(), FakeHost::new(), RecordingTlb::default()).unwrap();
+    let m = FiMmu::new(config, alloc.clone(), FakeHost::new(), RecordingTlb::default()).unwrap();
     m.host().map_range(PROBE_HVA, 4 * 4096, HPA + 64 * GIB, PageSize::Size4K, true);
     m.add_memslot(spec(99, PROBE_GPA, 4 * 4096, PROBE_HVA)).unwrap();
     m
@@ -103,8 +103,8 @@ fn check_consistent(m: &FiMmu, alloc: &FailingAlloc, what: &str) {
     }
     // An exclusive section (an invalidation of the probe slot) frees every parked page: then the
     // allocator holds exactly the table pages.
-    m.invalidate_range_start(PROBE_HVA, PROBE_HVA + 4096);
-    m.invalidate_range_end(PROBE_HVA, PROBE_HVA + 4096);
+    m.invalidate_range_start(Hva(PROBE_HVA), Hva(PROBE_HVA + 4096));
+    m.invalidate_range_end(Hva(PROBE_HVA), Hva(PROBE_HVA + 4096));
     assert_eq!(alloc.live_frames() as u64, m.stats().table_pages, "{what}: frames leaked");
 }
 
@@ -112,7 +112,7 @@ fn check_consistent(m: &FiMmu, alloc: &FailingAlloc, what: &str) {
 #[track_caller]
 fn fault_ok(m: &FiMmu, gpa: u64, access: Access) -> PageSize {
     for _ in 0..8 {
-        match m.handle_fault(gpa, access) {
+        match m.handle_fault(Gpa(gpa), access) {
             Ok(FaultOutcome::Mapped { size, .. }) => return size,
             Ok(FaultOutcome::Retry) => continue,
             other => panic!("fault at {gpa:#x}: {other:?}"),
@@ -124,7 +124,7 @@ fn fault_ok(m: &FiMmu, gpa: u64, access: Access) -> PageSize {
 /// A fault that may fail only with the table out of frames; returns whether it mapped.
 #[track_caller]
 fn fault_or_oom(m: &FiMmu, gpa: u64, access: Access, what: &str) -> bool {
-    match m.handle_fault(gpa, access) {
+    match m.handle_fault(Gpa(gpa), access) {
         Ok(FaultOutcome::Mapped { .. }) => true,
         Ok(FaultOutcome::Retry) => false,
         Err(FaultError::Table(PtError::OutOfFrames)) => false,
@@ -177,9 +177,9 @@ fn fault_building_tables() {
         let mapped = fault_or_oom(&m, gpa, Access::Write, "fault");
         let attempted = alloc.disarm();
         check_consistent(&m, alloc, "fault");
-        assert_eq!(mapped, m.with_tables(|pt| pt.translate_pa(gpa)).is_some(), "a failed fault installed nothing");
+        assert_eq!(mapped, m.with_tables(|pt| pt.translate_pa(Gpa(gpa))).is_some(), "a failed fault installed nothing");
         assert_eq!(fault_ok(&m, gpa, Access::Write), PageSize::Size4K);
-        assert_eq!(m.with_tables(|pt| pt.translate_pa(gpa)).unwrap().0, HPA + 0x5000);
+        assert_eq!(m.with_tables(|pt| pt.translate_pa(Gpa(gpa))).unwrap().0, HPA + 0x5000);
         check_consistent(&m, alloc, "fault retry");
         attempted
     });
@@ -189,7 +189,7 @@ fn fault_building_tables() {
 #[test]
 fn split_on_write_fault_while_logging() {
     let t = for_every_n("split-on-fault", |alloc, n| {
-        let m = new_mmu(MmuConfig { dirty_log: DirtyLogMode::SplitOnFault, ..MmuConfig::default() }, alloc);
+        let m = new_mmu(MmuConfig::default().with_dirty_log(DirtyLogMode::SplitOnFault), alloc);
         m.host().map_range(HVA, 4 * MIB, HPA, PageSize::Size2M, true);
         m.add_memslot(spec(0, GIB, 4 * MIB, HVA)).unwrap();
         assert_eq!(fault_ok(&m, GIB, Access::Read), PageSize::Size2M);
@@ -220,7 +220,7 @@ fn split_on_write_fault_while_logging() {
 #[test]
 fn eager_split_on_logging_start() {
     let t = for_every_n("eager-split", |alloc, n| {
-        let cfg = MmuConfig { dirty_log: DirtyLogMode::EagerSplit { chunk_tables: 2 }, ..MmuConfig::default() };
+        let cfg = MmuConfig::default().with_dirty_log(DirtyLogMode::EagerSplit { chunk_tables: 2 });
         let m = new_mmu(cfg, alloc);
         m.host().map_range(HVA, 6 * MIB, HPA, PageSize::Size2M, true);
         m.add_memslot(spec(0, GIB, 6 * MIB, HVA)).unwrap();
@@ -251,7 +251,7 @@ fn eager_split_on_logging_start() {
 fn recovery_both_policies() {
     for policy in [RecoveryPolicy::InPlace, RecoveryPolicy::Zap] {
         for_every_n(&format!("recovery-{policy:?}"), |alloc, n| {
-            let cfg = MmuConfig { recovery: policy, ..MmuConfig::default() };
+            let cfg = MmuConfig::default().with_recovery(policy);
             let m = new_mmu(cfg, alloc);
             m.host().map_range(HVA, 4 * MIB, HPA, PageSize::Size2M, true);
             m.add_memslot(spec(0, GIB, 4 * MIB, HVA)).unwrap();
@@ -277,11 +277,9 @@ fn recovery_both_policies() {
 #[test]
 fn clear_with_initially_set_and_eager_split() {
     let t = for_every_n("clear-initially-set", |alloc, n| {
-        let cfg = MmuConfig {
-            dirty_log: DirtyLogMode::EagerSplit { chunk_tables: 1 },
-            harvest: HarvestMode::ManualClear { initially_set: true },
-            ..MmuConfig::default()
-        };
+        let cfg = MmuConfig::default()
+            .with_dirty_log(DirtyLogMode::EagerSplit { chunk_tables: 1 })
+            .with_harvest(HarvestMode::ManualClear { initially_set: true });
         let m = new_mmu(cfg, alloc);
         m.host().map_range(HVA, 4 * MIB, HPA, PageSize::Size2M, true);
         m.add_memslot(spec(0, GIB, 4 * MIB, HVA)).unwrap();
@@ -332,7 +330,7 @@ fn many_faults_with_dry_allocator() {
         check_consistent(&m, alloc, "fault-series");
         for &g in &gpas {
             fault_ok(&m, g, Access::Read);
-            assert_eq!(m.with_tables(|pt| pt.translate_pa(g)).unwrap().0, HPA + (g - 5 * GIB));
+            assert_eq!(m.with_tables(|pt| pt.translate_pa(Gpa(g))).unwrap().0, HPA + (g - 5 * GIB));
         }
         check_consistent(&m, alloc, "fault-series retry");
         attempted
@@ -348,20 +346,24 @@ struct FailingHost {
 }
 
 impl HostMemory for FailingHost {
-    fn fault_in(&self, hva: u64, write: bool) -> Result<HostPage, HostError> {
+    fn fault_in(&self, hva: Hva, write: bool) -> Result<HostPage, HostError> {
+        let hva = hva.0;
         if let Some(e) = *self.fail.lock() {
             return Err(e);
         }
-        self.inner.fault_in(hva, write)
+        self.inner.fault_in(Hva(hva), write)
     }
-    fn lookup(&self, hva: u64) -> Option<HostPage> {
-        self.inner.lookup(hva)
+    fn lookup(&self, hva: Hva) -> Option<HostPage> {
+        let hva = hva.0;
+        self.inner.lookup(Hva(hva))
     }
-    fn mark_dirty(&self, pfn: u64, pages: u64) {
-        self.inner.mark_dirty(pfn, pages)
+    fn mark_dirty(&self, pfn: Pfn, pages: u64) {
+        let pfn = pfn.0;
+        self.inner.mark_dirty(Pfn(pfn), pages)
     }
-    fn mark_accessed(&self, pfn: u64, pages: u64) {
-        self.inner.mark_accessed(pfn, pages)
+    fn mark_accessed(&self, pfn: Pfn, pages: u64) {
+        let pfn = pfn.0;
+        self.inner.mark_accessed(Pfn(pfn), pages)
     }
 }
 
@@ -370,16 +372,16 @@ impl HostMemory for FailingHost {
 #[test]
 fn host_failures_install_nothing() {
     let errors = [
-        HostError::NotMapped { hva: HVA },
-        HostError::OutOfMemory { hva: HVA, kind: slat_mmu::BackingKind::Hugetlbfs },
-        HostError::Again { hva: HVA },
-        HostError::HwPoison { hva: HVA, size: PageSize::Size2M },
+        HostError::NotMapped { hva: Hva(HVA) },
+        HostError::OutOfMemory { hva: Hva(HVA), kind: slat_mmu::BackingKind::Hugetlbfs },
+        HostError::Again { hva: Hva(HVA) },
+        HostError::HwPoison { hva: Hva(HVA), size: PageSize::Size2M },
     ];
     for e in errors {
         for access in [Access::Read, Access::Write, Access::Exec] {
             let host = FailingHost { inner: FakeHost::new(), fail: spin::Mutex::new(None) };
             host.inner.map_range(HVA, 4 * MIB, HPA, PageSize::Size2M, true);
-            let m = Mmu::<Ept4, _, _, _>::new(
+            let m = Mmu::<Ept4, Parts<_, _, _>>::new(
                 MmuConfig::default(),
                 SimFrameAllocator::new(0x100_0000_0000, GIB),
                 host,
@@ -389,12 +391,12 @@ fn host_failures_install_nothing() {
             m.add_memslot(spec(0, GIB, 4 * MIB, HVA)).unwrap();
             m.set_dirty_logging(0, true).unwrap();
             *m.host().fail.lock() = Some(e);
-            let r = m.handle_fault(GIB + 0x1000, access);
+            let r = m.handle_fault(Gpa(GIB + 0x1000), access);
             match e {
                 HostError::Again { .. } => assert_eq!(r, Ok(FaultOutcome::Retry)),
                 _ => assert_eq!(r, Err(FaultError::Host(e))),
             }
-            assert_eq!(m.with_tables(|pt| pt.translate_pa(GIB + 0x1000)), None);
+            assert_eq!(m.with_tables(|pt| pt.translate_pa(Gpa(GIB + 0x1000))), None);
             let s = m.stats();
             assert_eq!([s.pages_4k, s.pages_2m, s.pages_1g], [0, 0, 0], "{e:?}: nothing installed");
             m.audit().unwrap();
@@ -403,7 +405,7 @@ fn host_failures_install_nothing() {
             // but nothing else may be reported.
             assert!(log.iter().enumerate().all(|(i, &w)| w == 0 || (i == 0 && w == 2)), "{e:?}: {log:?}");
             *m.host().fail.lock() = None;
-            m.handle_fault(GIB + 0x1000, access).unwrap();
+            m.handle_fault(Gpa(GIB + 0x1000), access).unwrap();
             m.audit().unwrap();
         }
     }
@@ -413,7 +415,7 @@ fn host_failures_install_nothing() {
 /// nothing is installed, even next to mapped huge pages in the same block.
 #[test]
 fn vanished_page_next_to_mapped_ones() {
-    let m = Mmu::<Ept4, _, _, _>::new(
+    let m = Mmu::<Ept4, Parts<_, _, _>>::new(
         MmuConfig::default(),
         SimFrameAllocator::new(0x100_0000_0000, GIB),
         FakeHost::new(),
@@ -423,17 +425,17 @@ fn vanished_page_next_to_mapped_ones() {
     m.host().map_range(HVA, 2 * MIB, HPA, PageSize::Size4K, true);
     m.add_memslot(spec(0, GIB, 2 * MIB, HVA)).unwrap();
     fault_ok_any(&m, GIB);
-    m.invalidate_range_start(HVA + 0x5000, HVA + 0x6000);
+    m.invalidate_range_start(Hva(HVA + 0x5000), Hva(HVA + 0x6000));
     m.host().unmap_range(HVA + 0x5000, 0x1000);
-    m.invalidate_range_end(HVA + 0x5000, HVA + 0x6000);
+    m.invalidate_range_end(Hva(HVA + 0x5000), Hva(HVA + 0x6000));
     assert_eq!(
-        m.handle_fault(GIB + 0x5000, Access::Read),
-        Err(FaultError::Host(HostError::NotMapped { hva: HVA + 0x5000 }))
+        m.handle_fault(Gpa(GIB + 0x5000), Access::Read),
+        Err(FaultError::Host(HostError::NotMapped { hva: Hva(HVA + 0x5000) }))
     );
-    assert_eq!(m.with_tables(|pt| pt.translate_pa(GIB + 0x5000)), None);
+    assert_eq!(m.with_tables(|pt| pt.translate_pa(Gpa(GIB + 0x5000))), None);
     m.audit().unwrap();
 }
 
-fn fault_ok_any<H: HostMemory>(m: &Mmu<Ept4, SimFrameAllocator, H, RecordingTlb>, gpa: u64) {
-    assert!(matches!(m.handle_fault(gpa, Access::Read), Ok(FaultOutcome::Mapped { .. })));
+fn fault_ok_any<H: HostMemory>(m: &Mmu<Ept4, Parts<SimFrameAllocator, H, RecordingTlb>>, gpa: u64) {
+    assert!(matches!(m.handle_fault(Gpa(gpa), Access::Read), Ok(FaultOutcome::Mapped { .. })));
 }

@@ -5,23 +5,23 @@ mod common;
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use slat_mmu::{
+    BackingKind, CacheMaintenance, DirtyLogMode, FaultOutcome, Gfn, Gpa, HarvestMode, Hva, MemslotError, MemslotSpec,
+    Mmu, MmuConfig, MmuError, MmuNotifier, Parts, Pfn,
+};
 
 use common::*;
 use slat_mmu::testing::{CacheOp, FakeHost, RecordingTlb};
-use slat_mmu::{
-    BackingKind, CacheMaintenance, DirtyLogMode, FaultOutcome, HarvestMode, MemslotError, MemslotSpec, Mmu, MmuConfig,
-    MmuError, MmuNotifier,
-};
 use slat_pt::format::{Arm64S2L1, Ept4};
 use slat_pt::{Access, Frame, FrameAllocator, MemType, PageSize, Perms, SimFrameAllocator};
 
 /// Fault once; `Retry` is an answer here, not something to loop on.
 fn fault(m: &TestMmu, gpa: u64, access: Access) -> FaultOutcome {
-    m.handle_fault(gpa, access).unwrap()
+    m.handle_fault(Gpa(gpa), access).unwrap()
 }
 
 fn pa_of(m: &TestMmu, gpa: u64) -> Option<(u64, PageSize)> {
-    m.with_tables(|pt| pt.translate(gpa)).map(|t| (t.pa, t.size))
+    m.with_tables(|pt| pt.translate(Gpa(gpa))).map(|t| (t.pa, t.size))
 }
 
 // ---- 1. memslots published during a host invalidation ----------------------------------------
@@ -31,12 +31,12 @@ fn memslot_added_during_an_invalidation_waits_for_it() {
     let m = mmu(MmuConfig::default());
     m.host().map_range(HVA, 4 * MIB, HPA, PageSize::Size2M, true);
     // The host starts replacing the pages (migration) before the slot exists.
-    m.invalidate_range_start(HVA, HVA + 4 * MIB);
+    m.invalidate_range_start(Hva(HVA), Hva(HVA + 4 * MIB));
     m.add_memslot(slot(0, GIB, 4 * MIB, HVA)).unwrap();
     assert_eq!(fault(&m, GIB, Access::Read), FaultOutcome::Retry, "a fault must not map the page being replaced");
     m.host().unmap_range(HVA, 4 * MIB);
     m.host().map_range(HVA, 4 * MIB, HPA + 64 * MIB, PageSize::Size2M, true);
-    m.invalidate_range_end(HVA, HVA + 4 * MIB);
+    m.invalidate_range_end(Hva(HVA), Hva(HVA + 4 * MIB));
     touch(&m, GIB, Access::Read);
     assert_eq!(pa_of(&m, GIB), Some((HPA + 64 * MIB, PageSize::Size2M)));
     audit(&m);
@@ -48,12 +48,12 @@ fn memslot_moved_during_an_invalidation_waits_for_it() {
     m.host().map_range(HVA, 4 * MIB, HPA, PageSize::Size2M, true);
     m.add_memslot(slot(0, GIB, 4 * MIB, HVA)).unwrap();
     touch(&m, GIB, Access::Read);
-    m.invalidate_range_start(HVA, HVA + 4 * MIB);
-    m.move_memslot(0, (2 * GIB) >> 12).unwrap();
+    m.invalidate_range_start(Hva(HVA), Hva(HVA + 4 * MIB));
+    m.move_memslot(0, Gfn((2 * GIB) >> 12)).unwrap();
     assert_eq!(fault(&m, 2 * GIB, Access::Read), FaultOutcome::Retry);
     m.host().unmap_range(HVA, 4 * MIB);
     m.host().map_range(HVA, 4 * MIB, HPA + 64 * MIB, PageSize::Size2M, true);
-    m.invalidate_range_end(HVA, HVA + 4 * MIB);
+    m.invalidate_range_end(Hva(HVA), Hva(HVA + 4 * MIB));
     touch(&m, 2 * GIB, Access::Read);
     assert_eq!(pa_of(&m, 2 * GIB), Some((HPA + 64 * MIB, PageSize::Size2M)));
     audit(&m);
@@ -70,19 +70,19 @@ fn failed_move_keeps_log_tracking_and_memory_types() {
     m.add_memslot(slot(1, 3 * GIB, 4 * MIB, HVA + GIB)).unwrap();
     touch(&m, GIB + 0x3000, Access::Write);
     let tracked = (GIB >> 12) + 600;
-    m.write_track(tracked).unwrap();
-    m.set_memory_type((GIB + 4 * MIB) >> 12, 16, MemType::WriteCombining).unwrap();
-    let err = m.move_memslot(0, (3 * GIB) >> 12).unwrap_err();
+    m.write_track(Gfn(tracked)).unwrap();
+    m.set_memory_type(Gfn((GIB + 4 * MIB) >> 12), 16, MemType::WriteCombining).unwrap();
+    let err = m.move_memslot(0, Gfn((3 * GIB) >> 12)).unwrap_err();
     assert!(matches!(err, MmuError::Memslot(MemslotError::Overlap { other: 1, .. })), "{err}");
     audit(&m);
     let log = m.get_dirty_log(0).unwrap();
     assert_eq!(log[0], 1 << 3, "the dirty page survives the failed move");
     let s = m.memslots().into_iter().find(|s| s.id == 0).unwrap();
-    assert_eq!((s.base_gfn, s.logging), (GIB >> 12, true));
+    assert_eq!((s.base_gfn, s.logging), (Gfn(GIB >> 12), true));
     // Write tracking and memory types are still in force.
-    assert_eq!(m.handle_fault((tracked << 12) & !0xfff, Access::Write).unwrap(), FaultOutcome::WriteTracked);
+    assert_eq!(m.handle_fault(Gpa((tracked << 12) & !0xfff), Access::Write).unwrap(), FaultOutcome::WriteTracked);
     touch(&m, GIB + 4 * MIB, Access::Read);
-    assert_eq!(m.with_tables(|pt| pt.translate(GIB + 4 * MIB)).unwrap().attrs.mem_type, MemType::WriteCombining);
+    assert_eq!(m.with_tables(|pt| pt.translate(Gpa(GIB + 4 * MIB))).unwrap().attrs.mem_type, MemType::WriteCombining);
 }
 
 #[test]
@@ -91,7 +91,7 @@ fn successful_move_keeps_the_dirty_log() {
     m.host().map_range(HVA, 8 * MIB, HPA, PageSize::Size2M, true);
     m.add_memslot(MemslotSpec { log_dirty: true, ..slot(0, GIB, 8 * MIB, HVA) }).unwrap();
     touch(&m, GIB + 0x5000, Access::Write);
-    m.move_memslot(0, (4 * GIB) >> 12).unwrap();
+    m.move_memslot(0, Gfn((4 * GIB) >> 12)).unwrap();
     audit(&m);
     assert_eq!(m.get_dirty_log(0).unwrap()[0], 1 << 5, "page 5 of the slot is still reported");
 }
@@ -104,7 +104,7 @@ fn read_fault_that_maps_writable_marks_every_host_page_dirty() {
     m.host().map_range(HVA, 4 * MIB, HPA, PageSize::Size2M, true);
     m.add_memslot(slot(0, GIB, 4 * MIB, HVA)).unwrap();
     assert_eq!(touch(&m, GIB + 0x1000, Access::Read), PageSize::Size2M);
-    let t = m.with_tables(|pt| pt.translate(GIB)).unwrap();
+    let t = m.with_tables(|pt| pt.translate(Gpa(GIB))).unwrap();
     assert!(t.attrs.perms.contains(Perms::WRITE));
     let pfn0 = HPA >> 12;
     assert!((pfn0..pfn0 + 512).all(|p| m.host().is_dirty(p)), "every page of the writable 2M leaf is dirty");
@@ -120,16 +120,16 @@ fn in_place_recovery_marks_the_new_huge_leaf_dirty() {
     m.add_memslot(MemslotSpec { log_dirty: true, ..slot(0, GIB, 4 * MIB, HVA) }).unwrap();
     touch(&m, GIB, Access::Read);
     // The host makes the memory writable (the VMM's mprotect goes through an invalidation).
-    m.invalidate_range_start(HVA, HVA + 4 * MIB);
+    m.invalidate_range_start(Hva(HVA), Hva(HVA + 4 * MIB));
     m.host().map_range(HVA, 4 * MIB, HPA, PageSize::Size2M, true);
-    m.invalidate_range_end(HVA, HVA + 4 * MIB);
+    m.invalidate_range_end(Hva(HVA), Hva(HVA + 4 * MIB));
     for i in 0..512 {
         touch(&m, GIB + i * 4096, Access::Read);
     }
     assert_eq!(m.host().dirty_count(), 0, "read faults while logging map read-only");
     m.set_dirty_logging(0, false).unwrap();
     assert_eq!(leaves(&m), [0, 1, 0]);
-    assert!(m.with_tables(|pt| pt.translate(GIB)).unwrap().attrs.perms.contains(Perms::WRITE));
+    assert!(m.with_tables(|pt| pt.translate(Gpa(GIB))).unwrap().attrs.perms.contains(Perms::WRITE));
     assert_eq!(m.host().dirty_count(), 512);
 }
 
@@ -141,15 +141,15 @@ fn host_mmio_is_mapped_uncached() {
     m.host().map_kind(HVA, 2 * MIB, HPA, PageSize::Size4K, true, BackingKind::PfnMap);
     m.add_memslot(slot(0, GIB, 2 * MIB, HVA)).unwrap();
     touch(&m, GIB, Access::Read);
-    assert_eq!(m.with_tables(|pt| pt.translate(GIB)).unwrap().attrs.mem_type, MemType::Uncached);
+    assert_eq!(m.with_tables(|pt| pt.translate(Gpa(GIB))).unwrap().attrs.mem_type, MemType::Uncached);
     // A slot attribute cannot make device memory cacheable either.
-    m.set_memory_type(GIB >> 12, 512, MemType::WriteBack).unwrap();
+    m.set_memory_type(Gfn(GIB >> 12), 512, MemType::WriteBack).unwrap();
     touch(&m, GIB, Access::Read);
-    assert_eq!(m.with_tables(|pt| pt.translate(GIB)).unwrap().attrs.mem_type, MemType::Uncached);
+    assert_eq!(m.with_tables(|pt| pt.translate(Gpa(GIB))).unwrap().attrs.mem_type, MemType::Uncached);
     audit(&m);
 }
 
-type Arm64Mmu = Mmu<Arm64S2L1, SimFrameAllocator, FakeHost, RecordingTlb>;
+type Arm64Mmu = Mmu<Arm64S2L1, Parts<SimFrameAllocator, FakeHost, RecordingTlb>>;
 
 fn arm64_mmu(tlb: RecordingTlb) -> Arm64Mmu {
     Mmu::new(MmuConfig::default(), SimFrameAllocator::new(0x100_0000_0000, GIB), FakeHost::new(), tlb).unwrap()
@@ -161,17 +161,17 @@ fn arm64_uncached_memory_is_never_executable() {
     m.host().map_range(HVA, 4 * MIB, HPA, PageSize::Size2M, true);
     m.host().map_kind(HVA + 4 * MIB, 2 * MIB, HPA + 4 * MIB, PageSize::Size4K, true, BackingKind::PfnMap);
     m.add_memslot(slot(0, GIB, 6 * MIB, HVA)).unwrap();
-    m.set_memory_type(GIB >> 12, 16, MemType::Uncached).unwrap();
-    m.handle_fault(GIB, Access::Read).unwrap();
-    let t = m.with_tables(|pt| pt.translate(GIB)).unwrap();
+    m.set_memory_type(Gfn(GIB >> 12), 16, MemType::Uncached).unwrap();
+    m.handle_fault(Gpa(GIB), Access::Read).unwrap();
+    let t = m.with_tables(|pt| pt.translate(Gpa(GIB))).unwrap();
     assert_eq!(t.attrs.mem_type, MemType::Uncached);
     assert!(!t.attrs.perms.contains(Perms::EXEC), "Device memory is executable on arm64: {:?}", t.attrs);
-    m.handle_fault(GIB + 4 * MIB, Access::Read).unwrap();
-    let t = m.with_tables(|pt| pt.translate(GIB + 4 * MIB)).unwrap();
+    m.handle_fault(Gpa(GIB + 4 * MIB), Access::Read).unwrap();
+    let t = m.with_tables(|pt| pt.translate(Gpa(GIB + 4 * MIB))).unwrap();
     assert!(!t.attrs.perms.contains(Perms::EXEC) && t.attrs.mem_type == MemType::Uncached);
     // Write-back RAM stays executable.
-    m.handle_fault(GIB + 2 * MIB, Access::Read).unwrap();
-    assert!(m.with_tables(|pt| pt.translate(GIB + 2 * MIB)).unwrap().attrs.perms.contains(Perms::EXEC));
+    m.handle_fault(Gpa(GIB + 2 * MIB), Access::Read).unwrap();
+    assert!(m.with_tables(|pt| pt.translate(Gpa(GIB + 2 * MIB))).unwrap().attrs.perms.contains(Perms::EXEC));
     m.audit().unwrap();
 }
 
@@ -183,14 +183,14 @@ fn arm64_without_fwb_cleans_and_invalidates_the_whole_block() {
     m.host().map_range(HVA, 4 * MIB, HPA, PageSize::Size2M, true);
     m.host().map_kind(HVA + 4 * MIB, 2 * MIB, HPA + 4 * MIB, PageSize::Size4K, true, BackingKind::PfnMap);
     m.add_memslot(slot(0, GIB, 6 * MIB, HVA)).unwrap();
-    m.handle_fault(GIB + 0x3000, Access::Exec).unwrap();
+    m.handle_fault(Gpa(GIB + 0x3000), Access::Exec).unwrap();
     assert_eq!(
         m.tlb().cache_ops(),
         vec![CacheOp::CleanDcache { pa: HPA, len: 2 * MIB }, CacheOp::InvalidateIcache { pa: HPA, len: 2 * MIB }]
     );
     m.tlb().clear();
     // Device memory: no data-cache clean, and never executable, so no icache either.
-    m.handle_fault(GIB + 4 * MIB, Access::Read).unwrap();
+    m.handle_fault(Gpa(GIB + 4 * MIB), Access::Read).unwrap();
     assert_eq!(m.tlb().cache_ops(), vec![]);
 }
 
@@ -199,7 +199,7 @@ fn coherent_cpus_get_no_cache_maintenance() {
     let m = arm64_mmu(RecordingTlb::default());
     m.host().map_range(HVA, 4 * MIB, HPA, PageSize::Size2M, true);
     m.add_memslot(slot(0, GIB, 4 * MIB, HVA)).unwrap();
-    m.handle_fault(GIB, Access::Exec).unwrap();
+    m.handle_fault(Gpa(GIB), Access::Exec).unwrap();
     assert!(m.tlb().cache_ops().is_empty());
 }
 
@@ -228,16 +228,16 @@ fn flushes_never_exceed_flush_requests() {
 fn dropping_the_mmu_returns_parked_frames() {
     let frames = SimFrameAllocator::new(0x100_0000_0000, GIB);
     {
-        let m: Mmu<Ept4, &SimFrameAllocator, FakeHost, RecordingTlb> =
+        let m: Mmu<Ept4, Parts<&SimFrameAllocator, FakeHost, RecordingTlb>> =
             Mmu::new(MmuConfig::default(), &frames, FakeHost::new(), RecordingTlb::default()).unwrap();
         m.host().map_range(HVA, 2 * MIB, HPA, PageSize::Size2M, true);
         m.add_memslot(slot(0, GIB, 2 * MIB, HVA)).unwrap();
         // A write-tracked gfn keeps the block 4K; once untracked, the next fault replaces the
         // 4K table by a 2M leaf and parks the table for deferred freeing.
-        m.write_track((GIB >> 12) + 9).unwrap();
-        m.handle_fault(GIB, Access::Read).unwrap();
-        m.write_untrack((GIB >> 12) + 9).unwrap();
-        m.handle_fault(GIB + 0x5000, Access::Read).unwrap();
+        m.write_track(Gfn((GIB >> 12) + 9)).unwrap();
+        m.handle_fault(Gpa(GIB), Access::Read).unwrap();
+        m.write_untrack(Gfn((GIB >> 12) + 9)).unwrap();
+        m.handle_fault(Gpa(GIB + 0x5000), Access::Read).unwrap();
         assert_eq!(m.stats().pages_2m, 1);
         assert!(frames.live_frames() > m.stats().table_pages as usize, "a table is parked");
     }
@@ -274,11 +274,9 @@ impl FrameAllocator for FailingFrames {
 }
 
 fn initially_set() -> MmuConfig {
-    MmuConfig {
-        dirty_log: DirtyLogMode::EagerSplit { chunk_tables: 64 },
-        harvest: HarvestMode::ManualClear { initially_set: true },
-        ..MmuConfig::default()
-    }
+    MmuConfig::default()
+        .with_dirty_log(DirtyLogMode::EagerSplit { chunk_tables: 64 })
+        .with_harvest(HarvestMode::ManualClear { initially_set: true })
 }
 
 #[test]
@@ -288,17 +286,17 @@ fn out_of_frames_during_clear_still_reprotects() {
         fail: AtomicBool::new(false),
         refused: AtomicU64::new(0),
     };
-    let m: Mmu<Ept4, &FailingFrames, FakeHost, RecordingTlb> =
+    let m: Mmu<Ept4, Parts<&FailingFrames, FakeHost, RecordingTlb>> =
         Mmu::new(initially_set(), &frames, FakeHost::new(), RecordingTlb::default()).unwrap();
     m.host().map_range(HVA, 4 * MIB, HPA, PageSize::Size2M, true);
     m.add_memslot(slot(0, GIB, 4 * MIB, HVA)).unwrap();
-    m.handle_fault(GIB, Access::Write).unwrap();
+    m.handle_fault(Gpa(GIB), Access::Write).unwrap();
     m.set_dirty_logging(0, true).unwrap();
     frames.fail.store(true, Ordering::Relaxed);
     let cleared = m.clear_dirty_log(0, 0, &[u64::MAX]).unwrap();
     assert_eq!(cleared, 64);
     assert!(frames.refused.load(Ordering::Relaxed) > 0, "the eager split did run out of frames");
-    let t = m.with_tables(|pt| pt.translate(GIB)).unwrap();
+    let t = m.with_tables(|pt| pt.translate(Gpa(GIB))).unwrap();
     assert!(!t.attrs.perms.contains(Perms::WRITE), "a cleared page must not stay writable: writes would be lost");
     m.audit().unwrap();
 }
@@ -335,7 +333,7 @@ fn clear_of_a_word_straddling_two_blocks_splits_both() {
 
 #[test]
 fn clear_past_the_slot_end_is_an_error() {
-    let m = mmu(MmuConfig { harvest: HarvestMode::ManualClear { initially_set: false }, ..MmuConfig::default() });
+    let m = mmu(MmuConfig::default().with_harvest(HarvestMode::ManualClear { initially_set: false }));
     m.host().map_range(HVA, 4 * MIB, HPA, PageSize::Size2M, true);
     m.add_memslot(MemslotSpec { log_dirty: true, ..slot(0, GIB, 4 * MIB, HVA) }).unwrap();
     // 1024 pages: 8 words from page 960 reach 512 pages past the end.
@@ -347,7 +345,7 @@ fn clear_past_the_slot_end_is_an_error() {
 
 #[test]
 fn clear_past_the_end_of_an_odd_sized_slot() {
-    let m = mmu(MmuConfig { harvest: HarvestMode::ManualClear { initially_set: true }, ..MmuConfig::default() });
+    let m = mmu(MmuConfig::default().with_harvest(HarvestMode::ManualClear { initially_set: true }));
     m.host().map_range(HVA, 4 * MIB, HPA, PageSize::Size2M, true);
     m.add_memslot(MemslotSpec { log_dirty: true, npages: 100, ..slot(0, GIB, 4 * MIB, HVA) }).unwrap();
     // 100 pages: word 1 holds pages 64..99; bits for 100..127 are past the end.
@@ -360,7 +358,7 @@ fn memory_type_range_that_overflows_is_an_error() {
     let m = mmu(MmuConfig::default());
     m.host().map_range(HVA, 4 * MIB, HPA, PageSize::Size2M, true);
     m.add_memslot(slot(0, GIB, 4 * MIB, HVA)).unwrap();
-    let err = m.set_memory_type(GIB >> 12, u64::MAX, MemType::Uncached).unwrap_err();
+    let err = m.set_memory_type(Gfn(GIB >> 12), u64::MAX, MemType::Uncached).unwrap_err();
     assert!(matches!(err, MmuError::Memslot(MemslotError::OutOfSlot { .. })), "{err}");
 }
 
@@ -372,7 +370,7 @@ fn poisoned_host_page_is_reported_and_nothing_is_mapped() {
     m.host().map_range(HVA, 4 * MIB, HPA, PageSize::Size2M, true);
     m.add_memslot(slot(0, GIB, 4 * MIB, HVA)).unwrap();
     m.host().poison(HVA + 0x7000);
-    let err = m.handle_fault(GIB + 0x7000, Access::Read).unwrap_err();
+    let err = m.handle_fault(Gpa(GIB + 0x7000), Access::Read).unwrap_err();
     assert!(
         matches!(err, slat_mmu::FaultError::Host(slat_mmu::HostError::HwPoison { size: PageSize::Size2M, .. })),
         "{err}"
@@ -385,7 +383,7 @@ fn poisoned_host_page_is_reported_and_nothing_is_mapped() {
 
 #[test]
 fn pml_harvest_reports_the_logged_pages_without_scanning_the_slot() {
-    let pml = MmuConfig { dirty_log: DirtyLogMode::HardwareDirty, hardware_log: true, ..MmuConfig::default() };
+    let pml = MmuConfig::default().with_dirty_log(DirtyLogMode::HardwareDirty).with_hardware_log(true);
     let m = mmu(pml);
     m.host().map_range(HVA, 4 * MIB, HPA, PageSize::Size4K, true);
     m.add_memslot(MemslotSpec { log_dirty: true, ..slot(0, GIB, 4 * MIB, HVA) }).unwrap();
@@ -394,22 +392,22 @@ fn pml_harvest_reports_the_logged_pages_without_scanning_the_slot() {
     }
     // The CPU writes pages 3 and 9 (setting D in slat's leaves) and logs only page 3 so far.
     for p in [3u64, 9] {
-        let w = m.with_tables(|pt| pt.hw_walk(GIB + p * 4096, Access::Write).result);
+        let w = m.with_tables(|pt| pt.hw_walk(Gpa(GIB + p * 4096), Access::Write).result);
         assert!(w.is_ok(), "hardware-dirty leaves are writable: {w:?}");
     }
-    assert_eq!(m.record_hardware_dirty([GIB + 3 * 4096, 5 * GIB]), 1);
+    assert_eq!(m.record_hardware_dirty([Gpa(GIB + 3 * 4096), Gpa(5 * GIB)]), 1);
     assert_eq!(m.get_dirty_log(0).unwrap()[0], 1 << 3, "only logged pages: the slot is not scanned");
     // Page 3 was re-armed (D clear), so its next write is logged again; page 9 arrives late.
-    assert!(!m.with_tables(|pt| pt.translate(GIB + 3 * 4096)).unwrap().attrs.dirty);
-    m.record_hardware_dirty([GIB + 9 * 4096]);
+    assert!(!m.with_tables(|pt| pt.translate(Gpa(GIB + 3 * 4096))).unwrap().attrs.dirty);
+    m.record_hardware_dirty([Gpa(GIB + 9 * 4096)]);
     assert_eq!(m.get_dirty_log(0).unwrap()[0], 1 << 9);
     audit(&m);
 }
 
 #[test]
 fn pml_needs_the_hardware_dirty_mode() {
-    let bad = MmuConfig { hardware_log: true, ..MmuConfig::default() };
-    let r = Mmu::<Ept4, _, _, _>::new(
+    let bad = MmuConfig::default().with_hardware_log(true);
+    let r = Mmu::<Ept4, Parts<_, _, _>>::new(
         bad,
         SimFrameAllocator::new(0x100_0000_0000, GIB),
         FakeHost::new(),
@@ -422,10 +420,10 @@ fn pml_needs_the_hardware_dirty_mode() {
 fn decide_with_a_given_host_mapping() {
     let m = mmu(MmuConfig::default());
     m.add_memslot(slot(0, GIB, 8 * MIB, HVA)).unwrap();
-    let huge = slat_mmu::HostPage::new(HPA >> 12, PageSize::Size2M, true, BackingKind::Anonymous);
-    let d = m.decide_with((GIB >> 12) + 1, Some(&huge)).unwrap();
+    let huge = slat_mmu::HostPage::new(Pfn(HPA >> 12), PageSize::Size2M, true, BackingKind::Anonymous);
+    let d = m.decide_with(Gfn((GIB >> 12) + 1), Some(&huge)).unwrap();
     assert_eq!(d.size, PageSize::Size2M);
-    let d = m.decide_with(GIB >> 12, None).unwrap();
+    let d = m.decide_with(Gfn(GIB >> 12), None).unwrap();
     assert_eq!(d.size, PageSize::Size4K);
-    assert!(m.decide_with(0, None).is_none(), "no memslot");
+    assert!(m.decide_with(Gfn(0), None).is_none(), "no memslot");
 }

@@ -57,6 +57,10 @@
 //!
 //! `SLAT_MODEL_SCALE=N cargo test -p slat-mmu --test model` explores N times more schedules.
 
+use slat_mmu::{
+    BackingKind, DirtyLogMode, FaultOutcome, Gfn, Gpa, HarvestMode, HostError, HostMemory, HostPage, Hva, MemslotSpec,
+    Mmu, MmuConfig, MmuNotifier, Parts, Pfn, RecoveryPolicy, Tlb,
+};
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::ptr::NonNull;
@@ -66,10 +70,6 @@ use std::sync::{Arc, Mutex as StdMutex};
 use lock_api::{GuardSend, RawRwLock};
 use shuttle::sync::{Condvar, Mutex};
 use shuttle::thread;
-use slat_mmu::{
-    BackingKind, DirtyLogMode, FaultOutcome, HarvestMode, HostError, HostMemory, HostPage, MemslotSpec, Mmu, MmuConfig,
-    MmuNotifier, RecoveryPolicy, Tlb,
-};
 use slat_pt::format::{Arm64S2L1, Ept4};
 use slat_pt::{Access, FlushRange, Format, Frame, FrameAllocator, PageSize, SimFrameAllocator, Translation, PAGE_SIZE};
 
@@ -266,7 +266,7 @@ impl ModelHost {
         self.with(|s| {
             let (&k, &(pfn, size)) = s.leaves.range(..=hva).next_back()?;
             (hva < k + size.bytes()).then_some(HostPage::new(
-                pfn + (hva - k) / PAGE_SIZE,
+                Pfn(pfn + (hva - k) / PAGE_SIZE),
                 size,
                 true,
                 BackingKind::Anonymous,
@@ -280,20 +280,22 @@ impl ModelHost {
 }
 
 impl HostMemory for ModelHost {
-    fn fault_in(&self, hva: u64, _write: bool) -> Result<HostPage, HostError> {
+    fn fault_in(&self, hva: Hva, _write: bool) -> Result<HostPage, HostError> {
+        let hva = hva.0;
         // The window between the fault's sequence snapshot and the host's answer, and between
         // the answer and the MMU lock: host events may run here.
         thread::yield_now();
-        self.page(hva).ok_or(HostError::NotMapped { hva })
+        self.page(hva).ok_or(HostError::NotMapped { hva: Hva(hva) })
     }
 
-    fn lookup(&self, hva: u64) -> Option<HostPage> {
+    fn lookup(&self, hva: Hva) -> Option<HostPage> {
+        let hva = hva.0;
         self.page(hva)
     }
 
-    fn mark_dirty(&self, _pfn: u64, _pages: u64) {}
+    fn mark_dirty(&self, _pfn: Pfn, _pages: u64) {}
 
-    fn mark_accessed(&self, _pfn: u64, _pages: u64) {}
+    fn mark_accessed(&self, _pfn: Pfn, _pages: u64) {}
 }
 
 // ---- TLB -----------------------------------------------------------------------------------
@@ -428,17 +430,17 @@ impl FrameAllocator for ModelAlloc {
 
 // ---- the MMU under test and its vCPUs ----------------------------------------------------------
 
-type ModelMmu<F = Ept4> = Mmu<F, ModelAlloc, ModelHost, ModelTlb, ShuttleRawRwLock>;
+type ModelMmu<F = Ept4> = Mmu<F, Parts<ModelAlloc, ModelHost, ModelTlb, ShuttleRawRwLock>>;
 
 /// An MMU over a host that maps `len` bytes of guest memory with 2 MiB THPs, and one memslot.
 fn model_mmu<F: Format>(config: MmuConfig, len: u64, tlb: ModelTlb) -> Arc<ModelMmu<F>> {
-    let mmu = Mmu::new(config, ModelAlloc::new(), ModelHost::default(), tlb).unwrap();
+    let mmu = ModelMmu::<F>::new(config, ModelAlloc::new(), ModelHost::default(), tlb).unwrap();
     mmu.host().with(|s| s.map(HVA, len, HPA, PageSize::Size2M));
     mmu.add_memslot(MemslotSpec {
         id: 0,
-        base_gfn: GPA / PAGE_SIZE,
+        base_gfn: Gfn(GPA / PAGE_SIZE),
         npages: len / PAGE_SIZE,
-        hva: HVA,
+        hva: Hva(HVA),
         readonly: false,
         log_dirty: false,
     })
@@ -467,7 +469,7 @@ fn access<F: Format>(
             performed(pa);
             return faults;
         }
-        let hit = mmu.with_tables(|pt| match pt.hw_walk(gpa, acc).result {
+        let hit = mmu.with_tables(|pt| match pt.hw_walk(Gpa(gpa), acc).result {
             Ok(t) => {
                 mmu.tlb().fill(vcpu, gpa, acc, &t);
                 check_access(mmu, vcpu, gpa, t.pa);
@@ -479,7 +481,7 @@ fn access<F: Format>(
         if hit {
             return faults;
         }
-        let out = mmu.handle_fault(gpa, acc).unwrap_or_else(|e| panic!("vCPU {vcpu}: fault at {gpa:#x}: {e}"));
+        let out = mmu.handle_fault(Gpa(gpa), acc).unwrap_or_else(|e| panic!("vCPU {vcpu}: fault at {gpa:#x}: {e}"));
         match out {
             FaultOutcome::Mapped { .. } => {}
             FaultOutcome::Retry => thread::yield_now(),
@@ -499,7 +501,7 @@ fn check_access<F: Format>(mmu: &ModelMmu<F>, vcpu: usize, gpa: u64, pa: u64) {
         !host.is_changing(hva),
         "I3 violated: vCPU {vcpu} accessed gpa {gpa:#x} (pa {pa:#x}) while the host is changing hva {hva:#x}"
     );
-    let now = host.page(hva).map(|p| p.pfn * PAGE_SIZE + (gpa % PAGE_SIZE));
+    let now = host.page(hva).map(|p| p.pfn.hpa() + (gpa % PAGE_SIZE));
     assert_eq!(
         Some(pa),
         now,
@@ -514,7 +516,7 @@ fn final_checks<F: Format>(mmu: &ModelMmu<F>) {
     }
     for c in mmu.tlb().all() {
         for off in (0..c.size.bytes()).step_by(PAGE_SIZE as usize) {
-            let now = mmu.host().page(hva_of(c.gpa + off)).map(|p| p.pfn * PAGE_SIZE);
+            let now = mmu.host().page(hva_of(c.gpa + off)).map(|p| p.pfn.hpa());
             assert_eq!(now, Some(c.pa + off), "I3 violated: stale TLB entry {c:?} at gpa {:#x}", c.gpa + off);
         }
     }
@@ -544,15 +546,15 @@ fn host_change<F: Format>(
     change: impl FnOnce(&mut HostState),
 ) {
     let (g, len) = (gpa_of(start), end - start);
-    mmu.invalidate_range_start(start, end);
+    mmu.invalidate_range_start(Hva(start), Hva(end));
     if notify == Notify::EndBeforeChange {
-        mmu.invalidate_range_end(start, end);
+        mmu.invalidate_range_end(Hva(start), Hva(end));
     }
     let no_translation = |when: &str| {
         if notify == Notify::Bracketed {
             // I3: from `invalidate_range_start` returning until `invalidate_range_end`, no leaf
             // and no TLB entry translates into the range.
-            let leaves = mmu.with_tables(|pt| pt.leaves(g, len));
+            let leaves = mmu.with_tables(|pt| pt.leaves(Gpa(g), len));
             assert!(leaves.is_empty(), "I3 violated {when}: leaves {leaves:?} map invalidated gpa {g:#x}+{len:#x}");
             let cached = mmu.tlb().any_in(g, len);
             assert!(cached.is_none(), "I3 violated {when}: TLB entry {cached:?} in invalidated gpa {g:#x}+{len:#x}");
@@ -570,7 +572,7 @@ fn host_change<F: Format>(
     no_translation("while the host changes");
     mmu.host().with(|s| s.changing.retain(|&r| r != (start, end)));
     if notify == Notify::Bracketed {
-        mmu.invalidate_range_end(start, end);
+        mmu.invalidate_range_end(Hva(start), Hva(end));
     }
 }
 
@@ -725,7 +727,7 @@ fn fault_vs_invalidation_catches_a_host_that_changes_after_end() {
 /// That needs a fault preempted between its decision and the lock while a whole recovery step
 /// runs, about one schedule in a thousand: hence the larger budget of these two tests.
 fn fault_vs_recovery(policy: RecoveryPolicy) {
-    let config = MmuConfig { recovery: policy, recovery_batch: 1, ..MmuConfig::default() };
+    let config = MmuConfig::default().with_recovery(policy).with_recovery_batch(1);
     let mmu = model_mmu::<Ept4>(config, 2 * BLOCK, ModelTlb::default());
     for b in 0..2 {
         access(&mmu, 0, GPA + b * BLOCK, Access::Read, |_| {});
@@ -759,9 +761,9 @@ fn fault_vs_recovery(policy: RecoveryPolicy) {
     // decided 4K under the old flag either installed before the flip (and recovery, which runs
     // after the flip, took its block) or saw the sequence move and retried. So no leaf smaller
     // than the rules allow survives, even without another recovery pass...
-    let leaves = mmu.with_tables(|pt| pt.leaves(GPA, 2 * BLOCK));
+    let leaves = mmu.with_tables(|pt| pt.leaves(Gpa(GPA), 2 * BLOCK));
     for l in &leaves {
-        let allowed = mmu.explain(l.gpa / PAGE_SIZE).decision.size;
+        let allowed = mmu.explain(Gfn(l.gpa / PAGE_SIZE)).decision.size;
         assert_eq!(allowed, PageSize::Size2M);
         assert!(
             l.size >= allowed,
@@ -781,7 +783,7 @@ fn fault_vs_recovery(policy: RecoveryPolicy) {
     assert_eq!(report.blocks, 0, "recovery raced with faults left work behind: {report:?}");
     for b in 0..2 {
         access(&mmu, 0, GPA + b * BLOCK + 5 * PAGE_SIZE, Access::Write, |_| {});
-        let size = mmu.with_tables(|pt| pt.translate(GPA + b * BLOCK).map(|t| t.size));
+        let size = mmu.with_tables(|pt| pt.translate(Gpa(GPA + b * BLOCK)).map(|t| t.size));
         assert_eq!(size, Some(PageSize::Size2M));
     }
     final_checks(&mmu);
@@ -807,7 +809,7 @@ fn fault_vs_recovery_by_zapping() {
 /// Seen to catch (in a scratch copy of `slat-pt`): the split published with a plain store
 /// instead of a compare-and-swap (the first split is lost: two splits, one leaked table page).
 fn split_vs_write_faults<F: Format>() {
-    let config = MmuConfig { dirty_log: DirtyLogMode::SplitOnFault, ..MmuConfig::default() };
+    let config = MmuConfig::default().with_dirty_log(DirtyLogMode::SplitOnFault);
     let mmu = model_mmu::<F>(config, BLOCK, ModelTlb::default());
     access(&mmu, 0, GPA, Access::Read, |_| {});
     mmu.set_dirty_logging(0, true).unwrap();
@@ -833,7 +835,7 @@ fn split_vs_write_faults<F: Format>() {
     assert_eq!((s.pages_4k, s.pages_2m, s.splits), (512, 0, 1), "{s:?}");
     for p in pages {
         // Both pages are writable now: the hardware writes without faulting.
-        let w = mmu.with_tables(|pt| pt.hw_walk(GPA + p * PAGE_SIZE, Access::Write).result);
+        let w = mmu.with_tables(|pt| pt.hw_walk(Gpa(GPA + p * PAGE_SIZE), Access::Write).result);
         assert!(w.is_ok_and(|t| t.size == PageSize::Size4K), "page {p} not writable after the race: {w:?}");
     }
     let log = mmu.get_dirty_log(0).unwrap();
@@ -909,7 +911,7 @@ fn check_no_lost_write(writes: &[Write], harvests: &[Harvest]) {
 /// the page dirty before it takes the tables lock (a harvest in between clears the bit, then
 /// the fault installs a writable leaf whose writes no later harvest reports).
 fn harvest_vs_writes(mode: DirtyLogMode, tlb: ModelTlb) {
-    let config = MmuConfig { dirty_log: mode, harvest: HarvestMode::GetAndClear, ..MmuConfig::default() };
+    let config = MmuConfig::default().with_dirty_log(mode).with_harvest(HarvestMode::GetAndClear);
     let mmu = model_mmu::<Ept4>(config, BLOCK, tlb);
     access(&mmu, 0, GPA, Access::Read, |_| {});
     mmu.set_dirty_logging(0, true).unwrap();
@@ -994,9 +996,9 @@ fn slot_add_vs_fault_vs_invalidation() {
         thread::spawn(move || {
             mmu.add_memslot(MemslotSpec {
                 id: 1,
-                base_gfn: (GPA + 2 * BLOCK) / PAGE_SIZE,
+                base_gfn: Gfn((GPA + 2 * BLOCK) / PAGE_SIZE),
                 npages: BLOCK / PAGE_SIZE,
-                hva: HVA + 2 * BLOCK,
+                hva: Hva(HVA + 2 * BLOCK),
                 readonly: false,
                 log_dirty: false,
             })
@@ -1033,7 +1035,7 @@ fn slot_add_vs_fault_vs_invalidation_model() {
 /// Seen to catch (in a scratch copy of `slat-pt`): the shared split publishing the child table
 /// with a plain store (a racing fault's split is lost and its table page leaks: I6).
 fn eager_split_vs_write_faults() {
-    let config = MmuConfig { dirty_log: DirtyLogMode::EagerSplit { chunk_tables: 1 }, ..MmuConfig::default() };
+    let config = MmuConfig::default().with_dirty_log(DirtyLogMode::EagerSplit { chunk_tables: 1 });
     let mmu = model_mmu::<Ept4>(config, 2 * BLOCK, ModelTlb::default());
     for b in 0..2 {
         access(&mmu, 0, GPA + b * BLOCK, Access::Read, |_| {});

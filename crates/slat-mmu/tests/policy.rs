@@ -3,7 +3,9 @@
 mod common;
 
 use common::*;
-use slat_mmu::{FaultError, MemslotError, MemslotSpec, MmuConfig, MmuError, MmuNotifier, NxPolicy, WhyNotHuge};
+use slat_mmu::{
+    FaultError, Gfn, Gpa, Hva, MemslotError, MemslotSpec, MmuConfig, MmuError, MmuNotifier, NxPolicy, WhyNotHuge,
+};
 use slat_pt::{Access, MemType, PageSize, Perms};
 
 #[test]
@@ -17,7 +19,7 @@ fn memslot_validation_names_the_problem() {
         }),
         (slot(0, 4 * GIB, 4096, HVA + 2 * GIB), |e| matches!(e, MmuError::Memslot(MemslotError::Exists { id: 0 }))),
         (slot(2, 4 * GIB, 0, HVA), |e| matches!(e, MmuError::Memslot(MemslotError::Empty { id: 2 }))),
-        (MemslotSpec { hva: HVA + 12, ..slot(3, 4 * GIB, 4096, 0) }, |e| {
+        (MemslotSpec { hva: Hva(HVA + 12), ..slot(3, 4 * GIB, 4096, 0) }, |e| {
             matches!(e, MmuError::Memslot(MemslotError::MisalignedHva { id: 3, .. }))
         }),
         (slot(4, 3 << 46, 1 << 47, HVA), |e| matches!(e, MmuError::Memslot(MemslotError::TooLarge { id: 4, .. }))),
@@ -36,10 +38,10 @@ fn delete_and_move_zap_through_the_protocol() {
     m.host().map_range(HVA, 64 * MIB, HPA, PageSize::Size2M, true);
     m.add_memslot(slot(0, GIB, 64 * MIB, HVA)).unwrap();
     touch(&m, GIB, Access::Write);
-    m.move_memslot(0, (2 * GIB) >> 12).unwrap();
+    m.move_memslot(0, Gfn((2 * GIB) >> 12)).unwrap();
     audit(&m);
     assert_eq!(leaves(&m), [0, 0, 0]);
-    assert!(matches!(m.handle_fault(GIB, Access::Read), Err(FaultError::NoMemslot { .. })));
+    assert!(matches!(m.handle_fault(Gpa(GIB), Access::Read), Err(FaultError::NoMemslot { .. })));
     assert_eq!(touch(&m, 2 * GIB + 0x1000, Access::Read), PageSize::Size2M);
     m.delete_memslot(0).unwrap();
     audit(&m);
@@ -53,9 +55,9 @@ fn readonly_slot_refuses_writes_and_maps_read_only() {
     let m = mmu(MmuConfig::default());
     m.host().map_range(HVA, 4 * MIB, HPA, PageSize::Size2M, true);
     m.add_memslot(MemslotSpec { readonly: true, ..slot(0, GIB, 4 * MIB, HVA) }).unwrap();
-    assert!(matches!(m.handle_fault(GIB, Access::Write), Err(FaultError::ReadOnly { slot: 0, .. })));
+    assert!(matches!(m.handle_fault(Gpa(GIB), Access::Write), Err(FaultError::ReadOnly { slot: 0, .. })));
     touch(&m, GIB, Access::Read);
-    let t = m.with_tables(|pt| pt.translate(GIB)).unwrap();
+    let t = m.with_tables(|pt| pt.translate(Gpa(GIB))).unwrap();
     assert!(!t.attrs.perms.contains(Perms::WRITE));
 }
 
@@ -63,7 +65,7 @@ fn readonly_slot_refuses_writes_and_maps_read_only() {
 /// counted, recovery zaps it, a re-read maps 2M again.
 #[test]
 fn nx_huge_pages_split_and_recover() {
-    let m = mmu(MmuConfig { nx: Some(NxPolicy { recovery_ratio: 1 }), ..MmuConfig::default() });
+    let m = mmu(MmuConfig::default().with_nx(Some(NxPolicy::new(1))));
     m.host().map_range(HVA, 8 * MIB, HPA, PageSize::Size2M, true);
     m.add_memslot(slot(0, GIB, 8 * MIB, HVA)).unwrap();
     assert_eq!(touch(&m, GIB, Access::Read), PageSize::Size2M);
@@ -84,7 +86,7 @@ fn nx_huge_pages_split_and_recover() {
     assert_eq!(m.stats().nx_lpage_splits, 2);
     // A read next to the split block must not re-create the huge leaf over the executable pages.
     assert_eq!(touch(&m, GIB + 0x9000, Access::Read), PageSize::Size4K);
-    assert_eq!(m.explain((GIB + 0x9000) >> 12).decision.not_2m.primary(), Some(WhyNotHuge::NxHugePage));
+    assert_eq!(m.explain(Gfn((GIB + 0x9000) >> 12)).decision.not_2m.primary(), Some(WhyNotHuge::NxHugePage));
     assert_eq!(m.recover_nx_huge_pages(), 2);
     audit(&m);
     assert_eq!(m.stats().nx_lpage_splits, 0);
@@ -98,15 +100,15 @@ fn write_tracking_disallows_huge_and_reports_writes() {
     m.host().map_range(HVA, 8 * MIB, HPA, PageSize::Size2M, true);
     m.add_memslot(slot(0, GIB, 8 * MIB, HVA)).unwrap();
     assert_eq!(touch(&m, GIB, Access::Write), PageSize::Size2M);
-    m.write_track((GIB >> 12) + 5).unwrap();
+    m.write_track(Gfn((GIB >> 12) + 5)).unwrap();
     audit(&m);
     assert_eq!(leaves(&m), [0, 0, 0], "the huge leaf over the tracked gfn is zapped");
     assert_eq!(touch(&m, GIB, Access::Write), PageSize::Size4K);
-    assert_eq!(m.handle_fault(GIB + 5 * 4096, Access::Write).unwrap(), slat_mmu::FaultOutcome::WriteTracked);
+    assert_eq!(m.handle_fault(Gpa(GIB + 5 * 4096), Access::Write).unwrap(), slat_mmu::FaultOutcome::WriteTracked);
     audit(&m);
-    assert_eq!(m.explain(GIB >> 12).decision.not_2m.primary(), Some(WhyNotHuge::WriteTracking));
-    m.write_untrack((GIB >> 12) + 5).unwrap();
-    assert_eq!(m.explain(GIB >> 12).decision.size, PageSize::Size2M);
+    assert_eq!(m.explain(Gfn(GIB >> 12)).decision.not_2m.primary(), Some(WhyNotHuge::WriteTracking));
+    m.write_untrack(Gfn((GIB >> 12) + 5)).unwrap();
+    assert_eq!(m.explain(Gfn(GIB >> 12)).decision.size, PageSize::Size2M);
 }
 
 #[test]
@@ -115,27 +117,27 @@ fn mixed_memory_types_keep_blocks_small() {
     m.host().map_range(HVA, 8 * MIB, HPA, PageSize::Size2M, true);
     m.add_memslot(slot(0, GIB, 8 * MIB, HVA)).unwrap();
     assert_eq!(touch(&m, GIB + 2 * MIB, Access::Read), PageSize::Size2M);
-    m.set_memory_type((GIB + 2 * MIB + 0x10000) >> 12, 4, MemType::Uncached).unwrap();
+    m.set_memory_type(Gfn((GIB + 2 * MIB + 0x10000) >> 12), 4, MemType::Uncached).unwrap();
     audit(&m);
     assert_eq!(touch(&m, GIB + 2 * MIB, Access::Read), PageSize::Size4K);
-    assert_eq!(m.explain((GIB + 2 * MIB) >> 12).decision.not_2m.primary(), Some(WhyNotHuge::MixedAttributes));
+    assert_eq!(m.explain(Gfn((GIB + 2 * MIB) >> 12)).decision.not_2m.primary(), Some(WhyNotHuge::MixedAttributes));
     touch(&m, GIB + 2 * MIB + 0x10000, Access::Read);
-    let t = m.with_tables(|pt| pt.translate(GIB + 2 * MIB + 0x10000)).unwrap();
+    let t = m.with_tables(|pt| pt.translate(Gpa(GIB + 2 * MIB + 0x10000))).unwrap();
     assert_eq!(t.attrs.mem_type, MemType::Uncached);
     // Making the whole block uniform again (all uncached) allows a huge leaf again.
-    m.set_memory_type((GIB + 2 * MIB) >> 12, 512, MemType::Uncached).unwrap();
+    m.set_memory_type(Gfn((GIB + 2 * MIB) >> 12), 512, MemType::Uncached).unwrap();
     assert_eq!(touch(&m, GIB + 2 * MIB, Access::Read), PageSize::Size2M);
     assert_eq!(touch(&m, GIB, Access::Read), PageSize::Size2M);
 }
 
 #[test]
 fn caps_and_cpu_limits_are_reasons() {
-    let m = mmu(MmuConfig { max_leaf: PageSize::Size2M, ..MmuConfig::default() });
+    let m = mmu(MmuConfig::default().with_max_leaf(PageSize::Size2M));
     m.host().map_range(HVA, GIB, HPA, PageSize::Size1G, true);
     m.add_memslot(slot(0, GIB, GIB, HVA)).unwrap();
     assert_eq!(touch(&m, GIB, Access::Read), PageSize::Size2M);
     assert_eq!(m.stats().why(WhyNotHuge::FormatLimit), 1);
-    let m = mmu(MmuConfig { cap: Some(PageSize::Size4K), ..MmuConfig::default() });
+    let m = mmu(MmuConfig::default().with_cap(Some(PageSize::Size4K)));
     m.host().map_range(HVA, GIB, HPA, PageSize::Size1G, true);
     m.add_memslot(slot(0, GIB, GIB, HVA)).unwrap();
     assert_eq!(touch(&m, GIB, Access::Read), PageSize::Size4K);
@@ -146,7 +148,7 @@ fn caps_and_cpu_limits_are_reasons() {
 fn host_unmapped_address_is_a_host_error() {
     let m = mmu(MmuConfig::default());
     m.add_memslot(slot(0, GIB, 8 * MIB, HVA)).unwrap();
-    assert!(matches!(m.handle_fault(GIB, Access::Read), Err(FaultError::Host(_))));
+    assert!(matches!(m.handle_fault(Gpa(GIB), Access::Read), Err(FaultError::Host(_))));
 }
 
 #[test]
@@ -155,11 +157,11 @@ fn aging_through_the_notifier() {
     m.host().map_range(HVA, 8 * MIB, HPA, PageSize::Size2M, true);
     m.add_memslot(slot(0, GIB, 8 * MIB, HVA)).unwrap();
     touch(&m, GIB, Access::Read);
-    assert!(m.test_young(HVA, HVA + 4096));
-    assert!(m.clear_young(HVA, HVA + 4096));
-    assert!(!m.test_young(HVA, HVA + 2 * MIB));
-    m.with_tables(|pt| pt.hw_walk(GIB + 8, Access::Read));
-    assert!(m.test_young(HVA, HVA + 4096), "a hardware access sets the accessed flag again");
+    assert!(m.test_young(Hva(HVA), Hva(HVA + 4096)));
+    assert!(m.clear_young(Hva(HVA), Hva(HVA + 4096)));
+    assert!(!m.test_young(Hva(HVA), Hva(HVA + 2 * MIB)));
+    m.with_tables(|pt| pt.hw_walk(Gpa(GIB + 8), Access::Read));
+    assert!(m.test_young(Hva(HVA), Hva(HVA + 4096)), "a hardware access sets the accessed flag again");
 }
 
 /// Faults from several threads run concurrently with host invalidations; the result always
@@ -180,7 +182,7 @@ fn concurrent_faults_and_invalidations_stay_consistent() {
                     x ^= x << 17;
                     let gpa = GIB + ((x % (64 * MIB)) & !0xfff);
                     let access = if x % 3 == 0 { Access::Write } else { Access::Read };
-                    let _ = m.handle_fault(gpa, access).unwrap();
+                    let _ = m.handle_fault(Gpa(gpa), access).unwrap();
                 }
             });
         }
@@ -189,8 +191,8 @@ fn concurrent_faults_and_invalidations_stay_consistent() {
             for i in 0..200u64 {
                 // Invalidate (without changing the host) a 2M block at a time.
                 let hva = HVA + (i % 32) * 2 * MIB;
-                m.invalidate_range_start(hva, hva + 4096);
-                m.invalidate_range_end(hva, hva + 4096);
+                m.invalidate_range_start(Hva(hva), Hva(hva + 4096));
+                m.invalidate_range_end(Hva(hva), Hva(hva + 4096));
             }
         });
     });

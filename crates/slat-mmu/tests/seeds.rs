@@ -5,7 +5,8 @@ mod common;
 use common::*;
 use slat_mmu::testing::Flush;
 use slat_mmu::{
-    BackingKind, DirtyLogMode, FaultOutcome, HarvestMode, MmuConfig, MmuNotifier, RecoveryPolicy, WhyNotHuge,
+    BackingKind, DirtyLogMode, FaultOutcome, Gfn, Gpa, HarvestMode, Hva, MmuConfig, MmuNotifier, RecoveryPolicy,
+    WhyNotHuge,
 };
 use slat_pt::{Access, PageSize};
 
@@ -22,9 +23,9 @@ fn seed_001_zap_of_huge_leaf_flushes_whole_block() {
         m.tlb().clear();
         // The host unmaps one 4 KiB page in the middle of the block.
         let hva = HVA + size.bytes() / 2;
-        m.invalidate_range_start(hva, hva + 4096);
+        m.invalidate_range_start(Hva(hva), Hva(hva + 4096));
         m.host().unmap_range(hva, 4096);
-        m.invalidate_range_end(hva, hva + 4096);
+        m.invalidate_range_end(Hva(hva), Hva(hva + 4096));
         audit(&m);
         assert!(
             m.tlb().covered(GIB, size.bytes()),
@@ -46,7 +47,7 @@ fn seed_001_misaligned_slot_gets_4k_with_reason_misaligned() {
         assert_eq!(touch(&m, GIB + off + 0x3000, Access::Write), PageSize::Size4K);
     }
     assert_eq!(leaves(&m), [16, 0, 0]);
-    let e = m.explain((GIB >> 12) + 3);
+    let e = m.explain(Gfn((GIB >> 12) + 3));
     assert_eq!(e.decision.not_2m.primary(), Some(WhyNotHuge::Misaligned), "{e}");
     assert_eq!(m.stats().why(WhyNotHuge::Misaligned), 16);
     assert_eq!(m.why_not_huge().pages(WhyNotHuge::Misaligned), 16);
@@ -61,7 +62,7 @@ fn seed_001_unaligned_congruent_slot_is_huge_inside() {
     // gpa and hva both start 1 MiB into a 2 MiB block: congruent. 12 MiB long.
     m.add_memslot(slot(0, GIB + MIB, 12 * MIB, HVA + MIB)).unwrap();
     assert_eq!(touch(&m, GIB + MIB, Access::Read), PageSize::Size4K); // head: partial block
-    assert_eq!(m.explain((GIB + MIB) >> 12).decision.not_2m.primary(), Some(WhyNotHuge::CrossesSlot));
+    assert_eq!(m.explain(Gfn((GIB + MIB) >> 12)).decision.not_2m.primary(), Some(WhyNotHuge::CrossesSlot));
     for blk in 1..6 {
         assert_eq!(touch(&m, GIB + blk * 2 * MIB + 0x1000, Access::Read), PageSize::Size2M);
     }
@@ -85,12 +86,12 @@ fn seed_000_003_dax_gets_huge_leaves_and_dirty_reaches_host() {
     assert!(m.host().is_dirty((HPA + 0x1234_5000) >> 12), "write through 1G DAX leaf marks the host page dirty");
     assert!(m.host().is_dirty((HPA + GIB + 0x30_0000) >> 12));
     // Zapping the writable 1G leaf marks the whole block dirty for DAX writeback.
-    m.invalidate_range_start(HVA, HVA + GIB);
-    m.invalidate_range_end(HVA, HVA + GIB);
+    m.invalidate_range_start(Hva(HVA), Hva(HVA + GIB));
+    m.invalidate_range_end(Hva(HVA), Hva(HVA + GIB));
     assert!(m.host().is_dirty((HPA + GIB - 4096) >> 12));
     audit(&m);
     // Not 1G there: the host leaf is 2M (and the 1G block would also cross the slot's end).
-    let e = m.explain((5 * GIB) >> 12);
+    let e = m.explain(Gfn((5 * GIB) >> 12));
     assert!(
         e.decision.not_1g.contains(WhyNotHuge::HostLeaf2M) && e.decision.not_1g.contains(WhyNotHuge::CrossesSlot),
         "{e}"
@@ -112,7 +113,7 @@ fn seed_002_shmem_thp_follows_the_vmm_mapping() {
     m.add_memslot(slot(0, GIB, 16 * MIB, HVA)).unwrap();
     assert_eq!(touch(&m, GIB + 0x1000, Access::Read), PageSize::Size2M);
     assert_eq!(touch(&m, GIB + 8 * MIB + 0x1000, Access::Read), PageSize::Size4K);
-    let e = m.explain((GIB + 8 * MIB + 0x1000) >> 12);
+    let e = m.explain(Gfn((GIB + 8 * MIB + 0x1000) >> 12));
     assert_eq!(e.decision.not_2m.primary(), Some(WhyNotHuge::HostMapsSmall), "{e}");
     // Another process PTE-mapping part of region A's folio changes nothing in the VMM's host
     // tables: no invalidation reaches the MMU, and the 2M leaf stays.
@@ -123,7 +124,7 @@ fn seed_002_shmem_thp_follows_the_vmm_mapping() {
 // ---- 004_d19eba3a390fbcf1: lazy collapse after dirty logging --------------------------------------
 
 fn logged_vm(mode: DirtyLogMode, recovery: RecoveryPolicy) -> TestMmu {
-    let config = MmuConfig { dirty_log: mode, recovery, ..MmuConfig::default() };
+    let config = MmuConfig::default().with_dirty_log(mode).with_recovery(recovery);
     let m = mmu(config);
     m.host().map_range(HVA, GIB, HPA, PageSize::Size1G, true);
     m.host().map_range(HVA + GIB, 64 * MIB, HPA + GIB, PageSize::Size2M, true);
@@ -156,7 +157,7 @@ fn seed_004_logging_then_zap_recovery_restores_counts_after_refault() {
         // The guest writes one page in every 2M block.
         for b in 0..(GIB + 64 * MIB) / (2 * MIB) {
             // A full audit walks ~280k leaves here: audit every 32nd step and at the end.
-            let out = m.handle_fault(GIB + b * 2 * MIB + 0x3000, Access::Write).unwrap();
+            let out = m.handle_fault(Gpa(GIB + b * 2 * MIB + 0x3000), Access::Write).unwrap();
             assert!(matches!(out, FaultOutcome::Mapped { size: PageSize::Size4K, .. }), "{mode:?}: {out:?}");
             if b % 32 == 0 {
                 audit(&m);
@@ -202,12 +203,10 @@ fn seed_004_in_place_recovery_is_immediate_with_one_flush() {
 /// 4K leaf where a huge one is legal.
 #[test]
 fn seed_004_recovery_racing_a_fault_leaves_no_small_leaf() {
-    let config = MmuConfig {
-        dirty_log: DirtyLogMode::SplitOnFault,
-        recovery: RecoveryPolicy::InPlace,
-        recovery_batch: 4,
-        ..MmuConfig::default()
-    };
+    let config = MmuConfig::default()
+        .with_dirty_log(DirtyLogMode::SplitOnFault)
+        .with_recovery(RecoveryPolicy::InPlace)
+        .with_recovery_batch(4);
     let m = std::sync::Arc::new(mmu(config));
     m.host().map_range(HVA, 64 * MIB, HPA, PageSize::Size2M, true);
     m.add_memslot(slot(0, GIB, 64 * MIB, HVA)).unwrap();
@@ -224,7 +223,7 @@ fn seed_004_recovery_racing_a_fault_leaves_no_small_leaf() {
             let _ = m.set_dirty_logging(0, false);
         }
     })));
-    let out = m.handle_fault(GIB + 40 * MIB + 0x7000, Access::Write).unwrap();
+    let out = m.handle_fault(Gpa(GIB + 40 * MIB + 0x7000), Access::Write).unwrap();
     m.host().set_fault_hook(None);
     assert_eq!(out, FaultOutcome::Retry, "the fault decided 4K under logging and must retry");
     touch(&m, GIB + 40 * MIB + 0x7000, Access::Write);
@@ -237,10 +236,10 @@ fn seed_004_recovery_racing_a_fault_leaves_no_small_leaf() {
     }
     audit(&m);
     let small: Vec<_> = m
-        .with_tables(|pt| pt.leaves(GIB, 64 * MIB))
+        .with_tables(|pt| pt.leaves(Gpa(GIB), 64 * MIB))
         .into_iter()
         .filter(|l| l.size == PageSize::Size4K)
-        .filter(|l| m.explain(l.gpa >> 12).decision.size > PageSize::Size4K)
+        .filter(|l| m.explain(Gfn(l.gpa >> 12)).decision.size > PageSize::Size4K)
         .collect();
     assert!(small.is_empty(), "4K leaves where huge is legal: {small:?}");
     assert_eq!(leaves(&m), [0, 32, 0]);
@@ -257,7 +256,7 @@ fn seed_004_no_dirty_page_lost() {
         (DirtyLogMode::HardwareDirty, HarvestMode::GetAndClear),
         (DirtyLogMode::SplitOnFault, HarvestMode::ManualClear { initially_set: false }),
     ] {
-        let m = mmu(MmuConfig { dirty_log: mode, harvest, ..MmuConfig::default() });
+        let m = mmu(MmuConfig::default().with_dirty_log(mode).with_harvest(harvest));
         m.host().map_range(HVA, 32 * MIB, HPA, PageSize::Size2M, true);
         m.add_memslot(slot(0, GIB, 32 * MIB, HVA)).unwrap();
         for b in 0..16 {
@@ -281,10 +280,10 @@ fn seed_004_no_dirty_page_lost() {
                 let page = x % npages;
                 let gpa = GIB + page * 4096;
                 // The guest writes: a fault only if the hardware walk would fault.
-                let ok = m.with_tables(|pt| pt.hw_walk(gpa, Access::Write).result.is_ok());
+                let ok = m.with_tables(|pt| pt.hw_walk(Gpa(gpa), Access::Write).result.is_ok());
                 if !ok {
                     touch(&m, gpa, Access::Write);
-                    assert!(m.with_tables(|pt| pt.hw_walk(gpa, Access::Write).result.is_ok()));
+                    assert!(m.with_tables(|pt| pt.hw_walk(Gpa(gpa), Access::Write).result.is_ok()));
                 }
                 written.insert(page);
             }
@@ -323,18 +322,18 @@ fn host_split_racing_a_fault_retries() {
         }
         let m = weak.upgrade().unwrap();
         let block = hva & !(2 * MIB - 1);
-        m.invalidate_range_start(block, block + 2 * MIB);
+        m.invalidate_range_start(Hva(block), Hva(block + 2 * MIB));
         m.host().split(block);
         m.host().unmap_range(block + 0x5000, 4096);
         m.host().map_range(block + 0x5000, 4096, HPA + 100 * MIB, PageSize::Size4K, true);
-        m.invalidate_range_end(block, block + 2 * MIB);
+        m.invalidate_range_end(Hva(block), Hva(block + 2 * MIB));
     })));
-    let out = m.handle_fault(GIB + 0x5000, Access::Read).unwrap();
+    let out = m.handle_fault(Gpa(GIB + 0x5000), Access::Read).unwrap();
     assert!(fired.load(std::sync::atomic::Ordering::SeqCst));
     assert_eq!(out, FaultOutcome::Retry);
     assert_eq!(leaves(&m), [0, 0, 0], "nothing installed from the stale host answer");
     m.host().set_fault_hook(None);
     assert_eq!(touch(&m, GIB + 0x5000, Access::Read), PageSize::Size4K);
-    assert_eq!(m.with_tables(|pt| pt.translate(GIB + 0x5000)).unwrap().pa, HPA + 100 * MIB);
+    assert_eq!(m.with_tables(|pt| pt.translate(Gpa(GIB + 0x5000))).unwrap().pa, HPA + 100 * MIB);
     assert!(m.stats().retries >= 1);
 }

@@ -2,7 +2,8 @@
 
 use slat_mmu::sharded::ShardedRawRwLock;
 use slat_mmu::testing::{FakeHost, RecordingTlb};
-use slat_mmu::{MemslotSpec, Mmu, MmuConfig, MmuNotifier};
+use slat_mmu::Parts;
+use slat_mmu::{Gfn, Gpa, Hva, MemslotSpec, Mmu, MmuConfig, MmuNotifier};
 use slat_pt::format::Ept4;
 use slat_pt::{Access, PageSize, SimFrameAllocator};
 
@@ -11,14 +12,14 @@ fn faults_and_invalidations_under_the_sharded_lock() {
     const HVA: u64 = 0x7f00_0000_0000;
     let host = FakeHost::new();
     host.map_range(HVA, 64 << 20, 0x20_0000_0000, PageSize::Size2M, true);
-    let m: Mmu<Ept4, _, _, _, ShardedRawRwLock> =
+    let m: Mmu<Ept4, Parts<_, _, _, ShardedRawRwLock>> =
         Mmu::new(MmuConfig::default(), SimFrameAllocator::new(0x100_0000_0000, 1 << 30), host, RecordingTlb::default())
             .unwrap();
     m.add_memslot(MemslotSpec {
         id: 0,
-        base_gfn: 0x40000,
+        base_gfn: Gfn(0x40000),
         npages: (64 << 20) >> 12,
-        hva: HVA,
+        hva: Hva(HVA),
         readonly: false,
         log_dirty: false,
     })
@@ -34,7 +35,7 @@ fn faults_and_invalidations_under_the_sharded_lock() {
                     x ^= x >> 7;
                     x ^= x << 17;
                     let gpa = (1 << 30) + ((x % (64 << 20)) & !0xfff);
-                    m.handle_fault(gpa, if x % 3 == 0 { Access::Write } else { Access::Read }).unwrap();
+                    m.handle_fault(Gpa(gpa), if x % 3 == 0 { Access::Write } else { Access::Read }).unwrap();
                     if i % 100 == 0 {
                         *l.write() += 1;
                     } else {
@@ -48,8 +49,8 @@ fn faults_and_invalidations_under_the_sharded_lock() {
         s.spawn(move || {
             for i in 0..300u64 {
                 let hva = HVA + (i % 32) * (2 << 20);
-                m.invalidate_range_start(hva, hva + 4096);
-                m.invalidate_range_end(hva, hva + 4096);
+                m.invalidate_range_start(Hva(hva), Hva(hva + 4096));
+                m.invalidate_range_end(Hva(hva), Hva(hva + 4096));
             }
         });
     });

@@ -10,12 +10,14 @@
 //! completed on a vCPU appears in a harvest that ran after the write's vCPU last saw the harvest
 //! count (the harvest running at that moment, or a later one, including a final one).
 
+use slat_mmu::{
+    DirtyLogMode, FaultOutcome, Gfn, Gpa, HostMemory, Hva, MemslotSpec, MmuConfig, MmuNotifier, RecoveryPolicy, StdMmu,
+};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Mutex;
 
 use slat_mmu::testing::{FakeHost, RecordingTlb};
-use slat_mmu::{DirtyLogMode, FaultOutcome, HostMemory, MemslotSpec, MmuConfig, MmuNotifier, RecoveryPolicy, StdMmu};
 use slat_pt::format::Ept4;
 use slat_pt::{Access, PageSize, SimFrameAllocator, PAGE_SIZE};
 
@@ -72,11 +74,11 @@ fn run(seed: u64, cfg: MmuConfig, vcpus: u32, iters: u64, fig: &Figures) {
         m.host().map_range(HVA + c * 2 * MIB, 2 * MIB, fresh(), PageSize::Size2M, true);
     }
     let spec = |id, base_gfn, npages, hva| MemslotSpec { id, base_gfn, npages, hva, readonly: false, log_dirty: false };
-    m.add_memslot(spec(0, G0, (16 * MIB) >> 12, HVA)).unwrap();
-    m.add_memslot(spec(2, G2, (4 * MIB) >> 12, HVA2)).unwrap();
+    m.add_memslot(spec(0, Gfn(G0), (16 * MIB) >> 12, Hva(HVA))).unwrap();
+    m.add_memslot(spec(2, Gfn(G2), (4 * MIB) >> 12, Hva(HVA2))).unwrap();
     // Some huge leaves before logging starts, so enabling it protects or splits them.
     for c in 0..CHUNKS {
-        let _ = m.handle_fault(GIB + c * 2 * MIB, Access::Read);
+        let _ = m.handle_fault(Gpa(GIB + c * 2 * MIB), Access::Read);
     }
     m.set_dirty_logging(0, true).unwrap();
 
@@ -105,7 +107,7 @@ fn run(seed: u64, cfg: MmuConfig, vcpus: u32, iters: u64, fig: &Figures) {
                     fig.accesses.fetch_add(1, SeqCst);
                     for _ in 0..64 {
                         let epoch = harvests_started.load(SeqCst);
-                        if m.with_tables(|pt| pt.hw_walk(gpa, access).result.is_ok()) {
+                        if m.with_tables(|pt| pt.hw_walk(Gpa(gpa), access).result.is_ok()) {
                             if access == Access::Write && in_slot0 {
                                 mine.push(((gpa >> 12) - G0, epoch));
                                 fig.writes.fetch_add(1, SeqCst);
@@ -113,7 +115,7 @@ fn run(seed: u64, cfg: MmuConfig, vcpus: u32, iters: u64, fig: &Figures) {
                             break;
                         }
                         fig.faults.fetch_add(1, SeqCst);
-                        match m.handle_fault_on(v, gpa, access) {
+                        match m.handle_fault_on(v, Gpa(gpa), access) {
                             Ok(FaultOutcome::Mapped { .. }) => {}
                             Ok(FaultOutcome::Retry) => {
                                 fig.retries.fetch_add(1, SeqCst);
@@ -135,22 +137,22 @@ fn run(seed: u64, cfg: MmuConfig, vcpus: u32, iters: u64, fig: &Figures) {
                 while !done.load(SeqCst) {
                     let c = rng.below(12);
                     let hva = HVA + c * 2 * MIB;
-                    let old = m.host().lookup(hva).map(|p| p.pfn * PAGE_SIZE);
-                    m.invalidate_range_start(hva, hva + 2 * MIB);
+                    let old = m.host().lookup(Hva(hva)).map(|p| p.pfn.hpa());
+                    m.invalidate_range_start(Hva(hva), Hva(hva + 2 * MIB));
                     if rng.below(3) == 0 {
                         m.host().split(hva);
-                        m.invalidate_range_end(hva, hva + 2 * MIB);
+                        m.invalidate_range_end(Hva(hva), Hva(hva + 2 * MIB));
                     } else {
                         m.host().unmap_range(hva, 2 * MIB);
                         let size = if rng.below(2) == 0 { PageSize::Size4K } else { PageSize::Size2M };
                         m.host().map_range(hva, 2 * MIB, fresh(), size, true);
-                        m.invalidate_range_end(hva, hva + 2 * MIB);
+                        m.invalidate_range_end(Hva(hva), Hva(hva + 2 * MIB));
                         // I3: nothing translates into the replaced pages any more.
                         if let Some(old) = old {
                             let bad = m.with_tables(|pt| {
                                 [(GIB, 16 * MIB), (2 * GIB, 16 * MIB), (3 * GIB, 4 * MIB)]
                                     .into_iter()
-                                    .flat_map(|(gpa, len)| pt.leaves(gpa, len))
+                                    .flat_map(|(gpa, len)| pt.leaves(Gpa(gpa), len))
                                     .filter(|l| l.pa < old + 2 * MIB && old < l.pa + l.size.bytes())
                                     .map(|l| format!("leaf {:#x} {:?} -> {:#x}", l.gpa, l.size, l.pa))
                                     .collect::<Vec<_>>()
@@ -180,9 +182,9 @@ fn run(seed: u64, cfg: MmuConfig, vcpus: u32, iters: u64, fig: &Figures) {
                         2 => {
                             let base = ((2 * GIB) >> 12) + rng.below(4) * 512 + rng.below(2) * 7;
                             let r = match slot1 {
-                                None => m.add_memslot(spec(1, base, (4 * MIB) >> 12, HVA1)),
+                                None => m.add_memslot(spec(1, Gfn(base), (4 * MIB) >> 12, Hva(HVA1))),
                                 Some(_) if rng.below(3) == 0 => m.delete_memslot(1),
-                                Some(_) => m.move_memslot(1, base),
+                                Some(_) => m.move_memslot(1, Gfn(base)),
                             };
                             r.unwrap();
                             slot1 = match slot1 {
@@ -254,12 +256,10 @@ fn vcpus_host_and_vmm_threads() {
     ];
     let mut threads = 0;
     for r in 0..runs {
-        let cfg = MmuConfig {
-            dirty_log: modes[(r % 4) as usize],
-            recovery: if r % 2 == 0 { RecoveryPolicy::InPlace } else { RecoveryPolicy::Zap },
-            recovery_batch: 2,
-            ..MmuConfig::default()
-        };
+        let cfg = MmuConfig::default()
+            .with_dirty_log(modes[(r % 4) as usize])
+            .with_recovery(if r % 2 == 0 { RecoveryPolicy::InPlace } else { RecoveryPolicy::Zap })
+            .with_recovery_batch(2);
         let vcpus = 2 + (r % 3) as u32;
         threads += vcpus as u64 + 2;
         run(seed0.wrapping_add(r.wrapping_mul(0x1234_5678_9abc_def1)) | 1, cfg, vcpus, iters, &fig);

@@ -4,12 +4,13 @@
 mod common;
 
 use common::*;
-use slat_mmu::{DirtyLogMode, MmuConfig, MmuNotifier};
+use slat_mmu::Hva;
+use slat_mmu::{DirtyLogMode, Gpa, MmuConfig, MmuNotifier};
 use slat_pt::{Access, PageSize};
 
 #[test]
 fn zapped_hardware_dirty_pages_reach_the_log() {
-    let m = mmu(MmuConfig { dirty_log: DirtyLogMode::HardwareDirty, ..MmuConfig::default() });
+    let m = mmu(MmuConfig::default().with_dirty_log(DirtyLogMode::HardwareDirty));
     m.host().map_range(HVA, 8 * MIB, HPA, PageSize::Size2M, true);
     m.add_memslot(slot(0, GIB, 8 * MIB, HVA)).unwrap();
     m.set_dirty_logging(0, true).unwrap();
@@ -18,12 +19,12 @@ fn zapped_hardware_dirty_pages_reach_the_log() {
         // A read fault maps the page writable with its dirty state clear (hardware-dirty mode)...
         assert_eq!(touch(&m, GIB + p * 4096, Access::Read), PageSize::Size4K);
         // ...and the guest's write goes through without a fault, setting only the dirty bit.
-        assert!(m.with_tables(|pt| pt.hw_walk(GIB + p * 4096, Access::Write).result.is_ok()));
+        assert!(m.with_tables(|pt| pt.hw_walk(Gpa(GIB + p * 4096), Access::Write).result.is_ok()));
     }
     let faults = m.stats().faults;
     // The host invalidates the whole slot (e.g. compaction) before the harvest.
-    m.invalidate_range_start(HVA, HVA + 8 * MIB);
-    m.invalidate_range_end(HVA, HVA + 8 * MIB);
+    m.invalidate_range_start(Hva(HVA), Hva(HVA + 8 * MIB));
+    m.invalidate_range_end(Hva(HVA), Hva(HVA + 8 * MIB));
     audit(&m);
     assert_eq!(leaves(&m), [0, 0, 0]);
     let log = m.get_dirty_log(0).unwrap();

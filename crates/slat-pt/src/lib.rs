@@ -39,6 +39,7 @@
 
 extern crate alloc;
 
+pub mod addr;
 pub mod attrs;
 pub mod flush;
 pub mod format;
@@ -46,6 +47,7 @@ pub mod frame;
 pub mod size;
 pub mod table;
 
+pub use addr::{Gfn, Gpa, Hva, Pfn};
 pub use attrs::{LeafAttrs, MemType, Perms, SwBits};
 pub use flush::{Detached, DetachedList, FlushBatch, FlushRange};
 pub use format::{Format, Pte};

@@ -4,7 +4,7 @@
 mod host_common;
 
 use host_common::*;
-use slat_mmu::{BackingKind, HostError, HostMemory};
+use slat_mmu::{BackingKind, HostError, HostMemory, Hva, Pfn};
 use slat_pt::PageSize::{self, Size1G, Size2M, Size4K};
 use slat_sim::host::{
     Backing, FolioKind, HostConfig, HostOpError, MmapRequest, Prot, ShmemHuge, SimHost, ThpAdvice, ThpMode,
@@ -20,7 +20,7 @@ fn shmem(huge: ShmemHuge) -> Backing {
 
 /// Fault `hva` (write) and return the host leaf size.
 fn size_at(h: &SimHost, hva: u64) -> PageSize {
-    h.fault_in(hva, true).unwrap().size
+    h.fault_in(Hva(hva), true).unwrap().size
 }
 
 #[test]
@@ -36,12 +36,12 @@ fn anonymous_thp_modes() {
     for (thp, advice, want) in cases {
         let hva = h.mmap(&MmapRequest::new(4 * M2, anon(thp)).with_advice(advice)).unwrap();
         assert_eq!(size_at(&h, hva + 3 * K4), want, "{thp:?} {advice:?}");
-        let end_of_block = h.lookup(hva + M2 - K4);
+        let end_of_block = h.lookup(Hva(hva + M2 - K4));
         if want == Size2M {
             let p = end_of_block.unwrap();
-            let f = h.folio(p.pfn).unwrap();
+            let f = h.folio(p.pfn.0).unwrap();
             assert_eq!((f.order, f.kind, f.pmd_mapped, f.pte_mapped), (9, FolioKind::Anonymous, 1, 0));
-            assert_eq!(p.pfn, f.head_pfn + 511, "the pfn of the 4 KiB page, not the head");
+            assert_eq!(p.pfn, Pfn(f.head_pfn + 511), "the pfn of the 4 KiB page, not the head");
         } else {
             assert_eq!(end_of_block, None, "only the faulting page is mapped");
         }
@@ -69,11 +69,11 @@ fn lookup_never_allocates() {
     let h = host(G1);
     let hva = h.mmap(&MmapRequest::new(4 * M2, anon(ThpMode::Always))).unwrap();
     let free = h.stats().free_pages;
-    assert_eq!(h.lookup(hva), None);
+    assert_eq!(h.lookup(Hva(hva)), None);
     assert_eq!(h.stats().free_pages, free);
-    h.fault_in(hva, false).unwrap();
+    h.fault_in(Hva(hva), false).unwrap();
     assert_eq!(h.stats().free_pages, free - 512);
-    assert_eq!(h.lookup(hva + M2), None);
+    assert_eq!(h.lookup(Hva(hva + M2)), None);
 }
 
 #[test]
@@ -88,9 +88,9 @@ fn shmem_huge_policies() {
     ];
     for (huge, advice, want) in cases {
         let hva = h.mmap(&MmapRequest::new(4 * M2, shmem(huge)).with_advice(advice)).unwrap();
-        let p = h.fault_in(hva + 7 * K4, false).unwrap();
+        let p = h.fault_in(Hva(hva + 7 * K4), false).unwrap();
         assert_eq!((p.size, p.kind), (want, BackingKind::Shmem), "{huge:?} {advice:?}");
-        let f = h.folio(p.pfn).unwrap();
+        let f = h.folio(p.pfn.0).unwrap();
         assert_eq!(f.kind, FolioKind::Shmem);
         assert_eq!(f.order, if want == Size2M { 9 } else { 0 });
     }
@@ -104,15 +104,18 @@ fn shmem_within_size_only_where_the_block_is_inside_the_file() {
     let b = |huge| Backing::Shmem { huge, file_offset: 0, file_size: Some(3 * M2 / 2) };
     let within = h.mmap(&MmapRequest::new(4 * M2 / 2, b(ShmemHuge::WithinSize))).unwrap();
     assert_eq!(size_at(&h, within), Size2M);
-    let p = h.fault_in(within + M2, true).unwrap();
+    let p = h.fault_in(Hva(within + M2), true).unwrap();
     assert_eq!(p.size, Size4K);
-    assert_eq!(h.folio(p.pfn).unwrap().order, 0, "within_size: no huge folio past i_size");
-    assert_eq!(h.fault_in(within + 3 * M2 / 2, false), Err(HostError::NotMapped { hva: within + 3 * M2 / 2 }));
+    assert_eq!(h.folio(p.pfn.0).unwrap().order, 0, "within_size: no huge folio past i_size");
+    assert_eq!(
+        h.fault_in(Hva(within + 3 * M2 / 2), false),
+        Err(HostError::NotMapped { hva: Hva(within + 3 * M2 / 2) })
+    );
 
     let always = h.mmap(&MmapRequest::new(4 * M2 / 2, b(ShmemHuge::Always))).unwrap();
-    let p = h.fault_in(always + M2, true).unwrap();
+    let p = h.fault_in(Hva(always + M2), true).unwrap();
     assert_eq!(p.size, Size4K, "the block crosses EOF, so it is not PMD-mapped");
-    assert_eq!(h.folio(p.pfn).unwrap().order, 9, "always: a huge folio even across EOF");
+    assert_eq!(h.folio(p.pfn.0).unwrap().order, 9, "always: a huge folio even across EOF");
     h.audit().unwrap();
 }
 
@@ -122,9 +125,9 @@ fn shmem_misaligned_mapping_has_huge_folios_mapped_by_ptes() {
     // hva is 4 KiB past a 2 MiB boundary while file offset 0 is 2 MiB aligned: incongruent.
     let hva = h.mmap(&MmapRequest::new(8 * M2, shmem(ShmemHuge::Always)).at_offset(K4)).unwrap();
     for i in 0..8 {
-        let p = h.fault_in(hva + i * M2 + 40 * K4, true).unwrap();
+        let p = h.fault_in(Hva(hva + i * M2 + 40 * K4), true).unwrap();
         assert_eq!(p.size, Size4K);
-        let f = h.folio(p.pfn).unwrap();
+        let f = h.folio(p.pfn.0).unwrap();
         assert_eq!((f.order, f.pmd_mapped, f.pte_mapped), (9, 0, 1));
     }
     // A congruent mapping (hva and file offset both 4 KiB past 2 MiB) PMD-maps the inner blocks.
@@ -141,25 +144,25 @@ fn hugetlbfs_pools_and_exhaustion() {
     let b2 = Backing::Hugetlbfs { page_size: Size2M, file_offset: 0 };
     let hva = h.mmap(&MmapRequest::new(4 * M2, b2)).unwrap();
     for i in 0..3 {
-        let p = h.fault_in(hva + i * M2 + 9 * K4, i == 0).unwrap();
+        let p = h.fault_in(Hva(hva + i * M2 + 9 * K4), i == 0).unwrap();
         assert_eq!((p.size, p.kind), (Size2M, BackingKind::Hugetlbfs));
-        assert_eq!(h.folio(p.pfn).unwrap().kind, FolioKind::Hugetlb);
+        assert_eq!(h.folio(p.pfn.0).unwrap().kind, FolioKind::Hugetlb);
     }
     assert_eq!(h.stats().hugetlb_2m.free, 0);
     assert_eq!(
-        h.fault_in(hva + 3 * M2, true),
-        Err(HostError::OutOfMemory { hva: hva + 3 * M2, kind: BackingKind::Hugetlbfs })
+        h.fault_in(Hva(hva + 3 * M2), true),
+        Err(HostError::OutOfMemory { hva: Hva(hva + 3 * M2), kind: BackingKind::Hugetlbfs })
     );
     // Refaulting a present page still works.
     assert_eq!(size_at(&h, hva + 5 * K4), Size2M);
 
     let b1 = Backing::Hugetlbfs { page_size: Size1G, file_offset: 0 };
     let hva = h.mmap(&MmapRequest::new(2 * G1, b1)).unwrap();
-    let p = h.fault_in(hva + G1 - K4, false).unwrap();
+    let p = h.fault_in(Hva(hva + G1 - K4), false).unwrap();
     assert_eq!(p.size, Size1G);
-    let f = h.folio(p.pfn).unwrap();
+    let f = h.folio(p.pfn.0).unwrap();
     assert_eq!((f.order, f.pud_mapped), (18, 1));
-    assert!(matches!(h.fault_in(hva + G1, false), Err(HostError::OutOfMemory { .. })));
+    assert!(matches!(h.fault_in(Hva(hva + G1), false), Err(HostError::OutOfMemory { .. })));
     h.audit().unwrap();
 
     // hugetlbfs mappings must be aligned to the page size.
@@ -177,29 +180,29 @@ fn page_cache_large_folios() {
     let h = host(G1);
     let pc = |max_folio_order| Backing::PageCache { max_folio_order, file_offset: 0, file_size: None };
     let hva = h.mmap(&MmapRequest::new(4 * M2, pc(9))).unwrap();
-    let p = h.fault_in(hva + 3 * K4, false).unwrap();
+    let p = h.fault_in(Hva(hva + 3 * K4), false).unwrap();
     assert_eq!((p.size, p.kind), (Size2M, BackingKind::PageCache));
-    assert_eq!(h.folio(p.pfn).unwrap().kind, FolioKind::PageCache);
+    assert_eq!(h.folio(p.pfn.0).unwrap().kind, FolioKind::PageCache);
 
     let hva = h.mmap(&MmapRequest::new(4 * M2, pc(4))).unwrap();
-    let p = h.fault_in(hva + 17 * K4, false).unwrap();
+    let p = h.fault_in(Hva(hva + 17 * K4), false).unwrap();
     assert_eq!(p.size, Size4K);
-    let f = h.folio(p.pfn).unwrap();
+    let f = h.folio(p.pfn.0).unwrap();
     assert_eq!((f.order, f.pte_mapped), (4, 1), "a 64 KiB folio, PTE-mapped");
     // The neighbour in the same folio faults to the same folio.
-    let q = h.fault_in(hva + 18 * K4, false).unwrap();
+    let q = h.fault_in(Hva(hva + 18 * K4), false).unwrap();
     assert_eq!(q.pfn, p.pfn + 1);
 
     // Misaligned: order-9 folios, mapped with PTEs.
     let hva = h.mmap(&MmapRequest::new(4 * M2, pc(9)).at_offset(8 * K4)).unwrap();
-    let p = h.fault_in(hva + M2, false).unwrap();
+    let p = h.fault_in(Hva(hva + M2), false).unwrap();
     assert_eq!(p.size, Size4K);
-    assert_eq!(h.folio(p.pfn).unwrap().order, 9);
+    assert_eq!(h.folio(p.pfn.0).unwrap().order, 9);
 
     // Orders above 9 act as 9.
     let hva = h.mmap(&MmapRequest::new(4 * M2, pc(18))).unwrap();
-    let p = h.fault_in(hva, false).unwrap();
-    assert_eq!((p.size, h.folio(p.pfn).unwrap().order), (Size2M, 9));
+    let p = h.fault_in(Hva(hva), false).unwrap();
+    assert_eq!((p.size, h.folio(p.pfn.0).unwrap().order), (Size2M, 9));
     h.audit().unwrap();
 }
 
@@ -209,16 +212,16 @@ fn dax_maps_pmd_and_pud_where_aligned_and_records_dirty() {
     let dax = |max_leaf, file_offset| Backing::Dax { max_leaf, file_offset };
     let hva = h.mmap(&MmapRequest::new(2 * G1, dax(Size1G, 0))).unwrap();
     let free = h.stats().free_pages;
-    let p = h.fault_in(hva + G1 + 77 * K4, false).unwrap();
+    let p = h.fault_in(Hva(hva + G1 + 77 * K4), false).unwrap();
     assert_eq!((p.size, p.kind), (Size1G, BackingKind::Dax));
     assert_eq!(h.stats().free_pages, free, "device memory is outside the buddy allocator");
-    assert_eq!(h.folio(p.pfn), None, "no refcounted pages");
+    assert_eq!(h.folio(p.pfn.0), None, "no refcounted pages");
     let device_pfn = HostConfig::default().device_base / K4;
-    assert_eq!(p.pfn, device_pfn + (G1 + 77 * K4) / K4, "pfn follows the device offset");
-    assert!(!h.page_state(p.pfn).dirty);
+    assert_eq!(p.pfn, Pfn(device_pfn + (G1 + 77 * K4) / K4), "pfn follows the device offset");
+    assert!(!h.page_state(p.pfn.0).dirty);
     h.mark_dirty(p.pfn, 1);
-    assert!(h.page_state(p.pfn).dirty);
-    assert!(!h.page_state(p.pfn + 1).dirty);
+    assert!(h.page_state(p.pfn.0).dirty);
+    assert!(!h.page_state((p.pfn + 1).0).dirty);
 
     // Slots carved from the same device at other offsets.
     let hva = h.mmap(&MmapRequest::new(G1, dax(Size2M, 2 * G1))).unwrap();
@@ -246,8 +249,8 @@ fn pfnmap_maps_huge_only_when_aligned() {
     let mmio = |pa, max_leaf| Backing::PfnMap { pa, max_leaf };
     let pa = 0xf0_0000_0000;
     let hva = h.mmap(&MmapRequest::new(2 * G1, mmio(pa, Size1G))).unwrap();
-    let p = h.fault_in(hva + 5 * K4, true).unwrap();
-    assert_eq!((p.size, p.kind, p.pfn), (Size1G, BackingKind::PfnMap, pa / K4 + 5));
+    let p = h.fault_in(Hva(hva + 5 * K4), true).unwrap();
+    assert_eq!((p.size, p.kind, p.pfn.0), (Size1G, BackingKind::PfnMap, pa / K4 + 5));
     let hva = h.mmap(&MmapRequest::new(4 * M2, mmio(pa + M2, Size1G))).unwrap();
     assert_eq!(size_at(&h, hva), Size2M);
     let hva = h.mmap(&MmapRequest::new(4 * M2, mmio(pa + K4, Size1G))).unwrap();
@@ -262,13 +265,13 @@ fn pfnmap_maps_huge_only_when_aligned() {
 fn bad_accesses_are_errors() {
     let h = host(G1);
     let ro = h.mmap(&MmapRequest::new(M2, anon(ThpMode::Always)).with_prot(Prot::ReadOnly)).unwrap();
-    assert_eq!(h.fault_in(ro, true), Err(HostError::ReadOnly { hva: ro }));
-    let p = h.fault_in(ro, false).unwrap();
+    assert_eq!(h.fault_in(Hva(ro), true), Err(HostError::ReadOnly { hva: Hva(ro) }));
+    let p = h.fault_in(Hva(ro), false).unwrap();
     assert!(!p.writable);
     let none = h.mmap(&MmapRequest::new(M2, anon(ThpMode::Always)).with_prot(Prot::None)).unwrap();
-    assert_eq!(h.fault_in(none, false), Err(HostError::NotMapped { hva: none }));
-    assert_eq!(h.fault_in(0x1000, false), Err(HostError::NotMapped { hva: 0x1000 }));
-    assert_eq!(h.lookup(0x1000), None);
+    assert_eq!(h.fault_in(Hva(none), false), Err(HostError::NotMapped { hva: Hva(none) }));
+    assert_eq!(h.fault_in(Hva(0x1000), false), Err(HostError::NotMapped { hva: Hva(0x1000) }));
+    assert_eq!(h.lookup(Hva(0x1000)), None);
 }
 
 #[test]
@@ -315,8 +318,8 @@ fn the_host_is_send_and_sync_and_usable_as_dyn_host_memory() {
     let h = host(G1);
     let hva = h.mmap(&MmapRequest::new(M2, anon(ThpMode::Always))).unwrap();
     let dynamic: &dyn HostMemory = &h;
-    assert_eq!(dynamic.fault_in(hva, true).unwrap().size, Size2M);
+    assert_eq!(dynamic.fault_in(Hva(hva), true).unwrap().size, Size2M);
     std::thread::scope(|s| {
-        s.spawn(|| assert_eq!(h.lookup(hva).unwrap().size, Size2M));
+        s.spawn(|| assert_eq!(h.lookup(Hva(hva)).unwrap().size, Size2M));
     });
 }

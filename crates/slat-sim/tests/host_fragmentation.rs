@@ -5,7 +5,7 @@
 mod host_common;
 
 use host_common::*;
-use slat_mmu::HostMemory;
+use slat_mmu::{HostMemory, Hva};
 use slat_pt::PageSize;
 use slat_sim::host::{Advice, Backing, HostConfig, HostEvent, MmapRequest, SimHost, ThpMode};
 
@@ -38,7 +38,7 @@ fn thp_faults_fall_back_at_the_fragmentation_rate() {
     let mut huge = 0;
     let mut small = 0;
     for b in 0..G1 / M2 {
-        match h.fault_in(hva + b * M2, true) {
+        match h.fault_in(Hva(hva + b * M2), true) {
             Ok(p) if p.size == PageSize::Size2M => huge += 1,
             Ok(_) => small += 1,
             Err(e) => panic!("fault failed: {e}"),
@@ -90,9 +90,9 @@ fn same_seed_same_pfns_different_seed_different_pfns() {
     let run = |seed: u64| {
         let h = fragmented(G1, 0.4, seed);
         let hva = h.mmap(&MmapRequest::new(256 * M2, Backing::Anonymous { thp: ThpMode::Always })).unwrap();
-        let pfns: Vec<(u64, PageSize)> = (0..256)
+        let pfns: Vec<(slat_mmu::Pfn, PageSize)> = (0..256)
             .map(|b| {
-                let p = h.fault_in(hva + b * M2 + 5 * K4, b % 3 == 0).unwrap();
+                let p = h.fault_in(Hva(hva + b * M2 + 5 * K4), b % 3 == 0).unwrap();
                 (p.pfn, p.size)
             })
             .collect();
@@ -122,7 +122,7 @@ fn compaction_migrates_movable_pages_to_restore_2m_blocks() {
     let h = host(64 << 20);
     let hva = h.mmap(&MmapRequest::new(64 << 20, Backing::Anonymous { thp: ThpMode::Never })).unwrap();
     for p in 0..(64 << 20) / K4 {
-        h.fault_in(hva + p * K4, true).unwrap();
+        h.fault_in(Hva(hva + p * K4), true).unwrap();
     }
     assert_eq!(h.stats().free_pages, 0);
     let n = Recorder::new();
@@ -134,7 +134,7 @@ fn compaction_migrates_movable_pages_to_restore_2m_blocks() {
     }
     let before = h.stats();
     assert_eq!(before.allocatable_2m, 0);
-    let pfn_before = h.lookup(hva).unwrap().pfn;
+    let pfn_before = h.lookup(Hva(hva)).unwrap().pfn;
     n.clear();
     let r = h.apply(&HostEvent::Compact { max_blocks: u64::MAX }, &n).unwrap();
     let after = h.stats();
@@ -147,12 +147,12 @@ fn compaction_migrates_movable_pages_to_restore_2m_blocks() {
     // Each migrated page's mapping was invalidated, and lookups show the new pfns.
     assert_eq!(n.invalidations().len() as u64, r.folios_migrated);
     let moved = n.invalidations().iter().any(|&(s, _)| s == hva);
-    assert_eq!(h.lookup(hva).unwrap().pfn != pfn_before, moved);
+    assert_eq!(h.lookup(Hva(hva)).unwrap().pfn != pfn_before, moved);
     h.audit().unwrap();
 
     // A THP fault now succeeds.
     let t = h.mmap(&MmapRequest::new(M2, Backing::Anonymous { thp: ThpMode::Always })).unwrap();
-    assert_eq!(h.fault_in(t, false).unwrap().size, PageSize::Size2M);
+    assert_eq!(h.fault_in(Hva(t), false).unwrap().size, PageSize::Size2M);
 }
 
 #[test]

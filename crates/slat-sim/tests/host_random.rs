@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use host_common::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use slat_mmu::{HostMemory, MmuNotifier};
+use slat_mmu::{HostMemory, Hva, MmuNotifier, Pfn};
 use slat_pt::PageSize;
 use slat_sim::host::{
     Advice, Backing, HostConfig, HostEvent, HvaRange, MmapRequest, Prot, ShmemHuge, SimHost, ThpAdvice, ThpMode,
@@ -25,7 +25,8 @@ struct Shadow {
 }
 
 impl MmuNotifier for Shadow {
-    fn invalidate_range_start(&self, start: u64, end: u64) {
+    fn invalidate_range_start(&self, start: Hva, end: Hva) {
+        let (start, end) = (start.0, end.0);
         let mut p = self.pages.borrow_mut();
         let gone: Vec<u64> = p.range(start..end).map(|(&k, _)| k).collect();
         for k in gone {
@@ -33,13 +34,14 @@ impl MmuNotifier for Shadow {
         }
         self.open.borrow_mut().push((start, end));
     }
-    fn invalidate_range_end(&self, start: u64, end: u64) {
+    fn invalidate_range_end(&self, start: Hva, end: Hva) {
+        let (start, end) = (start.0, end.0);
         assert_eq!(self.open.borrow_mut().pop(), Some((start, end)), "unbalanced invalidation");
     }
-    fn clear_young(&self, _: u64, _: u64) -> bool {
+    fn clear_young(&self, _: Hva, _: Hva) -> bool {
         true
     }
-    fn test_young(&self, _: u64, _: u64) -> bool {
+    fn test_young(&self, _: Hva, _: Hva) -> bool {
         false
     }
 }
@@ -96,8 +98,8 @@ fn random_event(rng: &mut ChaCha8Rng, vmas: &[(u64, u64)]) -> HostEvent {
 
 fn check_shadow(h: &SimHost, shadow: &Shadow, step: usize, what: &str) {
     for (&page, &(pfn, writable)) in shadow.pages.borrow().iter() {
-        let now = h.lookup(page);
-        let ok = now.is_some_and(|p| p.pfn == pfn && (p.writable || !writable));
+        let now = h.lookup(Hva(page));
+        let ok = now.is_some_and(|p| p.pfn == Pfn(pfn) && (p.writable || !writable));
         assert!(ok, "step {step} ({what}): cached {page:#x} -> {pfn:#x} (w={writable}) but host has {now:?}");
     }
 }
@@ -129,14 +131,14 @@ fn run(seed: u64, steps: usize) -> (Vec<u64>, slat_sim::host::HostStats) {
             let hva = start + rng.gen_range(0..len / K4) * K4 + rng.gen_range(0..K4);
             let write = rng.gen_bool(0.5);
             last = format!("fault {hva:#x} write={write}");
-            if let Ok(p) = h.fault_in(hva, write) {
+            if let Ok(p) = h.fault_in(Hva(hva), write) {
                 assert!(!write || p.writable);
                 let page = hva & !(K4 - 1);
-                shadow.pages.borrow_mut().insert(page, (p.pfn, p.writable));
-                pfns.push(p.pfn);
+                shadow.pages.borrow_mut().insert(page, (p.pfn.0, p.writable));
+                pfns.push(p.pfn.0);
                 // The block around the page maps contiguous memory of the reported size.
                 let base = p.size.align_down(hva);
-                let first = h.lookup(base).unwrap();
+                let first = h.lookup(Hva(base)).unwrap();
                 assert_eq!(first.pfn + (page - base) / K4, p.pfn, "step {step}: leaf not contiguous");
             }
             check_shadow(&h, &shadow, step, "fault");

@@ -18,12 +18,12 @@ use hv_common::check;
 use hv_common::host::{BareHost, HVA_1G, HVA_2M, HVA_4K};
 use hv_common::report::Report;
 use hv_common::scenario::{S2Fault, CODE_GPA, SLOT_1G, SLOT_2M, SLOT_4K};
-use slat_mmu::{DirtyLogMode, FaultOutcome, MemslotSpec, Mmu, MmuConfig, MmuNotifier};
+use slat_mmu::{DirtyLogMode, FaultOutcome, Gfn, Gpa, Hva, MemslotSpec, Mmu, MmuConfig, MmuNotifier, Parts};
 use slat_pt::{PageSize, PAGE_SIZE};
 
 use crate::s2::{Fmt1, S2Tlb, S2Vm};
 
-type SmpMmu = Mmu<Fmt1, FrameArena, &'static BareHost, S2Tlb>;
+type SmpMmu = Mmu<Fmt1, Parts<FrameArena, &'static BareHost, S2Tlb>>;
 
 /// Offset of the write-loop stub in the stub page.
 const LOOP_STUB: u64 = 0x100;
@@ -157,7 +157,7 @@ extern "C" fn hv_secondary() -> ! {
             if in_slot1(f) {
                 faults.fetch_add(1, SeqCst);
             }
-            match mmu.handle_fault_on(1, f.gpa, f.access) {
+            match mmu.handle_fault_on(1, Gpa(f.gpa), f.access) {
                 Ok(FaultOutcome::Mapped { new_leaf, .. }) => {
                     if !new_leaf && in_slot1(f) {
                         not_new.fetch_add(1, SeqCst);
@@ -211,16 +211,16 @@ fn start_cpu1() -> i64 {
 
 fn new_mmu(host: &'static BareHost, arena: (u64, u64), dirty_log: DirtyLogMode) -> &'static SmpMmu {
     let mmu = Box::leak(Box::new(
-        SmpMmu::new(MmuConfig { dirty_log, ..MmuConfig::default() }, FrameArena::new(arena.0, arena.1), host, S2Tlb)
+        SmpMmu::new(MmuConfig::default().with_dirty_log(dirty_log), FrameArena::new(arena.0, arena.1), host, S2Tlb)
             .expect("MMU configuration"),
     ));
     for (id, gpa, len) in [SLOT_4K, SLOT_2M, SLOT_1G] {
         let hva = [HVA_4K, HVA_2M, HVA_1G][id as usize];
         let spec = MemslotSpec {
             id,
-            base_gfn: gpa / PAGE_SIZE,
+            base_gfn: Gfn(gpa / PAGE_SIZE),
             npages: len / PAGE_SIZE,
-            hva,
+            hva: Hva(hva),
             readonly: false,
             log_dirty: false,
         };
@@ -312,8 +312,8 @@ fn same_block(r: &mut Report, host: &'static BareHost, arena: (u64, u64)) {
         }
         rounds += 1;
         // Start every round from an unmapped slot 1.
-        mmu.invalidate_range_start(HVA_2M, HVA_2M + SLOT_2M.2);
-        mmu.invalidate_range_end(HVA_2M, HVA_2M + SLOT_2M.2);
+        mmu.invalidate_range_start(Hva(HVA_2M), Hva(HVA_2M + SLOT_2M.2));
+        mmu.invalidate_range_end(Hva(HVA_2M), Hva(HVA_2M + SLOT_2M.2));
         let block = SLOT_2M.1 + (round as u64 % 8) * PageSize::Size2M.bytes();
         let (g0, g1) = (block + 0x1000 * (round as u64 % 7 + 1), block + 0x10_0000 + 0x40 * round as u64);
         SHARED.arg_delay.store((round as u64 % 8) * 60_000, SeqCst);
@@ -325,7 +325,7 @@ fn same_block(r: &mut Report, host: &'static BareHost, arena: (u64, u64)) {
             if in_slot1(f) {
                 mine += 1;
             }
-            match mmu.handle_fault_on(0, f.gpa, f.access) {
+            match mmu.handle_fault_on(0, Gpa(f.gpa), f.access) {
                 Ok(FaultOutcome::Mapped { new_leaf, .. }) => {
                     mine_not_new += (!new_leaf && in_slot1(f)) as u32;
                     true
@@ -344,7 +344,7 @@ fn same_block(r: &mut Report, host: &'static BareHost, arena: (u64, u64)) {
             && host.read(HVA_2M + (g0 - SLOT_2M.1)) == 0xA500_0000 | round
             && host.read(HVA_2M + (g1 - SLOT_2M.1)) == 0x5A00_0000 | round;
         landed += ok as u32;
-        let leaves = mmu.with_tables(|pt| pt.leaves(SLOT_2M.1, SLOT_2M.2));
+        let leaves = mmu.with_tables(|pt| pt.leaves(slat_mmu::Gpa(SLOT_2M.1), SLOT_2M.2));
         one_leaf += (leaves.len() == 1 && leaves[0].size == PageSize::Size2M && leaves[0].gpa == block) as u32;
     }
     host.set_slow_fault_in(0);

@@ -8,7 +8,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use slat_mmu::{DirtyLogMode, FaultOutcome, MemslotSpec, Mmu, MmuConfig};
+use slat_mmu::{DirtyLogMode, FaultOutcome, Gfn, Gpa, Hva, MemslotSpec, Mmu, MmuConfig, Parts};
 use slat_pt::{Access, PAGE_SIZE};
 
 use crate::arena::FrameArena;
@@ -33,8 +33,8 @@ const PDE_D: u32 = 1 << 6;
 /// Run the guest-paging checks with a fresh MMU on page tables from `arena`.
 pub fn run<V: GuestPaging>(vm: &mut V, r: &mut Report, host: &BareHost, arena: (u64, u64)) {
     r.section("guest paging on: the guest's page-table walk and its A/D writes go through slat");
-    let mmu = Mmu::<V::Fmt, FrameArena, &BareHost, V::Tlb>::new(
-        MmuConfig { dirty_log: DirtyLogMode::SplitOnFault, ..MmuConfig::default() },
+    let mmu = Mmu::<V::Fmt, Parts<FrameArena, &BareHost, V::Tlb>>::new(
+        MmuConfig::default().with_dirty_log(DirtyLogMode::SplitOnFault),
         FrameArena::new(arena.0, arena.1),
         host,
         vm.tlb(),
@@ -44,9 +44,9 @@ pub fn run<V: GuestPaging>(vm: &mut V, r: &mut Report, host: &BareHost, arena: (
         let hva = [HVA_4K, HVA_2M, HVA_1G][id as usize];
         let spec = MemslotSpec {
             id,
-            base_gfn: gpa / PAGE_SIZE,
+            base_gfn: Gfn(gpa / PAGE_SIZE),
             npages: len / PAGE_SIZE,
-            hva,
+            hva: Hva(hva),
             readonly: false,
             log_dirty: false,
         };
@@ -63,7 +63,7 @@ pub fn run<V: GuestPaging>(vm: &mut V, r: &mut Report, host: &BareHost, arena: (
         faults.clear();
         vm.run(op, &mut |f| {
             faults.push(*f);
-            matches!(mmu.handle_fault(f.gpa, f.access), Ok(FaultOutcome::Mapped { .. } | FaultOutcome::Retry))
+            matches!(mmu.handle_fault(Gpa(f.gpa), f.access), Ok(FaultOutcome::Mapped { .. } | FaultOutcome::Retry))
         })
     };
     let walk = V::in_guest_walk;

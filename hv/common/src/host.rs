@@ -9,7 +9,7 @@
 use alloc::collections::BTreeMap;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use slat_mmu::{BackingKind, HostError, HostMemory, HostPage};
+use slat_mmu::{BackingKind, HostError, HostMemory, HostPage, Hva, Pfn};
 use slat_pt::{PageSize, PAGE_SIZE};
 
 /// hva window of 4 KiB-backed memory.
@@ -63,13 +63,13 @@ impl BareHost {
 
     /// Host physical address behind `hva`, faulting nothing in.
     pub fn hpa(&self, hva: u64) -> Option<u64> {
-        self.lookup(hva).map(|p| p.pfn * PAGE_SIZE + (hva & (PAGE_SIZE - 1)))
+        self.lookup(Hva(hva)).map(|p| p.pfn.hpa() + (hva & (PAGE_SIZE - 1)))
     }
 
     /// Pointer to the 32-bit word at `hva` (faulting the host page in).
     pub fn ptr(&self, hva: u64) -> *mut u32 {
-        let p = self.fault_in(hva, true).expect("hva inside a host window");
-        (p.pfn * PAGE_SIZE + (hva & (PAGE_SIZE - 1))) as *mut u32
+        let p = self.fault_in(Hva(hva), true).expect("hva inside a host window");
+        (p.pfn.hpa() + (hva & (PAGE_SIZE - 1))) as *mut u32
     }
 
     /// Read the word at `hva`.
@@ -138,12 +138,13 @@ impl BareHost {
             PageSize::Size4K | PageSize::Size2M => BackingKind::Anonymous,
             PageSize::Size1G => BackingKind::Hugetlbfs,
         };
-        HostPage::new(hpa / PAGE_SIZE, size, true, kind)
+        HostPage::new(Pfn(hpa / PAGE_SIZE), size, true, kind)
     }
 }
 
 impl HostMemory for BareHost {
-    fn fault_in(&self, hva: u64, _write: bool) -> Result<HostPage, HostError> {
+    fn fault_in(&self, hva: Hva, _write: bool) -> Result<HostPage, HostError> {
+        let hva = hva.0;
         match self.window(hva) {
             Some((PageSize::Size4K, _)) => {
                 let page = hva & !(PAGE_SIZE - 1);
@@ -152,7 +153,7 @@ impl HostMemory for BareHost {
                     Some(&p) => p,
                     None => {
                         let p = Self::take_page(&mut s, self.layout.pool_4k.0)
-                            .ok_or(HostError::OutOfMemory { hva, kind: BackingKind::Anonymous })?;
+                            .ok_or(HostError::OutOfMemory { hva: Hva(hva), kind: BackingKind::Anonymous })?;
                         s.map.insert(page, p);
                         p
                     }
@@ -167,11 +168,12 @@ impl HostMemory for BareHost {
                 }
                 Ok(Self::page(size, hpa & !(PAGE_SIZE - 1)))
             }
-            None => Err(HostError::NotMapped { hva }),
+            None => Err(HostError::NotMapped { hva: Hva(hva) }),
         }
     }
 
-    fn lookup(&self, hva: u64) -> Option<HostPage> {
+    fn lookup(&self, hva: Hva) -> Option<HostPage> {
+        let hva = hva.0;
         match self.window(hva)? {
             (PageSize::Size4K, _) => {
                 let hpa = *self.small.lock().map.get(&(hva & !(PAGE_SIZE - 1)))?;
@@ -181,11 +183,11 @@ impl HostMemory for BareHost {
         }
     }
 
-    fn mark_dirty(&self, _pfn: u64, pages: u64) {
+    fn mark_dirty(&self, _pfn: Pfn, pages: u64) {
         self.dirty_marks.fetch_add(pages, Ordering::Relaxed);
     }
 
-    fn mark_accessed(&self, _pfn: u64, pages: u64) {
+    fn mark_accessed(&self, _pfn: Pfn, pages: u64) {
         self.accessed_marks.fetch_add(pages, Ordering::Relaxed);
     }
 }

@@ -17,7 +17,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use slat_mmu::{DirtyLogMode, FaultOutcome, MemslotSpec, Mmu, MmuConfig, MmuNotifier};
+use slat_mmu::{DirtyLogMode, FaultOutcome, Gfn, Gpa, Hva, MemslotSpec, Mmu, MmuConfig, MmuNotifier, Parts};
 use slat_pt::{Access, Format, PageSize, Perms, PAGE_SIZE};
 
 use crate::arena::FrameArena;
@@ -128,7 +128,7 @@ pub struct Arenas {
     pub len: u64,
 }
 
-type M<'h, V> = Mmu<<V as Vm>::Fmt, FrameArena, &'h BareHost, <V as Vm>::Tlb>;
+type M<'h, V> = Mmu<<V as Vm>::Fmt, Parts<FrameArena, &'h BareHost, <V as Vm>::Tlb>>;
 
 /// What one op did.
 struct Outcome {
@@ -190,15 +190,15 @@ impl<'a, 'o, V: Vm> Scenario<'a, 'o, V> {
         let quarter = self.arenas.len / 4;
         let arena = FrameArena::new(self.arenas.base + self.next_arena * quarter, quarter);
         self.next_arena = (self.next_arena + 1) % 4;
-        let config = MmuConfig { dirty_log, ..MmuConfig::default() };
+        let config = MmuConfig::default().with_dirty_log(dirty_log);
         let mmu = M::<V>::new(config, arena, self.host, self.vm.tlb()).expect("MMU configuration");
         for (id, gpa, len) in [SLOT_4K, SLOT_2M, SLOT_1G] {
             let hva = [HVA_4K, HVA_2M, HVA_1G][id as usize];
             let spec = MemslotSpec {
                 id,
-                base_gfn: gpa / PAGE_SIZE,
+                base_gfn: Gfn(gpa / PAGE_SIZE),
                 npages: len / PAGE_SIZE,
-                hva,
+                hva: Hva(hva),
                 readonly: false,
                 log_dirty: false,
             };
@@ -212,13 +212,13 @@ impl<'a, 'o, V: Vm> Scenario<'a, 'o, V> {
         let mut faults = Vec::new();
         let result = self.vm.run(op, &mut |f| {
             faults.push(*f);
-            matches!(mmu.handle_fault(f.gpa, f.access), Ok(FaultOutcome::Mapped { .. } | FaultOutcome::Retry))
+            matches!(mmu.handle_fault(Gpa(f.gpa), f.access), Ok(FaultOutcome::Mapped { .. } | FaultOutcome::Retry))
         });
         Outcome { result, faults }
     }
 
     fn leaf(mmu: &M<'a, V>, gpa: u64) -> Option<slat_pt::Translation> {
-        mmu.with_tables(|pt| pt.translate(gpa))
+        mmu.with_tables(|pt| pt.translate(Gpa(gpa)))
     }
 
     fn size_of(mmu: &M<'a, V>, gpa: u64) -> Option<PageSize> {
@@ -665,9 +665,9 @@ impl<'a, 'o, V: Vm> Scenario<'a, 'o, V> {
     /// Migrate the host page behind `hva` the way a host kernel would (notifier start, move,
     /// notifier end) and write `val` into the new copy. Returns (old, new) host addresses.
     fn remap(&mut self, mmu: &M<'a, V>, hva: u64, val: u32) -> (u64, u64) {
-        mmu.invalidate_range_start(hva, hva + PAGE_SIZE);
+        mmu.invalidate_range_start(Hva(hva), Hva(hva + PAGE_SIZE));
         let moved = self.host.migrate_4k(hva);
-        mmu.invalidate_range_end(hva, hva + PAGE_SIZE);
+        mmu.invalidate_range_end(Hva(hva), Hva(hva + PAGE_SIZE));
         // The page is only there to move if the guest's earlier store faulted it in.
         let Some((old, new)) = moved else { return (0, 0) };
         // SAFETY: `new` is the identity-mapped pool page that now backs `hva`.

@@ -11,7 +11,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use lock_api::RawRwLock;
-use slat_pt::{MemType, PageSize, PAGE_SIZE};
+use slat_pt::{Gfn, Hva, MemType, PageSize, PAGE_SIZE};
 
 use crate::lock::Mutex;
 
@@ -30,11 +30,11 @@ pub struct MemslotSpec {
     /// Slot id (unique).
     pub id: u32,
     /// First guest frame number.
-    pub base_gfn: u64,
+    pub base_gfn: Gfn,
     /// Number of 4 KiB pages.
     pub npages: u64,
     /// Host virtual address backing `base_gfn` (page aligned).
-    pub hva: u64,
+    pub hva: Hva,
     /// Guest writes are refused.
     pub readonly: bool,
     /// Dirty logging on from the start.
@@ -43,6 +43,7 @@ pub struct MemslotSpec {
 
 /// Invalid memslot requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum MemslotError {
     /// Zero pages.
     #[error("memslot {id}: size is zero pages")]
@@ -56,7 +57,7 @@ pub enum MemslotError {
         /// Slot id.
         id: u32,
         /// The address.
-        hva: u64,
+        hva: Hva,
     },
     /// The gfn range does not fit the guest-physical space of the format.
     #[error("memslot {id}: gfn range {base_gfn:#x}+{npages:#x} exceeds the {bits}-bit guest-physical space")]
@@ -64,7 +65,7 @@ pub enum MemslotError {
         /// Slot id.
         id: u32,
         /// First gfn.
-        base_gfn: u64,
+        base_gfn: Gfn,
         /// Pages.
         npages: u64,
         /// Guest-physical address width.
@@ -76,7 +77,7 @@ pub enum MemslotError {
         /// Slot id.
         id: u32,
         /// Host address.
-        hva: u64,
+        hva: Hva,
         /// Pages.
         npages: u64,
     },
@@ -86,9 +87,9 @@ pub enum MemslotError {
         /// Slot id.
         id: u32,
         /// First gfn.
-        base_gfn: u64,
+        base_gfn: Gfn,
         /// End gfn (exclusive).
-        end_gfn: u64,
+        end_gfn: Gfn,
         /// The other slot.
         other: u32,
     },
@@ -110,7 +111,7 @@ pub enum MemslotError {
         /// Slot id.
         id: u32,
         /// First gfn.
-        gfn: u64,
+        gfn: Gfn,
         /// Pages.
         npages: u64,
     },
@@ -162,21 +163,22 @@ pub struct Memslot<R: RawRwLock> {
 
 impl<R: RawRwLock> Memslot<R> {
     pub(crate) fn new(spec: &MemslotSpec) -> Self {
+        let (base_gfn, hva) = (spec.base_gfn.0, spec.hva.0);
         let lpage = [PageSize::Size2M, PageSize::Size1G].map(|size| {
             let pages = size.pages();
-            let first = spec.base_gfn / pages;
-            let last = (spec.base_gfn + spec.npages - 1) / pages;
+            let first = base_gfn / pages;
+            let last = (base_gfn + spec.npages - 1) / pages;
             LpageInfo {
                 size,
-                misaligned: (spec.base_gfn ^ (spec.hva / PAGE_SIZE)) & (pages - 1) != 0,
+                misaligned: (base_gfn ^ (hva / PAGE_SIZE)) & (pages - 1) != 0,
                 disallow: (first..=last).map(|_| AtomicU32::new(0)).collect(),
             }
         });
         Memslot {
             id: spec.id,
-            base_gfn: spec.base_gfn,
+            base_gfn,
             npages: spec.npages,
-            hva: spec.hva,
+            hva,
             readonly: spec.readonly,
             logging: AtomicBool::new(spec.log_dirty),
             lpage,
@@ -193,9 +195,9 @@ impl<R: RawRwLock> Memslot<R> {
     pub(crate) fn moved_to(&self, new_base_gfn: u64) -> Memslot<R> {
         let spec = MemslotSpec {
             id: self.id,
-            base_gfn: new_base_gfn,
+            base_gfn: Gfn(new_base_gfn),
             npages: self.npages,
-            hva: self.hva,
+            hva: Hva(self.hva),
             readonly: self.readonly,
             log_dirty: self.is_logging(),
         };
@@ -248,15 +250,16 @@ impl<R: RawRwLock> Memslot<R> {
 
 /// Public description of a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MemslotInfo {
     /// Slot id.
     pub id: u32,
     /// First gfn.
-    pub base_gfn: u64,
+    pub base_gfn: Gfn,
     /// Pages.
     pub npages: u64,
     /// Host address.
-    pub hva: u64,
+    pub hva: Hva,
     /// Read-only.
     pub readonly: bool,
     /// Dirty logging on.
@@ -267,9 +270,9 @@ impl<R: RawRwLock> From<&Memslot<R>> for MemslotInfo {
     fn from(s: &Memslot<R>) -> Self {
         MemslotInfo {
             id: s.id,
-            base_gfn: s.base_gfn,
+            base_gfn: Gfn(s.base_gfn),
             npages: s.npages,
-            hva: s.hva,
+            hva: Hva(s.hva),
             readonly: s.readonly,
             logging: s.is_logging(),
         }

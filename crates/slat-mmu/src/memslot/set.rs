@@ -3,7 +3,7 @@
 use alloc::vec::Vec;
 
 use lock_api::RawRwLock;
-use slat_pt::PAGE_SIZE;
+use slat_pt::{Gfn, PAGE_SIZE};
 
 use super::{Memslot, MemslotError, MemslotSpec};
 
@@ -21,25 +21,26 @@ impl<R: RawRwLock> Default for Memslots<R> {
 impl<R: RawRwLock> Memslots<R> {
     pub(crate) fn validate(&self, spec: &MemslotSpec, input_bits: u32) -> Result<(), MemslotError> {
         let id = spec.id;
+        let (base_gfn, hva) = (spec.base_gfn.0, spec.hva.0);
         if spec.npages == 0 {
             return Err(MemslotError::Empty { id });
         }
-        if spec.hva % PAGE_SIZE != 0 {
+        if hva % PAGE_SIZE != 0 {
             return Err(MemslotError::MisalignedHva { id, hva: spec.hva });
         }
         let limit = 1u64 << (input_bits - 12);
-        if spec.base_gfn.checked_add(spec.npages).is_none_or(|e| e > limit) {
+        if base_gfn.checked_add(spec.npages).is_none_or(|e| e > limit) {
             return Err(MemslotError::TooLarge { id, base_gfn: spec.base_gfn, npages: spec.npages, bits: input_bits });
         }
-        if spec.npages.checked_mul(PAGE_SIZE).and_then(|b| spec.hva.checked_add(b)).is_none() {
+        if spec.npages.checked_mul(PAGE_SIZE).and_then(|b| hva.checked_add(b)).is_none() {
             return Err(MemslotError::HvaOverflow { id, hva: spec.hva, npages: spec.npages });
         }
         if self.slots.iter().any(|s| s.id == id) {
             return Err(MemslotError::Exists { id });
         }
-        let end_gfn = spec.base_gfn + spec.npages;
-        if let Some(o) = self.slots.iter().find(|s| s.base_gfn < end_gfn && spec.base_gfn < s.end_gfn()) {
-            return Err(MemslotError::Overlap { id, base_gfn: spec.base_gfn, end_gfn, other: o.id });
+        let end_gfn = base_gfn + spec.npages;
+        if let Some(o) = self.slots.iter().find(|s| s.base_gfn < end_gfn && base_gfn < s.end_gfn()) {
+            return Err(MemslotError::Overlap { id, base_gfn: spec.base_gfn, end_gfn: Gfn(end_gfn), other: o.id });
         }
         Ok(())
     }

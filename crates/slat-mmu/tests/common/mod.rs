@@ -2,11 +2,12 @@
 #![allow(dead_code)]
 
 use slat_mmu::testing::{FakeHost, RecordingTlb};
-use slat_mmu::{FaultOutcome, MemslotSpec, Mmu, MmuConfig};
+use slat_mmu::Parts;
+use slat_mmu::{FaultOutcome, Gfn, Gpa, Hva, MemslotSpec, Mmu, MmuConfig};
 use slat_pt::format::Ept4;
 use slat_pt::{Access, PageSize, SimFrameAllocator};
 
-pub type TestMmu = Mmu<Ept4, SimFrameAllocator, FakeHost, RecordingTlb>;
+pub type TestMmu = Mmu<Ept4, Parts<SimFrameAllocator, FakeHost, RecordingTlb>>;
 
 pub const MIB: u64 = 1 << 20;
 pub const GIB: u64 = 1 << 30;
@@ -21,7 +22,7 @@ pub fn mmu(config: MmuConfig) -> TestMmu {
 }
 
 pub fn slot(id: u32, gpa: u64, len: u64, hva: u64) -> MemslotSpec {
-    MemslotSpec { id, base_gfn: gpa >> 12, npages: len >> 12, hva, readonly: false, log_dirty: false }
+    MemslotSpec { id, base_gfn: Gfn(gpa >> 12), npages: len >> 12, hva: Hva(hva), readonly: false, log_dirty: false }
 }
 
 /// Audit, panicking with every violation.
@@ -36,7 +37,7 @@ pub fn audit(m: &TestMmu) {
 #[track_caller]
 pub fn touch(m: &TestMmu, gpa: u64, access: Access) -> PageSize {
     for _ in 0..16 {
-        match m.handle_fault(gpa, access).unwrap() {
+        match m.handle_fault(Gpa(gpa), access).unwrap() {
             FaultOutcome::Mapped { size, .. } => {
                 audit(m);
                 return size;

@@ -124,7 +124,7 @@ impl<'s, F: Format> Engine<'s, F> {
                 Ok(format!("slot {slot} deleted"))
             }
             Action::MemslotMove { slot, gpa } => {
-                self.mmu.move_memslot(*slot, gpa >> 12).map_err(|e| e.to_string())?;
+                self.mmu.move_memslot(*slot, slat_pt::Gfn(gpa >> 12)).map_err(|e| e.to_string())?;
                 if let Some(p) = self.slots.lock().unwrap().get_mut(slot) {
                     p.gpa = *gpa;
                 }
@@ -138,7 +138,9 @@ impl<'s, F: Format> Engine<'s, F> {
                     Attribute::Private => MemType::WriteThrough,
                     Attribute::Shared => MemType::WriteBack,
                 };
-                self.mmu.set_memory_type((gpa + range.offset) >> 12, range.len >> 12, mt).map_err(|e| e.to_string())?;
+                self.mmu
+                    .set_memory_type(slat_pt::Gfn((gpa + range.offset) >> 12), range.len >> 12, mt)
+                    .map_err(|e| e.to_string())?;
                 Ok(format!("{} pages set {}", range.len >> 12, attribute.name()))
             }
             Action::WriteTrack { range, enable } => {
@@ -146,9 +148,9 @@ impl<'s, F: Format> Engine<'s, F> {
                 let g0 = (gpa + range.offset) >> 12;
                 for gfn in g0..g0 + (range.len >> 12) {
                     if *enable {
-                        self.mmu.write_track(gfn).map_err(|e| e.to_string())?;
+                        self.mmu.write_track(slat_pt::Gfn(gfn)).map_err(|e| e.to_string())?;
                     } else {
-                        self.mmu.write_untrack(gfn).map_err(|e| e.to_string())?;
+                        self.mmu.write_untrack(slat_pt::Gfn(gfn)).map_err(|e| e.to_string())?;
                     }
                 }
                 Ok(format!("{} pages {}tracked", range.len >> 12, if *enable { "" } else { "un" }))

@@ -1,6 +1,6 @@
 //! Metric values for samples, totals and expectations.
 
-use slat_mmu::{Stats, WhyNotHuge, WhyReport};
+use slat_mmu::{Gpa, Stats, WhyNotHuge, WhyReport};
 use slat_pt::{Format, PageSize};
 
 use super::Engine;
@@ -119,7 +119,7 @@ impl<'s, F: Format> Engine<'s, F> {
         let p = *self.slots.lock().unwrap().get(&id)?;
         let mut l = LeafCounts::default();
         self.mmu.with_tables(|pt| {
-            pt.for_each_leaf(p.gpa, p.size, |leaf| match leaf.size {
+            pt.for_each_leaf(Gpa(p.gpa), p.size, |leaf| match leaf.size {
                 PageSize::Size4K => l.pages_4k += 1,
                 PageSize::Size2M => l.pages_2m += 1,
                 PageSize::Size1G => l.pages_1g += 1,

@@ -12,7 +12,7 @@ mod written;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use slat_mmu::{FaultError, FaultOutcome, HostError, Mmu};
+use slat_mmu::{FaultError, FaultOutcome, Gpa, HostError, Mmu, Parts};
 use slat_pt::{Access as HwAccess, Format, SimFrameAllocator};
 
 use crate::host::SimHost;
@@ -24,7 +24,7 @@ use crate::workload::{Access, AccessKind};
 pub use setup::SetupError;
 
 /// The MMU as the simulator instantiates it.
-pub(crate) type SimMmu<F> = Mmu<F, SimFrameAllocator, Arc<SimHost>, SimTlb>;
+pub(crate) type SimMmu<F> = Mmu<F, Parts<SimFrameAllocator, Arc<SimHost>, SimTlb>>;
 
 /// Options of a run.
 #[derive(Default)]
@@ -278,7 +278,7 @@ impl<'s, F: Format> Engine<'s, F> {
             if tries > 64 {
                 return Err(SimError::Livelock { gpa: fault.gpa, tries });
             }
-            match self.mmu.handle_fault(fault.gpa, fault.access) {
+            match self.mmu.handle_fault(Gpa(fault.gpa), fault.access) {
                 Ok(FaultOutcome::Mapped { .. }) | Ok(FaultOutcome::Retry) => {
                     if logging && fault.access == HwAccess::Write && !fault.on_guest_table {
                         self.note_write(fault.gpa);

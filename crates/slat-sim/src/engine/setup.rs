@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use slat_mmu::{HostMemory, MemslotSpec, Mmu};
+use slat_mmu::{Gfn, HostMemory, Hva, MemslotSpec, Mmu};
 use slat_pt::{Format, PageSize, SimFrameAllocator};
 
 use super::{Engine, EngineCounters, SlotMap, SlotPlace};
@@ -229,9 +229,9 @@ impl<'s, F: Format> Engine<'s, F> {
         let place = slots.get_mut(&id).ok_or_else(|| format!("memslot {id} has no host mapping"))?;
         let spec = MemslotSpec {
             id,
-            base_gfn: place.gpa >> 12,
+            base_gfn: Gfn(place.gpa >> 12),
             npages: place.size >> 12,
-            hva: place.hva,
+            hva: Hva(place.hva),
             readonly: m.readonly,
             log_dirty: false,
         };
@@ -247,13 +247,13 @@ fn check_walk(host: &SimHost, slots: &SlotMap, w: &WalkRecord) -> Result<(), Str
         return Err(format!("walk translated gpa {:#x}, which is in no memslot", w.gpa));
     };
     let hva = p.hva + (w.gpa - p.gpa);
-    match host.lookup(hva & !0xfff) {
-        Some(h) if (h.pfn << 12) | (w.gpa & 0xfff) == w.hpa => Ok(()),
+    match host.lookup(Hva(hva & !0xfff)) {
+        Some(h) if h.pfn.hpa() | (w.gpa & 0xfff) == w.hpa => Ok(()),
         Some(h) => Err(format!(
             "memslot {id}: gpa {:#x} translated to {:#x}, host maps hva {hva:#x} to {:#x}",
             w.gpa,
             w.hpa,
-            (h.pfn << 12) | (w.gpa & 0xfff)
+            h.pfn.hpa() | (w.gpa & 0xfff)
         )),
         None => {
             Err(format!("memslot {id}: gpa {:#x} translated to {:#x}, host no longer maps hva {hva:#x}", w.gpa, w.hpa))

@@ -3,7 +3,7 @@
 //! notifier's `clear_young` or `test_young`, called without the host lock) both count, as
 //! `folio_referenced` consults the MMU notifier.
 
-use slat_mmu::MmuNotifier;
+use slat_mmu::{Hva, MmuNotifier};
 
 use super::config::PAGE;
 use super::error::HostOpError;
@@ -26,7 +26,8 @@ impl SimHost {
         };
         let mut report = EventReport::default();
         for (start, end, host_young) in leaves {
-            let mmu_young = if clear { n.clear_young(start, end) } else { n.test_young(start, end) };
+            let mmu_young =
+                if clear { n.clear_young(Hva(start), Hva(end)) } else { n.test_young(Hva(start), Hva(end)) };
             let pages = (end - start) / PAGE;
             report.pages += pages;
             if host_young || mmu_young {

@@ -8,7 +8,7 @@
 //! invalidated range covers the whole mapping, as Linux's `split_huge_pmd` does.
 
 use serde::{Deserialize, Serialize};
-use slat_mmu::{BackingKind, MmuNotifier};
+use slat_mmu::{BackingKind, Hva, MmuNotifier};
 use slat_pt::PageSize;
 
 use super::buddy::PMD_ORDER;
@@ -259,26 +259,26 @@ impl SimHost {
     /// changed (except after [`HostOpError::PageTable`]).
     ///
     /// ```
-    /// use slat_mmu::{HostMemory, MmuNotifier};
+    /// use slat_mmu::{HostMemory, Hva, MmuNotifier};
     /// use slat_sim::host::{Backing, HostConfig, HostEvent, MmapRequest, SimHost, ThpMode};
     /// use slat_pt::PageSize;
     ///
     /// struct NoMmu;
     /// impl MmuNotifier for NoMmu {
-    ///     fn invalidate_range_start(&self, _: u64, _: u64) {}
-    ///     fn invalidate_range_end(&self, _: u64, _: u64) {}
-    ///     fn clear_young(&self, _: u64, _: u64) -> bool { false }
-    ///     fn test_young(&self, _: u64, _: u64) -> bool { false }
+    ///     fn invalidate_range_start(&self, _: Hva, _: Hva) {}
+    ///     fn invalidate_range_end(&self, _: Hva, _: Hva) {}
+    ///     fn clear_young(&self, _: Hva, _: Hva) -> bool { false }
+    ///     fn test_young(&self, _: Hva, _: Hva) -> bool { false }
     /// }
     ///
     /// let host = SimHost::new(HostConfig { memory: 1 << 30, ..HostConfig::default() }).unwrap();
     /// let hva = host.mmap(&MmapRequest::new(4 << 20, Backing::Anonymous { thp: ThpMode::Always })).unwrap();
-    /// assert_eq!(host.fault_in(hva, true).unwrap().size, PageSize::Size2M);
+    /// assert_eq!(host.fault_in(Hva(hva), true).unwrap().size, PageSize::Size2M);
     /// // Unmapping the first 4 KiB splits the PMD; the rest stays mapped, by PTEs.
     /// let r = host.apply(&HostEvent::Munmap { hva, len: 4096 }, &NoMmu).unwrap();
     /// assert_eq!(r.huge_split, 1);
     /// assert_eq!(r.invalidated[0].len(), 2 << 20);
-    /// assert_eq!(host.lookup(hva + 4096).unwrap().size, PageSize::Size4K);
+    /// assert_eq!(host.lookup(Hva(hva + 4096)).unwrap().size, PageSize::Size4K);
     /// ```
     pub fn apply(&self, event: &HostEvent, notifier: &dyn MmuNotifier) -> Result<EventReport, HostOpError> {
         match *event {
@@ -313,13 +313,13 @@ impl SimHost {
         report: &mut EventReport,
         change: impl FnOnce(&mut HostState, &mut EventReport) -> R,
     ) -> R {
-        notifier.invalidate_range_start(range.start, range.end);
+        notifier.invalidate_range_start(Hva(range.start), Hva(range.end));
         let r = {
             let mut st = self.lock();
             st.stats.invalidations += 1;
             change(&mut st, report)
         };
-        notifier.invalidate_range_end(range.start, range.end);
+        notifier.invalidate_range_end(Hva(range.start), Hva(range.end));
         report.invalidated.push(range);
         r
     }

@@ -21,7 +21,7 @@
 //! Write faults on a KSM page break copy-on-write here; `fault_in` has no notifier, so the old
 //! page's stage-2 leaf is replaced by the MMU's own install of the new one.
 
-use slat_mmu::{BackingKind, HostError, HostPage};
+use slat_mmu::{BackingKind, HostError, HostPage, Hva, Pfn};
 use slat_pt::{PageSize, Perms, PtError, Translation};
 
 use super::buddy::PMD_ORDER;
@@ -36,14 +36,14 @@ impl HostState {
     /// `HostMemory::fault_in`.
     pub fn fault_in(&mut self, hva: u64, write: bool) -> Result<HostPage, HostError> {
         let page = hva & !(PAGE - 1);
-        let vma = self.vmas.find(hva).cloned().ok_or(HostError::NotMapped { hva })?;
+        let vma = self.vmas.find(hva).cloned().ok_or(HostError::NotMapped { hva: Hva(hva) })?;
         if !vma.prot.readable() {
-            return Err(HostError::NotMapped { hva });
+            return Err(HostError::NotMapped { hva: Hva(hva) });
         }
         if write && !vma.prot.writable() {
-            return Err(HostError::ReadOnly { hva });
+            return Err(HostError::ReadOnly { hva: Hva(hva) });
         }
-        let oom = |_: PtError| HostError::OutOfMemory { hva, kind: vma.kind() };
+        let oom = |_: PtError| HostError::OutOfMemory { hva: Hva(hva), kind: vma.kind() };
         match self.pt.translate(page) {
             Some(t) if write && !t.attrs.perms.contains(Perms::WRITE) => self.write_upgrade(&vma, page, t)?,
             Some(_) => {}
@@ -55,27 +55,28 @@ impl HostState {
                 }
             },
         }
-        let t = self.pt.translate(hva).ok_or(HostError::Again { hva })?;
+        let t = self.pt.translate(hva).ok_or(HostError::Again { hva: Hva(hva) })?;
         let pfn = t.pa / PAGE;
         if write {
             self.flags.mark_dirty(pfn, 1);
         } else {
             self.flags.mark_accessed(pfn, 1);
         }
-        Ok(HostPage::new(pfn, t.size, t.attrs.perms.contains(Perms::WRITE), vma.kind()))
+        Ok(HostPage::new(Pfn(pfn), t.size, t.attrs.perms.contains(Perms::WRITE), vma.kind()))
     }
 
     /// `HostMemory::lookup`.
-    pub fn lookup(&self, hva: u64) -> Option<HostPage> {
+    pub fn lookup(&self, hva: Hva) -> Option<HostPage> {
+        let hva = hva.0;
         let vma = self.vmas.find(hva)?;
         let t = self.pt.translate(hva)?;
-        Some(HostPage::new(t.pa / PAGE, t.size, t.attrs.perms.contains(Perms::WRITE), vma.kind()))
+        Some(HostPage::new(Pfn(t.pa / PAGE), t.size, t.attrs.perms.contains(Perms::WRITE), vma.kind()))
     }
 
     /// A write to a read-only leaf of a writable VMA: break copy-on-write of a KSM page, or
     /// restore write permission.
     fn write_upgrade(&mut self, vma: &Vma, page: u64, t: Translation) -> Result<(), HostError> {
-        let oom = HostError::OutOfMemory { hva: page, kind: vma.kind() };
+        let oom = HostError::OutOfMemory { hva: Hva(page), kind: vma.kind() };
         let old = t.pa / PAGE;
         let ksm = self.folios.find(old).is_some_and(|(_, f)| f.kind == FolioKind::Ksm);
         if !ksm {
@@ -121,12 +122,12 @@ impl HostState {
     /// The folio holding the page at `page` in the VMA's object, allocated if absent.
     pub fn find_or_alloc_folio(&mut self, vma: &Vma, page: u64) -> Result<IndexedFolio, HostError> {
         let hva = page;
-        let object = vma.object.ok_or(HostError::NotMapped { hva })?;
+        let object = vma.object.ok_or(HostError::NotMapped { hva: Hva(hva) })?;
         let index = vma.index_of(page);
-        let obj = self.objects.get(&object).ok_or(HostError::NotMapped { hva })?;
+        let obj = self.objects.get(&object).ok_or(HostError::NotMapped { hva: Hva(hva) })?;
         if index >= obj.file_pages {
             // Past the end of the file: SIGBUS.
-            return Err(HostError::NotMapped { hva });
+            return Err(HostError::NotMapped { hva: Hva(hva) });
         }
         if let Some(f) = obj.folio_at(index) {
             return Ok(f);
@@ -135,7 +136,7 @@ impl HostState {
         let hole = |st: &HostState, start: u64, pages: u64| {
             st.objects.get(&object).is_some_and(|o| o.is_hole(start, start + pages))
         };
-        let oom = HostError::OutOfMemory { hva, kind: vma.kind() };
+        let oom = HostError::OutOfMemory { hva: Hva(hva), kind: vma.kind() };
         let thp_block = index & !511;
         let (kind, orders): (FolioKind, Vec<u8>) = match vma.backing {
             Backing::Anonymous { thp } => {
@@ -177,7 +178,7 @@ impl HostState {
                 self.add_object_folio(object, head, pfn, order, FolioKind::Hugetlb);
                 return Ok((head, pfn, order));
             }
-            Backing::Dax { .. } | Backing::PfnMap { .. } => return Err(HostError::NotMapped { hva }),
+            Backing::Dax { .. } | Backing::PfnMap { .. } => return Err(HostError::NotMapped { hva: Hva(hva) }),
         };
         for order in orders {
             let head = index & !((1u64 << order) - 1);

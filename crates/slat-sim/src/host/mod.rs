@@ -14,13 +14,13 @@
 //! [`HostConfig::seed`] (used for fragmentation placement).
 //!
 //! ```
-//! use slat_mmu::{BackingKind, HostMemory};
+//! use slat_mmu::{BackingKind, HostMemory, Hva};
 //! use slat_pt::PageSize;
 //! use slat_sim::host::{Backing, HostConfig, MmapRequest, SimHost};
 //!
 //! let host = SimHost::new(HostConfig { memory: 4 << 30, hugetlb_1g_pages: 2, ..HostConfig::default() }).unwrap();
 //! let hva = host.mmap(&MmapRequest::new(2 << 30, Backing::Hugetlbfs { page_size: PageSize::Size1G, file_offset: 0 })).unwrap();
-//! let page = host.fault_in(hva + 12345, true).unwrap();
+//! let page = host.fault_in(Hva(hva + 12345), true).unwrap();
 //! assert_eq!((page.size, page.kind), (PageSize::Size1G, BackingKind::Hugetlbfs));
 //! assert_eq!(host.stats().hugetlb_1g.free, 1);
 //! ```
@@ -71,7 +71,7 @@ mod vma;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use serde::Serialize;
-use slat_mmu::{HostError, HostMemory, HostPage};
+use slat_mmu::{HostError, HostMemory, HostPage, Hva, Pfn};
 use slat_pt::PageSize;
 
 pub use audit::HostAuditError;
@@ -175,19 +175,23 @@ impl SimHost {
 }
 
 impl HostMemory for SimHost {
-    fn fault_in(&self, hva: u64, write: bool) -> Result<HostPage, HostError> {
+    fn fault_in(&self, hva: Hva, write: bool) -> Result<HostPage, HostError> {
+        let hva = hva.0;
         self.lock().fault_in(hva, write)
     }
 
-    fn lookup(&self, hva: u64) -> Option<HostPage> {
-        self.lock().lookup(hva)
+    fn lookup(&self, hva: Hva) -> Option<HostPage> {
+        let hva = hva.0;
+        self.lock().lookup(Hva(hva))
     }
 
-    fn mark_dirty(&self, pfn: u64, pages: u64) {
+    fn mark_dirty(&self, pfn: Pfn, pages: u64) {
+        let pfn = pfn.0;
         self.lock().flags.mark_dirty(pfn, pages);
     }
 
-    fn mark_accessed(&self, pfn: u64, pages: u64) {
+    fn mark_accessed(&self, pfn: Pfn, pages: u64) {
+        let pfn = pfn.0;
         self.lock().flags.mark_accessed(pfn, pages);
     }
 }

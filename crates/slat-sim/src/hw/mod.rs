@@ -52,7 +52,38 @@ mod walk_cache;
 
 use std::sync::Arc;
 
-use slat_pt::{Access, Format, FrameAllocator, PageSize, PageTable, Perms, WalkFault};
+use slat_pt::{Access, Format, FrameAllocator, HwWalk, PageSize, PageTable, Perms, Translation, WalkFault};
+
+/// The stage-2 tables as the hardware model sees them: a bare [`PageTable`], or an MMU's
+/// [`TablesView`](slat_mmu::TablesView).
+pub trait Stage2 {
+    /// Whether the format's hardware sets dirty state (`Format::HW_DIRTY`).
+    const HW_DIRTY: bool;
+    /// The CPU's stage-2 walk for `access` at `gpa` (sets accessed / dirty state as hardware does).
+    fn hw_walk(&self, gpa: u64, access: Access) -> HwWalk;
+    /// The current leaf translating `gpa`.
+    fn translate(&self, gpa: u64) -> Option<Translation>;
+}
+
+impl<F: Format, A: FrameAllocator> Stage2 for PageTable<F, A> {
+    const HW_DIRTY: bool = F::HW_DIRTY;
+    fn hw_walk(&self, gpa: u64, access: Access) -> HwWalk {
+        PageTable::hw_walk(self, gpa, access)
+    }
+    fn translate(&self, gpa: u64) -> Option<Translation> {
+        PageTable::translate(self, gpa)
+    }
+}
+
+impl<F: Format, A: FrameAllocator> Stage2 for slat_mmu::TablesView<'_, F, A> {
+    const HW_DIRTY: bool = F::HW_DIRTY;
+    fn hw_walk(&self, gpa: u64, access: Access) -> HwWalk {
+        slat_mmu::TablesView::hw_walk(self, slat_mmu::Gpa(gpa), access)
+    }
+    fn translate(&self, gpa: u64) -> Option<Translation> {
+        slat_mmu::TablesView::translate(self, slat_mmu::Gpa(gpa))
+    }
+}
 
 pub use check::{Violation, ViolationKind, WalkChecker, WalkRecord};
 pub use config::{HwConfig, TlbArrayConfig};
@@ -292,12 +323,12 @@ impl Hardware {
     ///
     /// On a stage-2 fault nothing is cached; the caller resolves it and calls again.
     #[inline]
-    pub fn access<F: Format, A: FrameAllocator>(
+    pub fn access<S: Stage2 + ?Sized>(
         &mut self,
         vcpu: usize,
         gva: u64,
         kind: Access,
-        stage2: &PageTable<F, A>,
+        stage2: &S,
     ) -> Result<AccessOutcome, HwError> {
         if self.flushes.is_pending() {
             self.apply_flushes();
@@ -325,13 +356,7 @@ impl Hardware {
 
     /// The miss path: walk, count, check, cache.
     #[inline(never)]
-    fn walk_and_fill<F: Format, A: FrameAllocator>(
-        &mut self,
-        vcpu: usize,
-        gva: u64,
-        kind: Access,
-        stage2: &PageTable<F, A>,
-    ) -> AccessOutcome {
+    fn walk_and_fill<S: Stage2 + ?Sized>(&mut self, vcpu: usize, gva: u64, kind: Access, stage2: &S) -> AccessOutcome {
         let cpu = &mut self.vcpus[vcpu];
         let w = Walker {
             guest: &self.guest,
@@ -373,7 +398,7 @@ impl Hardware {
                 fl |= f;
             }
         }
-        if kind == Access::Write || t.attrs.dirty || !F::HW_DIRTY {
+        if kind == Access::Write || t.attrs.dirty || !S::HW_DIRTY {
             fl |= flags::DIRTY;
         }
         let entry = Entry {
@@ -428,14 +453,7 @@ impl Hardware {
 
     /// Checked mode: compare a hit with the current stage-2 tables.
     #[inline(never)]
-    fn check_hit<F: Format, A: FrameAllocator>(
-        &mut self,
-        vcpu: usize,
-        gva: u64,
-        kind: Access,
-        hit: &TlbHit,
-        stage2: &PageTable<F, A>,
-    ) {
+    fn check_hit<S: Stage2 + ?Sized>(&mut self, vcpu: usize, gva: u64, kind: Access, hit: &TlbHit, stage2: &S) {
         let off = gva & (hit.size.bytes() - 1);
         let gpa = hit.entry.gpa + off;
         let cached_hpa = hit.entry.hpa + off;
@@ -444,7 +462,7 @@ impl Hardware {
             None => Some(ViolationKind::Unmapped),
             Some(t) if t.pa != cached_hpa => Some(ViolationKind::WrongHpa),
             Some(t) if !t.attrs.perms.contains(perm_of(kind)) => Some(ViolationKind::StalePermission),
-            Some(t) if kind == Access::Write && F::HW_DIRTY && !t.attrs.dirty => Some(ViolationKind::StaleDirty),
+            Some(t) if kind == Access::Write && S::HW_DIRTY && !t.attrs.dirty => Some(ViolationKind::StaleDirty),
             Some(_) => None,
         };
         if let Some(k) = kind_found {

@@ -13,11 +13,12 @@
 //! table's host address known, and a nested-TLB hit translates a guest table page for free.
 
 use slat_pt::size::{table_index, ENTRIES_PER_TABLE};
-use slat_pt::{Access, Format, FrameAllocator, PageSize, PageTable, Translation, WalkFault};
+use slat_pt::{Access, PageSize, Translation, WalkFault};
 
 use super::check::{Violation, ViolationKind, ViolationLog};
 use super::guest::{GuestTables, GUEST_PTE_BYTES};
 use super::walk_cache::{Stage2Leaf, TablePointer, WalkCaches};
+use super::Stage2;
 
 /// How a walk ended.
 #[derive(Debug, Clone, Copy)]
@@ -41,9 +42,9 @@ pub(crate) struct Walk {
 }
 
 /// Everything a walk needs besides the address.
-pub(crate) struct Walker<'a, F: Format, A: FrameAllocator> {
+pub(crate) struct Walker<'a, S: Stage2 + ?Sized> {
     pub guest: &'a GuestTables,
-    pub stage2: &'a PageTable<F, A>,
+    pub stage2: &'a S,
     pub caches: Option<&'a mut WalkCaches>,
     /// Verify walk-cache entries against the current stage-2 tables.
     pub checked: bool,
@@ -51,7 +52,7 @@ pub(crate) struct Walker<'a, F: Format, A: FrameAllocator> {
     pub vcpu: usize,
 }
 
-impl<F: Format, A: FrameAllocator> Walker<'_, F, A> {
+impl<S: Stage2 + ?Sized> Walker<'_, S> {
     /// Walk `gva` for `access`.
     pub(crate) fn walk(&mut self, gva: u64, access: Access) -> Walk {
         let mut w = Walk { end: WalkEnd::GuestFault, refs: 0, psc_hits: 0, nested_hits: 0 };

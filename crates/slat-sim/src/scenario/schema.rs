@@ -310,15 +310,13 @@ impl Policy {
             Recover::Zap => RecoveryPolicy::Zap,
             Recover::InPlace => RecoveryPolicy::InPlace,
         };
-        MmuConfig {
-            max_leaf: self.max_leaf,
-            cap: self.cap,
-            dirty_log,
-            harvest,
-            recovery,
-            nx: self.nx_huge_pages.then_some(NxPolicy { recovery_ratio: self.nx_recovery_ratio }),
-            ..MmuConfig::default()
-        }
+        MmuConfig::default()
+            .with_max_leaf(self.max_leaf)
+            .with_cap(self.cap)
+            .with_dirty_log(dirty_log)
+            .with_harvest(harvest)
+            .with_recovery(recovery)
+            .with_nx(self.nx_huge_pages.then_some(NxPolicy::new(self.nx_recovery_ratio)))
     }
 
     /// The largest leaf allowed at all: `max_leaf`, lowered by `cap`.

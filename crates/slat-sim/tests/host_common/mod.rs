@@ -3,7 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 
-use slat_mmu::{HostMemory, MmuNotifier};
+use slat_mmu::{HostMemory, Hva, MmuNotifier};
 use slat_sim::host::{HostConfig, SimHost};
 
 pub const K4: u64 = 4 << 10;
@@ -56,26 +56,30 @@ impl<'a> Recorder<'a> {
 }
 
 impl MmuNotifier for Recorder<'_> {
-    fn invalidate_range_start(&self, start: u64, end: u64) {
+    fn invalidate_range_start(&self, start: Hva, end: Hva) {
+        let (start, end) = (start.0, end.0);
         assert!(start < end && start % K4 == 0 && end % K4 == 0, "bad range {start:#x}..{end:#x}");
         if let Some(h) = self.host {
-            let _ = h.lookup(start);
+            let _ = h.lookup(Hva(start));
         }
         self.depth.set(self.depth.get() + 1);
         self.calls.borrow_mut().push(Call::Start(start, end));
     }
-    fn invalidate_range_end(&self, start: u64, end: u64) {
+    fn invalidate_range_end(&self, start: Hva, end: Hva) {
+        let (start, end) = (start.0, end.0);
         if let Some(h) = self.host {
-            let _ = h.lookup(start);
+            let _ = h.lookup(Hva(start));
         }
         self.depth.set(self.depth.get() - 1);
         self.calls.borrow_mut().push(Call::End(start, end));
     }
-    fn clear_young(&self, start: u64, end: u64) -> bool {
+    fn clear_young(&self, start: Hva, end: Hva) -> bool {
+        let (start, end) = (start.0, end.0);
         self.calls.borrow_mut().push(Call::ClearYoung(start, end));
         self.young.replace(false)
     }
-    fn test_young(&self, start: u64, end: u64) -> bool {
+    fn test_young(&self, start: Hva, end: Hva) -> bool {
+        let (start, end) = (start.0, end.0);
         self.calls.borrow_mut().push(Call::TestYoung(start, end));
         self.young.get()
     }
