@@ -283,6 +283,7 @@ impl Folios {
 
     /// Enter a folio at `head` (aligned to its order), in place of the one there.
     pub fn insert(&mut self, head: u64, folio: Folio) {
+        debug_assert!(head % folio.pages() == 0, "folio at {head:#x} is not aligned to its order {}", folio.order);
         if let Some(old) = self.get(head) {
             self.clear(head, &old);
         }

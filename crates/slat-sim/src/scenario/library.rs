@@ -48,7 +48,7 @@ static LIBRARY: &[LibraryEntry] = &[
     entry!("nx-huge-pages", "NX huge-page workaround: executed 2M blocks split to 4K, then recovered once execution stops"),
     entry!(
         "dirty-log-perf",
-        "KVM dirty_log_perf_test, 64 vCPUs x 4 GiB on 2M hugetlbfs: in-place recovery vs zap (large: 256 GiB guest)",
+        "Large (256 GiB): KVM dirty_log_perf_test, 64 vCPUs x 4 GiB on 2M hugetlbfs, in-place recovery vs zap",
         quick: &[
             "host.memory=6G",
             "host.hugetlb_2m=2048",
