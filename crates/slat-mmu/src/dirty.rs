@@ -5,7 +5,7 @@
 use alloc::vec::Vec;
 
 use lock_api::RawRwLock;
-use slat_pt::{FlushBatch, Format, FrameAllocator, PageSize, PageTable, Perms, SwBits, PAGE_SIZE};
+use slat_pt::{FlushBatch, Format, FrameAllocator, PageSize, PageTable, Perms, PAGE_SIZE};
 
 use crate::config::{DirtyLogMode, HarvestMode};
 use crate::exclusive::InvalidateGuard;
@@ -105,7 +105,7 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
                 }
                 a.perms.contains(Perms::WRITE).then(|| {
                     let mut n = a.with_perms(a.perms - Perms::WRITE);
-                    n.sw.insert(SwBits::DIRTY_LOG_WP);
+                    n.sw.insert(crate::policy::DIRTY_LOG_WP);
                     n.dirty = false;
                     n
                 })

@@ -252,6 +252,6 @@ impl<F: Format, A: FrameAllocator, H: HostMemory, T: Tlb, R: RawRwLock> Mmu<F, A
         m: &Mapping,
         batch: &mut FlushBatch,
     ) -> Result<slat_pt::Installed, PtError> {
-        pt.install(block * PAGE_SIZE, m, batch, &mut |r| self.flush_now(r))
+        pt.install_with(block * PAGE_SIZE, m, &crate::policy::Refault, batch, &mut |r| self.flush_now(r))
     }
 }
