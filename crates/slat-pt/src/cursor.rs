@@ -23,33 +23,39 @@
 //! A cursor may also walk a detached subtree ([`Cursor::over`]): its root is then the detached
 //! table, and the walk never climbs above it.
 
+use core::mem::MaybeUninit;
+
 use crate::flush::FlushBatch;
 use crate::format::Format;
 use crate::frame::FrameAllocator;
 use crate::node::{Node, Slot};
-use crate::size::{level_bytes, Level};
+use crate::size::{level_bytes, level_shift, Level};
 use crate::table::PageTable;
 
-/// Deepest tree: a 5-level format has levels 0..=4.
-const MAX_LEVELS: usize = 5;
+/// Room for the path: a 5-level format has levels 0..=4; eight slots let a level index the
+/// path as `level & 7` with no bounds check.
+const PATH: usize = 8;
+
+/// [`Cursor::fresh`] when no table on the path is fresh.
+const NOT_FRESH: Level = Level::MAX;
 
 /// A restartable pre-order walker over `gpa..end` of a [`PageTable`].
 pub(crate) struct Cursor<'t, F: Format, A: FrameAllocator> {
     pt: &'t PageTable<F, A>,
-    /// `path[l]`: the table at level `l` on the way to `gpa` (valid for `level..=top`).
-    path: [Node<'t>; MAX_LEVELS],
-    /// Bit `l`: the table at level `l` was linked by this walk's operation and holds nothing but
-    /// what it wrote (so reading its entries is pointless: they are zero ahead of the cursor).
-    fresh: u8,
+    /// `path[l]`: the table at level `l` on the way to `gpa`, initialised for `level..=top`
+    /// (left uninitialised below: a walk that stays near the root writes nothing else).
+    path: [MaybeUninit<Node<'t>>; PATH],
+    /// Tables at this level and below on the path were linked zeroed by this walk's operation
+    /// and hold nothing but what it wrote (so reading their entries is pointless: they are zero
+    /// ahead of the cursor); `NOT_FRESH` when there are none. Everything below a fresh table is
+    /// fresh: the walk only finds empty entries there, so it only links new tables.
+    fresh: Level,
     /// Level of the walk's root table.
     top: Level,
     level: Level,
     gpa: u64,
     end: u64,
     done: u64,
-    /// [`done`](Self::done) at the last yield.
-    #[allow(dead_code)]
-    yielded: u64,
 }
 
 impl<'t, F: Format, A: FrameAllocator> Cursor<'t, F, A> {
@@ -64,7 +70,9 @@ impl<'t, F: Format, A: FrameAllocator> Cursor<'t, F, A> {
     #[inline]
     pub(crate) fn over(pt: &'t PageTable<F, A>, root: Node<'t>, start: u64, end: u64) -> Self {
         let top = root.level();
-        Cursor { pt, path: [root; MAX_LEVELS], fresh: 0, top, level: top, gpa: start, end, done: start, yielded: start }
+        let mut path = [const { MaybeUninit::uninit() }; PATH];
+        path[(top & 7) as usize].write(root);
+        Cursor { pt, path, fresh: NOT_FRESH, top, level: top, gpa: start, end, done: start }
     }
 
     /// Whether the walk has passed the end of its range.
@@ -113,7 +121,17 @@ impl<'t, F: Format, A: FrameAllocator> Cursor<'t, F, A> {
     /// The table the cursor is in.
     #[inline]
     pub(crate) fn node(&self) -> Node<'t> {
-        self.path[self.level as usize]
+        self.path_at(self.level)
+    }
+
+    /// The table at `level` on the path (`level..=top`).
+    #[inline]
+    fn path_at(&self, level: Level) -> Node<'t> {
+        debug_assert!(level >= self.level && level <= self.top);
+        // SAFETY: `path[l]` is written for the root in `over` and for every level the walk
+        // steps down to (`push`) before `level` goes there; the walk only reads levels from
+        // `level` up to `top`, all written on the way down.
+        unsafe { self.path[(level & 7) as usize].assume_init() }
     }
 
     /// The entry under the cursor.
@@ -127,7 +145,7 @@ impl<'t, F: Format, A: FrameAllocator> Cursor<'t, F, A> {
     #[inline]
     pub(crate) fn parent(&self) -> Option<Slot<'t>> {
         (self.level < self.top).then(|| {
-            let node = self.path[self.level as usize + 1];
+            let node = self.path_at(self.level + 1);
             node.slot(node.index_of(self.gpa))
         })
     }
@@ -135,7 +153,7 @@ impl<'t, F: Format, A: FrameAllocator> Cursor<'t, F, A> {
     /// Whether the current table was linked by this operation and holds only what it wrote.
     #[inline]
     pub(crate) fn is_fresh(&self) -> bool {
-        self.fresh & (1 << self.level) != 0
+        self.fresh != NOT_FRESH && self.level <= self.fresh
     }
 
     /// Entries from the current one to the end of the range or of the current table, whichever
@@ -144,7 +162,8 @@ impl<'t, F: Format, A: FrameAllocator> Cursor<'t, F, A> {
     pub(crate) fn run_len(&self) -> usize {
         let node = self.node();
         let left_in_table = node.len() - node.index_of(self.gpa);
-        let left_in_range = (self.end - self.base()).div_ceil(self.entry_bytes());
+        // Entry sizes are powers of two: a shift, not a division.
+        let left_in_range = (self.end - self.base() + self.entry_bytes() - 1) >> level_shift(self.level);
         left_in_range.min(left_in_table as u64) as usize
     }
 
@@ -154,7 +173,7 @@ impl<'t, F: Format, A: FrameAllocator> Cursor<'t, F, A> {
     pub(crate) fn down(&mut self, raw: u64) {
         debug_assert!(self.level > 0 && F::is_present(raw) && !F::is_leaf(self.level, raw));
         let child = self.pt.child_node(self.level, raw);
-        self.push(child, false);
+        self.push(child);
     }
 
     /// Step down into the table at `pa` that this operation just linked at the current slot
@@ -162,18 +181,16 @@ impl<'t, F: Format, A: FrameAllocator> Cursor<'t, F, A> {
     /// walk leaves it.
     #[inline]
     pub(crate) fn down_new(&mut self, child: Node<'t>, zeroed: bool) {
-        self.push(child, zeroed);
+        self.push(child);
+        if zeroed && !self.is_fresh() {
+            self.fresh = self.level;
+        }
     }
 
     #[inline]
-    fn push(&mut self, child: Node<'t>, fresh: bool) {
+    fn push(&mut self, child: Node<'t>) {
         self.level -= 1;
-        self.path[self.level as usize] = child;
-        if fresh {
-            self.fresh |= 1 << self.level;
-        } else {
-            self.fresh &= !(1 << self.level);
-        }
+        self.path[(self.level & 7) as usize].write(child);
     }
 
     /// Move past the current entry and its subtree.
@@ -183,13 +200,19 @@ impl<'t, F: Format, A: FrameAllocator> Cursor<'t, F, A> {
     }
 
     /// Move past `n` entries from the current one (at most [`run_len`](Self::run_len)), then
-    /// climb out of tables the walk has finished.
+    /// climb out of tables the walk has finished. `advance(0)` stays where it is.
     #[inline]
     pub(crate) fn advance(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
         self.gpa = self.base() + n as u64 * self.entry_bytes();
         self.done = self.gpa;
         while self.level < self.top && self.node().index_of(self.gpa) == 0 {
             self.level += 1;
+        }
+        if self.fresh != NOT_FRESH && self.level > self.fresh {
+            self.fresh = NOT_FRESH;
         }
     }
 
@@ -199,23 +222,29 @@ impl<'t, F: Format, A: FrameAllocator> Cursor<'t, F, A> {
     pub(crate) fn restart(&mut self, at: u64) {
         self.gpa = at.max(self.done);
         self.level = self.top;
-        self.fresh = 0;
+        self.fresh = NOT_FRESH;
     }
 
     /// A yield point. No operation of this crate yields by itself (the lock that a yield would
     /// drop belongs to the caller, so bounded operations hand back where to resume instead);
     /// this is the cursor's half of the protocol, for walks that are given a way to give way.
     ///
-    /// If the walk has finished more of its range since the last yield, flush
-    /// `batch` through `give_way` (which must flush the batch's ranges; it may also let other
-    /// threads in) and restart from the root at [`done`](Self::done); returns whether it yielded.
+    /// If the walk has finished more of its range since the last yield (`yielded`, the caller's
+    /// record of [`done`](Self::done) then, starting at the range start), flush `batch` through
+    /// `give_way` (which must flush the batch's ranges; it may also let other threads in) and
+    /// restart from the root at [`done`](Self::done); returns whether it yielded.
     #[allow(dead_code)]
-    pub(crate) fn yield_point(&mut self, batch: &mut FlushBatch, give_way: &mut dyn FnMut(&mut FlushBatch)) -> bool {
-        if self.done <= self.yielded {
+    pub(crate) fn yield_point(
+        &mut self,
+        yielded: &mut u64,
+        batch: &mut FlushBatch,
+        give_way: &mut dyn FnMut(&mut FlushBatch),
+    ) -> bool {
+        if self.done <= *yielded {
             return false;
         }
         give_way(batch);
-        self.yielded = self.done;
+        *yielded = self.done;
         self.restart(self.done);
         true
     }
@@ -321,6 +350,7 @@ mod tests {
         let frames = SimFrameAllocator::new(1 << 44, 64 * MIB);
         let pt = table::<Ept4>(&frames);
         let mut c = Cursor::new(&pt, 0, 8 * MIB);
+        let mut yielded = 0;
         let mut batch = FlushBatch::new();
         let mut flushed = 0;
         let mut give_way = |b: &mut FlushBatch| {
@@ -328,7 +358,7 @@ mod tests {
             *b = FlushBatch::new();
             flushed += 1;
         };
-        assert!(!c.yield_point(&mut batch, &mut give_way), "no progress yet");
+        assert!(!c.yield_point(&mut yielded, &mut batch, &mut give_way), "no progress yet");
         let (mut leaves, mut yields) = (0, 0);
         while !c.is_done() {
             let raw = c.slot().load();
@@ -341,10 +371,10 @@ mod tests {
                 batch.add(c.base(), c.entry_bytes(), PageSize::Size4K);
             }
             c.next();
-            if leaves % 64 == 0 && c.yield_point(&mut batch, &mut give_way) {
+            if leaves % 64 == 0 && c.yield_point(&mut yielded, &mut batch, &mut give_way) {
                 yields += 1;
                 assert_eq!(c.level(), Ept4::ROOT_LEVEL);
-                assert!(!c.yield_point(&mut batch, &mut give_way), "two yields need work between");
+                assert!(!c.yield_point(&mut yielded, &mut batch, &mut give_way), "two yields need work between");
             }
         }
         assert_eq!(leaves, 1025);

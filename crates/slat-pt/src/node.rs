@@ -19,23 +19,22 @@ use core::marker::PhantomData;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::size::{level_shift, Level};
+use crate::size::{level_shift, Level, PAGE_SHIFT};
 
 /// The entries of one page-table page at one level.
 #[derive(Clone, Copy)]
 pub(crate) struct Node<'t> {
     entries: NonNull<AtomicU64>,
-    /// Physical address of the table.
-    pa: u64,
     /// Number of entries minus one (entries are a power of two).
-    mask: usize,
-    level: Level,
+    mask: u32,
+    /// `level_shift(level)`: kept rather than the level, since every index needs it.
+    shift: u32,
     _table: PhantomData<&'t AtomicU64>,
 }
 
 impl<'t> Node<'t> {
-    /// A handle on `entries` (a power of two) entries at `ptr`, the table at physical address
-    /// `pa` and `level`.
+    /// A handle on `entries` (a power of two, at most 2^16) entries at `ptr`, the table at
+    /// `level`. Two words, so walks keep it in registers.
     ///
     /// # Safety
     /// `ptr` points at `entries` `AtomicU64`s that stay allocated (not freed, not reused) for
@@ -43,33 +42,33 @@ impl<'t> Node<'t> {
     /// unlinked, until [`PageTable::free_detached`](crate::PageTable::free_detached), whose
     /// contract is that nothing holds them any more.
     #[inline]
-    pub(crate) unsafe fn new(pa: u64, ptr: NonNull<AtomicU64>, entries: usize, level: Level) -> Self {
-        debug_assert!(entries.is_power_of_two());
-        Node { entries: ptr, pa, mask: entries - 1, level, _table: PhantomData }
+    pub(crate) unsafe fn new(ptr: NonNull<AtomicU64>, entries: usize, level: Level) -> Self {
+        debug_assert!(entries.is_power_of_two() && entries <= 1 << 16);
+        Node { entries: ptr, mask: entries as u32 - 1, shift: level_shift(level), _table: PhantomData }
     }
 
-    /// Physical address of the table.
+    /// Whether `other` is a handle on the same table.
     #[inline]
-    pub(crate) fn pa(&self) -> u64 {
-        self.pa
+    pub(crate) fn same(&self, other: &Node<'_>) -> bool {
+        self.entries == other.entries
     }
 
     /// The table's level (its entries map `level_bytes(level)` each).
     #[inline]
     pub(crate) fn level(&self) -> Level {
-        self.level
+        ((self.shift - PAGE_SHIFT) / 9) as Level
     }
 
     /// Number of entries.
     #[inline]
     pub(crate) fn len(&self) -> usize {
-        self.mask + 1
+        self.mask as usize + 1
     }
 
     /// Index of the entry translating `gpa`.
     #[inline]
     pub(crate) fn index_of(&self, gpa: u64) -> usize {
-        (gpa >> level_shift(self.level)) as usize & self.mask
+        (gpa >> self.shift) as usize & self.mask as usize
     }
 
     /// The slot of entry `index`.
@@ -78,14 +77,13 @@ impl<'t> Node<'t> {
     /// If `index` is out of bounds (a bug in the caller; never for [`index_of`](Self::index_of)).
     #[inline]
     pub(crate) fn slot(&self, index: usize) -> Slot<'t> {
-        assert!(index <= self.mask, "entry {index} of a {}-entry table", self.mask + 1);
-        Slot { node: *self, index }
+        Slot { entry: self.entry(index), level: self.level() }
     }
 
     /// The entry `index`, bounds-checked.
     #[inline]
     fn entry(&self, index: usize) -> &'t AtomicU64 {
-        assert!(index <= self.mask, "entry {index} of a {}-entry table", self.mask + 1);
+        assert!(index <= self.mask as usize, "entry {index} of a {}-entry table", self.len());
         // SAFETY: `index` is in bounds (checked above) and the entries live for `'t` (the
         // constructor's contract).
         unsafe { &*self.entries.as_ptr().add(index) }
@@ -97,7 +95,7 @@ impl<'t> Node<'t> {
     /// If the run is out of bounds.
     #[inline]
     fn run(&self, first: usize, n: usize) -> &'t [AtomicU64] {
-        assert!(first <= self.mask + 1 && n <= self.mask + 1 - first, "run {first}+{n} out of bounds");
+        assert!(first <= self.len() && n <= self.len() - first, "run {first}+{n} out of bounds");
         // SAFETY: in bounds (checked above); the entries live for `'t`.
         unsafe { core::slice::from_raw_parts(self.entries.as_ptr().add(first), n) }
     }
@@ -129,53 +127,59 @@ impl<'t> Node<'t> {
     /// Every entry value (relaxed loads), in order.
     #[inline]
     pub(crate) fn values(&self) -> impl Iterator<Item = u64> + 't {
-        self.run(0, self.len()).iter().map(|e| e.load(Ordering::Relaxed))
+        self.values_run(0, self.len())
+    }
+
+    /// The values of entries `first..first + n` (relaxed loads), in order.
+    #[inline]
+    pub(crate) fn values_run(&self, first: usize, n: usize) -> impl Iterator<Item = u64> + 't {
+        self.run(first, n).iter().map(|e| e.load(Ordering::Relaxed))
     }
 }
 
 /// One entry of one table: where a cursor stands.
 #[derive(Clone, Copy)]
 pub(crate) struct Slot<'t> {
-    node: Node<'t>,
-    index: usize,
+    entry: &'t AtomicU64,
+    level: Level,
 }
 
 impl<'t> Slot<'t> {
     /// The entry's level.
     #[inline]
     pub(crate) fn level(&self) -> Level {
-        self.node.level
+        self.level
     }
 
     /// Read the entry (acquire: a table it points to is seen filled).
     #[inline]
     pub(crate) fn load(&self) -> u64 {
-        self.node.entry(self.index).load(Ordering::Acquire)
+        self.entry.load(Ordering::Acquire)
     }
 
     /// Read the entry with no ordering (exclusive operations, which alone change entries).
     #[inline]
     pub(crate) fn load_relaxed(&self) -> u64 {
-        self.node.entry(self.index).load(Ordering::Relaxed)
+        self.entry.load(Ordering::Relaxed)
     }
 
     /// Publish `new` (release).
     #[inline]
     pub(crate) fn store(&self, new: u64) {
-        self.node.entry(self.index).store(new, Ordering::Release)
+        self.entry.store(new, Ordering::Release)
     }
 
     /// Write `new` and return what was there (hardware may have set accessed/dirty bits since
     /// the last load).
     #[inline]
     pub(crate) fn swap(&self, new: u64) -> u64 {
-        self.node.entry(self.index).swap(new, Ordering::AcqRel)
+        self.entry.swap(new, Ordering::AcqRel)
     }
 
     /// Compare-and-swap from `old`, the value just read; on failure, the value now there.
     #[inline]
     pub(crate) fn cas(&self, old: u64, new: u64) -> Result<u64, u64> {
-        self.node.entry(self.index).compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
+        self.entry.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
     }
 
     /// Add `delta` (two's complement) to the entry with one atomic read-modify-write: for a
@@ -183,6 +187,6 @@ impl<'t> Slot<'t> {
     /// accessed bits (which commute with the add).
     #[inline]
     pub(crate) fn fetch_add(&self, delta: u64) {
-        self.node.entry(self.index).fetch_add(delta, Ordering::AcqRel);
+        self.entry.fetch_add(delta, Ordering::AcqRel);
     }
 }

@@ -6,7 +6,8 @@ use crate::attrs::{LeafAttrs, Perms};
 use crate::flush::{FlushBatch, FlushRange};
 use crate::format::{Format, Pte};
 use crate::frame::FrameAllocator;
-use crate::size::{level_bytes, PageSize};
+use crate::node::Slot;
+use crate::size::{level_bytes, Level, PageSize};
 
 /// How [`PageTable::install_with`] merges a refault: a leaf with the same output address already
 /// in place. The page-table layer only knows that a fault never narrows what is there (that is
@@ -96,43 +97,49 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
             if level == target {
                 let (node, n, base, step) = (c.node(), c.run_len(), c.base(), c.entry_bytes());
                 let first = node.index_of(base);
-                let pa = |i: usize| base.wrapping_add(offset).wrapping_add(i as u64 * step);
+                let mut pa = base.wrapping_add(offset);
                 let added = if c.is_fresh() {
-                    node.store_run(first, n, |i| F::with_addr(level, &tmpl, pa(i)));
+                    // Stores only, no loads, the output address stepped rather than multiplied.
+                    node.store_run(first, n, |_| {
+                        let leaf = F::with_addr(level, &tmpl, pa);
+                        pa = pa.wrapping_add(step);
+                        leaf
+                    });
                     n
                 } else {
-                    let mut added = 0;
-                    for i in 0..n {
-                        let slot = node.slot(first + i);
-                        let (old, new) = (slot.load_relaxed(), F::with_addr(level, &tmpl, pa(i)));
+                    let (mut added, mut gpa) = (0, base);
+                    for i in first..first + n {
+                        let slot = node.slot(i);
+                        let (old, new) = (slot.load_relaxed(), F::with_addr(level, &tmpl, pa));
                         if F::is_present(old) {
                             added += !F::is_leaf(level, old) as usize;
-                            Self::replace_live(slot, old, new, base + i as u64 * step, bbm);
-                            self.retire(level, base + i as u64 * step, old, r);
+                            Self::replace_live(slot, old, new, gpa, bbm);
+                            self.retire(level, gpa, old, r);
                         } else {
                             slot.store(new);
                             added += 1;
                         }
+                        (pa, gpa) = (pa.wrapping_add(step), gpa + step);
                     }
                     added
                 };
                 r.d.leaves[level as usize] += n as i64;
-                Self::count_exclusive(c.parent(), added as i64);
+                Self::count_exclusive(&c, added as i64);
                 c.advance(n);
                 continue;
             }
             let slot = c.slot();
             let old = if c.is_fresh() { 0 } else { slot.load_relaxed() };
             if !F::is_present(old) {
-                let child = self.alloc_node(level - 1)?;
-                slot.store(F::table(child.pa()));
+                let (pa, child) = self.alloc_node(level - 1)?;
+                slot.store(F::table(pa));
                 r.d.tables += 1;
                 c.down_new(child, true);
             } else if F::is_leaf(level, old) {
                 let (child, entry) = self.build_split(level, old)?;
                 Self::replace_live(slot, old, entry, c.base(), bbm);
                 r.d.split(level);
-                Self::count_exclusive(c.parent(), -1);
+                Self::count_exclusive(&c, -1);
                 c.down_new(child, false);
             } else {
                 c.down(old);
@@ -181,10 +188,14 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         let target = m.size.level();
         let mut out = Installed::default();
         let mut d = Delta::default();
-        let mut c = self.cursor(base, base + m.size.bytes());
+        // The cursor's descent to one address: it never moves sideways, so it keeps no path,
+        // only the table it is in and the entry it came down through (with the value it read
+        // or linked there, for the leaf count).
+        let (mut node, mut level) = (self.root_node(), F::ROOT_LEVEL);
+        let mut above = None;
         let r = loop {
             // A failed compare-and-swap comes back here and reads the same entry again.
-            let (slot, level) = (c.slot(), c.level());
+            let slot = node.slot(node.index_of(base));
             let old = slot.load();
             if old == F::FROZEN {
                 break Err(PtError::Busy);
@@ -197,72 +208,37 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
                     }
                     d.leaves[level as usize] += 1;
                     out.new_leaf = true;
-                    Self::count_shared(c.parent(), c.node().pa(), 1);
+                    Self::count_shared(above, 1);
                 } else if F::is_leaf(level, old) && F::addr(level, old) == m.pa {
-                    // A refault: merge, never narrow (narrowing is exclusive and needs a flush).
-                    let was = match F::decode(level, old) {
-                        Pte::Leaf { attrs, .. } => Some(attrs),
-                        _ => None,
-                    };
-                    let new = was.map_or(new, |was| F::leaf(level, m.pa, &rule.merge(&was, &m.attrs)));
-                    if old != new {
-                        if slot.cas(old, new).is_err() {
-                            continue;
-                        }
-                        if was.is_some_and(|was| m.attrs.mem_type != was.mem_type) {
-                            batch.add(base, m.size.bytes(), m.size);
-                        }
-                    }
-                } else {
-                    // A table (or a leaf with another output) is in the way: lock the entry by
-                    // freezing it, retire the old content, then publish the leaf.
-                    if slot.cas(old, F::FROZEN).is_err() {
+                    if !self.refault(Place { slot, level, base, old, new }, m, rule, batch) {
                         continue;
                     }
-                    out.replaced_table = !F::is_leaf(level, old);
-                    let mut local = FlushBatch::new();
-                    self.retire(
-                        level,
-                        base,
-                        old,
-                        &mut Retire { batch: &mut local, d: &mut d, visit: None, freeze: true },
-                    );
-                    if F::BREAK_BEFORE_MAKE {
-                        if local.is_all() {
-                            bbm(FlushRange { gpa: base, len: m.size.bytes(), size: PageSize::Size4K });
-                        }
-                        for r in local.ranges() {
-                            bbm(*r);
-                        }
-                        for det in local.take_detached() {
-                            batch.push_detached(det);
-                        }
-                    } else {
-                        batch.merge(local);
-                    }
-                    slot.store(new);
-                    d.leaves[level as usize] += 1;
+                } else if self.install_over(Place { slot, level, base, old, new }, m.size, batch, bbm, &mut d) {
                     out.new_leaf = true;
+                    out.replaced_table = !F::is_leaf(level, old);
                     if out.replaced_table {
-                        Self::count_shared(c.parent(), c.node().pa(), 1);
+                        Self::count_shared(above, 1);
                     }
+                } else {
+                    continue;
                 }
                 break Ok(());
             }
             if !F::is_present(old) {
-                let child = match self.alloc_node(level - 1) {
+                let (pa, child) = match self.alloc_node(level - 1) {
                     Ok(child) => child,
                     Err(err) => break Err(err),
                 };
-                if slot.cas(old, F::table(child.pa())).is_err() {
-                    self.free_unlinked(child.pa());
+                let entry = F::table(pa);
+                if slot.cas(old, entry).is_err() {
+                    self.free_unlinked(pa);
                     continue;
                 }
                 d.tables += 1;
                 out.tables_allocated += 1;
                 out.new_table_levels |= 1 << level;
-                // Not fresh: other installers may fill it from now on.
-                c.down_new(child, false);
+                above = Some((slot, entry));
+                (node, level) = (child, level - 1);
             } else if F::is_leaf(level, old) {
                 let (child, entry) = match self.build_split(level, old) {
                     Ok(split) => split,
@@ -270,25 +246,96 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
                 };
                 let lock = if F::BREAK_BEFORE_MAKE { F::FROZEN } else { entry };
                 if slot.cas(old, lock).is_err() {
-                    self.free_unlinked(child.pa());
+                    self.free_unlinked(F::addr(level, entry));
                     continue;
                 }
                 if F::BREAK_BEFORE_MAKE {
                     let sz = level_bytes(level);
-                    bbm(FlushRange { gpa: c.base(), len: sz, size: PageSize::from_level(level).unwrap() });
+                    bbm(FlushRange { gpa: base & !(sz - 1), len: sz, size: PageSize::from_level(level).unwrap() });
                     slot.store(entry);
                 }
                 d.split(level);
                 out.splits += 1;
                 out.tables_allocated += 1;
                 out.new_table_levels |= 1 << level;
-                Self::count_shared(c.parent(), c.node().pa(), -1);
-                c.down_new(child, false);
+                Self::count_shared(above, -1);
+                above = Some((slot, entry));
+                (node, level) = (child, level - 1);
             } else {
-                c.down(old);
+                above = Some((slot, old));
+                (node, level) = (self.child_node(level, old), level - 1);
             }
         };
         self.apply(base, &d);
         r.map(|()| out)
+    }
+}
+
+/// Where [`PageTable::install_with`] puts its leaf: the entry, its level and block, the value
+/// just read there and the leaf to write.
+struct Place<'t> {
+    slot: Slot<'t>,
+    level: Level,
+    base: u64,
+    old: u64,
+    new: u64,
+}
+
+impl<F: Format, A: FrameAllocator> PageTable<F, A> {
+    /// A refault (a leaf with the same output in place): merge with `rule`, never narrow
+    /// (narrowing is exclusive and needs a flush). False: the entry changed, read it again.
+    #[cold]
+    #[inline(never)]
+    fn refault(&self, p: Place<'_>, m: &Mapping, rule: &impl RefaultRule, batch: &mut FlushBatch) -> bool {
+        let was = match F::decode(p.level, p.old) {
+            Pte::Leaf { attrs, .. } => Some(attrs),
+            _ => None,
+        };
+        let new = was.map_or(p.new, |was| F::leaf(p.level, m.pa, &rule.merge(&was, &m.attrs)));
+        if p.old != new {
+            if p.slot.cas(p.old, new).is_err() {
+                return false;
+            }
+            if was.is_some_and(|was| m.attrs.mem_type != was.mem_type) {
+                batch.add(p.base, m.size.bytes(), m.size);
+            }
+        }
+        true
+    }
+
+    /// A table (or a leaf with another output) is where the leaf goes: lock the entry by
+    /// freezing it, retire the old content (frozen, into the batch), then publish the leaf.
+    /// False: the entry changed, read it again.
+    #[cold]
+    #[inline(never)]
+    fn install_over(
+        &self,
+        p: Place<'_>,
+        size: PageSize,
+        batch: &mut FlushBatch,
+        bbm: &mut dyn FnMut(FlushRange),
+        d: &mut Delta,
+    ) -> bool {
+        if p.slot.cas(p.old, F::FROZEN).is_err() {
+            return false;
+        }
+        let mut local = FlushBatch::new();
+        self.retire(p.level, p.base, p.old, &mut Retire { batch: &mut local, d, visit: None, freeze: true });
+        if F::BREAK_BEFORE_MAKE {
+            if local.is_all() {
+                bbm(FlushRange { gpa: p.base, len: size.bytes(), size: PageSize::Size4K });
+            }
+            for r in local.ranges() {
+                bbm(*r);
+            }
+            for det in local.take_detached() {
+                batch.push_detached(det);
+            }
+        } else {
+            batch.merge(local);
+        }
+        p.slot.store(p.new);
+        d.leaves[p.level as usize] += 1;
+        true
     }
 }

@@ -338,7 +338,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     #[inline]
     pub(crate) fn root_node(&self) -> Node<'_> {
         // SAFETY: the root frames (`ROOT_ENTRIES` entries) live as long as `self`.
-        unsafe { Node::new(self.root, self.root_ptr.0, F::ROOT_ENTRIES, F::ROOT_LEVEL) }
+        unsafe { Node::new(self.root_ptr.0, F::ROOT_ENTRIES, F::ROOT_LEVEL) }
     }
 
     /// The table that `raw`, a table entry at `level` read from this tree, points to.
@@ -356,15 +356,21 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         // freed (see above): frames leave only through `free_detached`, whose contract is that
         // no operation still holds them, or `Drop`. Only roots span several frames, and a root
         // is never a child: 512 entries.
-        unsafe { Node::new(pa, self.alloc.frame_ptr(pa), ENTRIES_PER_TABLE, level) }
+        unsafe { Node::new(self.alloc.frame_ptr(pa), ENTRIES_PER_TABLE, level) }
     }
 
-    /// A zeroed table for `level`, not linked anywhere yet.
+    /// Whether `raw`, a present table entry at `level`, points to `table`.
     #[inline]
-    fn alloc_node(&self, level: Level) -> Result<Node<'_>, PtError> {
+    fn points_to(&self, level: Level, raw: u64, table: &Node<'_>) -> bool {
+        F::is_present(raw) && !F::is_leaf(level, raw) && self.child_node(level, raw).same(table)
+    }
+
+    /// A zeroed table for `level`, not linked anywhere yet (its address, and a handle).
+    #[inline]
+    fn alloc_node(&self, level: Level) -> Result<(u64, Node<'_>), PtError> {
         let f = self.alloc.alloc_zeroed(1).ok_or(PtError::OutOfFrames)?;
         // SAFETY: a frame just allocated (512 entries), freed only by this table.
-        Ok(unsafe { Node::new(f.pa, f.ptr, ENTRIES_PER_TABLE, level) })
+        Ok((f.pa, unsafe { Node::new(f.ptr, ENTRIES_PER_TABLE, level) }))
     }
 
     /// Give back a table that was never linked.
@@ -398,28 +404,44 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         F::TABLE_LEAVES_SHIFT.map(|shift| (raw >> shift) & LEAVES_FIELD)
     }
 
-    /// Add `n` to the leaf count in `parent`, a table entry that only this (exclusive)
-    /// operation changes; hardware setting its accessed bit commutes with the add.
+    /// Add `n` to the leaf count in the entry pointing to the cursor's table (its parent), a
+    /// table entry that only this (exclusive) operation changes; hardware setting its accessed
+    /// bit commutes with the add.
     #[inline]
-    fn count_exclusive(parent: Option<Slot<'_>>, n: i64) {
-        if let (Some(shift), Some(p)) = (F::TABLE_LEAVES_SHIFT, parent) {
-            if n != 0 {
+    fn count_exclusive(c: &Cursor<'_, F, A>, n: i64) {
+        if let (Some(shift), true) = (F::TABLE_LEAVES_SHIFT, n != 0) {
+            if let Some(p) = c.parent() {
                 p.fetch_add((n << shift) as u64);
             }
         }
     }
 
-    /// Add `n` to the leaf count in `parent` under the shared lock: a compare-and-swap from the
-    /// value just read, and only while `parent` still points to the table at `child` (a table
-    /// frozen or replaced meanwhile is being detached and counted by whoever detaches it).
+    /// Add `n` to the leaf count in `parent` under the shared lock, where `seen` is the value
+    /// the walk read there (or linked) on its way down: a compare-and-swap from that value, and
+    /// on failure from the value now there, but only while `parent` still points to the same
+    /// table (a table frozen or replaced meanwhile is being detached and counted, by reading,
+    /// by whoever detaches it).
     #[inline]
-    fn count_shared(parent: Option<Slot<'_>>, child: u64, n: i64) {
-        let (Some(shift), Some(p)) = (F::TABLE_LEAVES_SHIFT, parent) else { return };
-        let mut raw = p.load();
-        while F::is_present(raw) && !F::is_leaf(p.level(), raw) && F::addr(p.level(), raw) == child {
-            match p.cas(raw, raw.wrapping_add((n << shift) as u64)) {
-                Ok(_) => return,
-                Err(now) => raw = now,
+    fn count_shared(parent: Option<(Slot<'_>, u64)>, n: i64) {
+        let (Some(shift), Some((p, seen))) = (F::TABLE_LEAVES_SHIFT, parent) else { return };
+        let mut raw = seen;
+        while let Err(now) = p.cas(raw, raw.wrapping_add((n << shift) as u64)) {
+            let level = p.level();
+            if !F::is_present(now) || F::is_leaf(level, now) || F::addr(level, now) != F::addr(level, seen) {
+                return;
+            }
+            raw = now;
+        }
+    }
+
+    /// [`count_shared`](Self::count_shared) for the table the cursor is in, from the value its
+    /// parent entry holds now (for walks that have climbed since they came down).
+    #[inline]
+    fn count_shared_here(&self, c: &Cursor<'_, F, A>, n: i64) {
+        if let (Some(_), Some(p)) = (F::TABLE_LEAVES_SHIFT, c.parent()) {
+            let (seen, level) = (p.load(), p.level());
+            if self.points_to(level, seen, &c.node()) {
+                Self::count_shared(Some((p, seen)), n);
             }
         }
     }
@@ -480,33 +502,48 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     }
 
     /// Call `f(gpa, level, slot, raw)` for every present leaf overlapping `start..end`, in
-    /// address order (`raw`: the value the walk read).
+    /// address order (`raw`: the value the walk read). The entries of each table are read as one
+    /// run; the cursor moves once per run and steps down at the first table entry.
     #[inline]
     fn for_each_leaf_slot(&self, start: u64, end: u64, mut f: impl FnMut(u64, Level, Slot<'_>, u64)) {
         let mut c = self.cursor(start, end);
         while !c.is_done() {
-            let slot = c.slot();
-            let raw = slot.load();
-            if F::is_present(raw) {
-                if !F::is_leaf(c.level(), raw) {
-                    c.down(raw);
-                    continue;
+            let (node, n, level, step) = (c.node(), c.run_len(), c.level(), c.entry_bytes());
+            let first = node.index_of(c.gpa());
+            let mut gpa = c.base();
+            let mut table = None;
+            for i in 0..n {
+                let slot = node.slot(first + i);
+                let raw = slot.load();
+                if F::is_present(raw) {
+                    if !F::is_leaf(level, raw) {
+                        table = Some((i, raw));
+                        break;
+                    }
+                    f(gpa, level, slot, raw);
                 }
-                f(c.base(), c.level(), slot, raw);
+                gpa += step;
             }
-            c.next();
+            match table {
+                Some((i, raw)) => {
+                    c.advance(i);
+                    c.down(raw);
+                }
+                None => c.advance(n),
+            }
         }
     }
 
     /// A fully populated child table with the same translation as the huge leaf `raw` at
     /// `level`, not yet linked, and the entry that links it (recording its 512 leaves).
     fn build_split(&self, level: Level, raw: u64) -> Result<(Node<'_>, u64), PtError> {
+        // The entry's table address is `F::addr(level, entry)`.
         let Pte::Leaf { pa, attrs } = F::decode(level, raw) else { unreachable!("build_split on a non-leaf") };
-        let node = self.alloc_node(level - 1)?;
+        let (child, node) = self.alloc_node(level - 1)?;
         let step = level_bytes(level - 1);
         let tmpl = F::leaf_template(level - 1, &attrs);
         node.fill_unlinked(|i| F::with_addr(level - 1, &tmpl, pa + i as u64 * step));
-        Ok((node, Self::table_entry(node.pa(), ENTRIES_PER_TABLE as u64)))
+        Ok((node, Self::table_entry(child, ENTRIES_PER_TABLE as u64)))
     }
 
     /// Write `new` over the live entry at `slot` (old value `old`), honouring

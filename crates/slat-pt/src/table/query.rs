@@ -17,16 +17,17 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         if gpa >= self.input_limit() {
             return None;
         }
-        let mut node = self.root_node();
+        let (mut node, mut level) = (self.root_node(), F::ROOT_LEVEL);
         loop {
             let raw = node.slot(node.index_of(gpa)).load();
             if !F::is_present(raw) {
                 return None;
             }
-            if F::is_leaf(node.level(), raw) {
-                return Some((raw, node.level()));
+            if F::is_leaf(level, raw) {
+                return Some((raw, level));
             }
-            node = self.child_node(node.level(), raw);
+            node = self.child_node(level, raw);
+            level -= 1;
         }
     }
 

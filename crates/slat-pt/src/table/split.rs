@@ -31,7 +31,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         }
         let (_, entry) = self.build_split(level, old)?;
         Self::replace_live(slot, old, entry, base, bbm);
-        Self::count_exclusive(c.parent(), -1);
+        Self::count_exclusive(&c, -1);
         let mut d = Delta::default();
         d.split(level);
         self.apply(base, &d);
@@ -111,7 +111,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
                 let lock = if F::BREAK_BEFORE_MAKE { F::FROZEN } else { entry };
                 if slot.cas(cur, lock).is_err() {
                     // Changed under us: read it again.
-                    self.free_unlinked(child.pa());
+                    self.free_unlinked(F::addr(level, entry));
                     continue;
                 }
                 if F::BREAK_BEFORE_MAKE {
@@ -122,7 +122,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
                 d.split(level);
                 p.splits += 1;
                 p.tables_allocated += 1;
-                Self::count_shared(c.parent(), c.node().pa(), -1);
+                self.count_shared_here(&c, -1);
                 c.down_new(child, false);
             } else {
                 c.down(cur);
@@ -184,7 +184,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         let (pa0, a0) = first.expect("512 children checked");
         let new = F::leaf(level, pa0, &LeafAttrs { accessed, dirty, ..a0 });
         Self::replace_live(slot, old, new, base, bbm);
-        Self::count_exclusive(c.parent(), 1);
+        Self::count_exclusive(&c, 1);
         let mut d = Delta::default();
         d.leaves[level as usize] += 1;
         self.retire(level, base, old, &mut Retire { batch, d: &mut d, visit: None, freeze: false });

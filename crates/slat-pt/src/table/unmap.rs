@@ -45,42 +45,46 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         self.check_range(gpa, len, PageSize::Size4K)?;
         let mut d = Delta::default();
         let mut r = Retire { batch, d: &mut d, visit, freeze: false };
-        let mut c = self.cursor(gpa, gpa + len);
+        let (mut c, end) = (self.cursor(gpa, gpa + len), gpa + len);
         while !c.is_done() {
-            let level = c.level();
-            if level == 0 {
-                // A run of 4K leaves in a table the range covers in part.
-                let (node, n, base) = (c.node(), c.run_len(), c.base());
-                let first = node.index_of(base);
-                let mut removed = 0;
-                for i in 0..n {
-                    let slot = node.slot(first + i);
-                    if F::is_present(slot.load_relaxed()) {
-                        // Swap, not store: hardware may have set the dirty bit since the load.
-                        let old = slot.swap(0);
-                        self.retire(0, base + i as u64 * PAGE, old, &mut r);
-                        removed += 1;
+            // Step down through tables the range covers in part (a short range: straight to
+            // its leaves).
+            while c.level() > 0 {
+                let raw = c.slot().load_relaxed();
+                if !F::is_present(raw) || F::is_leaf(c.level(), raw) || c.whole() {
+                    break;
+                }
+                c.down(raw);
+            }
+            // The entries of the current table in range, as one run: leaves and tables the
+            // range covers whole are removed; the first table it covers in part is stepped into.
+            let (node, n, level, step) = (c.node(), c.run_len(), c.level(), c.entry_bytes());
+            let (first, from) = (node.index_of(c.gpa()), c.gpa());
+            let (mut at, mut removed, mut partial) = (c.base(), 0, None);
+            for i in 0..n {
+                let slot = node.slot(first + i);
+                let old = slot.load_relaxed();
+                if F::is_present(old) {
+                    let leaf = F::is_leaf(level, old);
+                    if !leaf && (at < from || at + step > end) {
+                        partial = Some((i, old));
+                        break;
                     }
+                    // Swap, not store: hardware may have set the dirty bit since the load.
+                    let old = slot.swap(0);
+                    removed += leaf as i64;
+                    self.retire(level, at, old, &mut r);
                 }
-                Self::count_exclusive(c.parent(), -removed);
-                c.advance(n);
-                continue;
+                at += step;
             }
-            let slot = c.slot();
-            let old = slot.load_relaxed();
-            if F::is_present(old) {
-                let leaf = F::is_leaf(level, old);
-                if !leaf && !c.whole() {
+            Self::count_exclusive(&c, -removed);
+            match partial {
+                Some((i, old)) => {
+                    c.advance(i);
                     c.down(old);
-                    continue;
                 }
-                let old = slot.swap(0);
-                if leaf {
-                    Self::count_exclusive(c.parent(), -1);
-                }
-                self.retire(level, c.base(), old, &mut r);
+                None => c.advance(n),
             }
-            c.next();
         }
         self.apply(gpa, &d);
         Ok(())
@@ -102,30 +106,30 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
             r.batch.add(gpa, size, PageSize::from_level(level).unwrap());
             return;
         }
-        let child = self.child_node(level, old);
+        let (child, pa) = (self.child_node(level, old), F::addr(level, old));
         let min = if r.freeze || r.visit.is_some() {
-            let min = self.detach_subtree(child, gpa, r);
+            let min = self.detach_subtree(child, pa, gpa, r);
             if !r.freeze {
                 // Exclusive: the subtree is intact below its root; `free_detached` frees it whole.
-                r.batch.push_detached(Detached { pa: child.pa(), level: level - 1, childless: false });
+                r.batch.push_detached(Detached { pa, level: level - 1, childless: false });
             }
             min
         } else {
             let (min, children) = self.count_subtree(child, old, gpa, r.d);
-            r.batch.push_detached(Detached { pa: child.pa(), level: level - 1, childless: !children });
+            r.batch.push_detached(Detached { pa, level: level - 1, childless: !children });
             min
         };
         r.batch.add(gpa, size, PageSize::from_level(min).unwrap_or(PageSize::Size1G));
     }
 
-    /// Detach the subtree under `table` (covering from `gpa`) entry by entry: count what was
+    /// Detach the subtree under `table` (at `pa`, covering from `gpa`) entry by entry: count what was
     /// there, show each leaf to the visitor and, when freezing, swap every entry to frozen and
     /// list every table in the batch. Returns the smallest leaf level seen.
-    fn detach_subtree(&self, table: Node<'_>, gpa: u64, r: &mut Retire<'_, '_>) -> Level {
+    fn detach_subtree(&self, table: Node<'_>, pa: u64, gpa: u64, r: &mut Retire<'_, '_>) -> Level {
         let top = table.level();
         r.d.tables -= 1;
         if r.freeze {
-            r.batch.push_detached(Detached { pa: table.pa(), level: top, childless: true });
+            r.batch.push_detached(Detached { pa, level: top, childless: true });
         }
         let mut min = top;
         let mut c = Cursor::over(self, table, gpa, gpa + level_bytes(top + 1));
@@ -172,39 +176,83 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         let (mut min, mut children) = (top, false);
         let mut c = Cursor::over(self, table, gpa, gpa + level_bytes(top + 1));
         while !c.is_done() {
-            let level = c.level();
+            let (node, n, level) = (c.node(), c.run_len(), c.level());
+            let first = node.index_of(c.gpa());
             if level == 0 {
                 // A leaf table whose parent entry keeps no count.
-                let (node, n) = (c.node(), c.run_len());
-                d.leaves[0] -= node.count_run(node.index_of(c.gpa()), n, F::is_present) as i64;
+                d.leaves[0] -= node.count_run(first, n, F::is_present) as i64;
                 min = 0;
                 c.advance(n);
                 continue;
             }
-            let raw = c.slot().load_relaxed();
-            if F::is_present(raw) {
-                if F::is_leaf(level, raw) {
-                    d.leaves[level as usize] -= 1;
-                    min = min.min(level);
+            // Most runs hold only leaves, or (level 1) leaf tables whose entries record their
+            // leaves: one pass with no branches counts them.
+            let counted = level == 1 && F::TABLE_LEAVES_SHIFT.is_some();
+            let (mut present, mut tables) = (0i64, 0i64);
+            for raw in node.values_run(first, n) {
+                let p = F::is_present(raw);
+                present += p as i64;
+                tables += (p & !F::is_leaf(level, raw)) as i64;
+            }
+            if tables == 0 || counted {
+                let below: u64 = if tables > 0 {
+                    node.values_run(first, n)
+                        .filter(|&raw| F::is_present(raw) && !F::is_leaf(level, raw))
+                        .map(|raw| Self::table_leaves(raw).unwrap_or(0))
+                        .sum()
                 } else {
-                    d.tables -= 1;
-                    children |= level == top;
-                    match Self::table_leaves(raw) {
-                        Some(n) if level == 1 => {
-                            d.leaves[0] -= n as i64;
-                            min = 0;
-                        }
-                        _ => {
-                            c.down(raw);
-                            continue;
-                        }
+                    0
+                };
+                d.leaves[level as usize] -= present - tables;
+                d.leaves[0] -= below as i64;
+                d.tables -= tables;
+                children |= level == top && tables > 0;
+                if present > tables {
+                    min = min.min(level);
+                }
+                if tables > 0 {
+                    min = 0;
+                }
+                c.advance(n);
+                continue;
+            }
+            // Tables to read: count leaves, take leaf tables' counts from their entries, stop
+            // at the first table that has to be read.
+            let (mut leaves, mut table) = (0, None);
+            for i in 0..n {
+                let raw = node.slot(first + i).load_relaxed();
+                if !F::is_present(raw) {
+                    continue;
+                }
+                if F::is_leaf(level, raw) {
+                    leaves += 1;
+                    continue;
+                }
+                d.tables -= 1;
+                children |= level == top;
+                match Self::table_leaves(raw) {
+                    Some(k) if level == 1 => {
+                        d.leaves[0] -= k as i64;
+                        min = 0;
+                    }
+                    _ => {
+                        table = Some((i, raw));
+                        break;
                     }
                 }
             }
-            c.next();
+            d.leaves[level as usize] -= leaves;
+            if leaves > 0 {
+                min = min.min(level);
+            }
+            match table {
+                Some((i, raw)) => {
+                    c.advance(i);
+                    c.down(raw);
+                }
+                None => c.advance(n),
+            }
         }
         (min, children)
     }
 }
-
-const PAGE: u64 = crate::size::PAGE_SIZE;
