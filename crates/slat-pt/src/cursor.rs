@@ -208,6 +208,10 @@ impl<'t, F: Format, A: FrameAllocator> Cursor<'t, F, A> {
         }
         self.gpa = self.base() + n as u64 * self.entry_bytes();
         self.done = self.gpa;
+        if self.gpa >= self.end {
+            // Finished: nothing to climb back to.
+            return;
+        }
         while self.level < self.top && self.node().index_of(self.gpa) == 0 {
             self.level += 1;
         }
