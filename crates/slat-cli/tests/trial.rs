@@ -531,7 +531,7 @@ fn host_out_of_memory_during_the_run_names_the_memslot_line() {
     assert_input_error(&out, "oom.toml:");
     let line = out.stderr.lines().next().unwrap();
     assert!(line.contains(": memslot[0]: memslot 0 (anonymous) at gpa"), "{line}");
-    assert!(line.contains("host out of memory; grow host.memory"), "{line}");
+    assert!(line.contains("host out of memory; the OOM killer would take the VMM; grow host.memory"), "{line}");
 }
 
 // The report: honest axes for empty and tiny series, readable phase names, one number format.

@@ -5,7 +5,7 @@
 use crate::platform::Platform;
 use alloc::vec::Vec;
 
-use slat_pt::{FlushBatch, Format, Gpa, PageSize, PageTable, Perms, SwBits, PAGE_SIZE};
+use slat_pt::{FlushBatch, Format, Gpa, PageSize, PageTable, Perms, PAGE_SIZE};
 
 use crate::config::{DirtyLogMode, HarvestMode};
 use crate::exclusive::InvalidateGuard;
@@ -108,7 +108,7 @@ impl<F: Format, P: Platform> Mmu<F, P> {
                 }
                 a.perms.contains(Perms::WRITE).then(|| {
                     let mut n = a.with_perms(a.perms - Perms::WRITE);
-                    n.sw.insert(SwBits::DIRTY_LOG_WP);
+                    n.sw.insert(crate::policy::DIRTY_LOG_WP);
                     n.dirty = false;
                     n
                 })

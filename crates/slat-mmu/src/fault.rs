@@ -263,6 +263,6 @@ impl<F: Format, P: Platform> Mmu<F, P> {
         m: &Mapping,
         batch: &mut FlushBatch,
     ) -> Result<slat_pt::Installed, PtError> {
-        pt.install(block * PAGE_SIZE, m, batch, &mut |r| self.flush_now(r))
+        pt.install_with(block * PAGE_SIZE, m, &crate::policy::Refault, batch, &mut |r| self.flush_now(r))
     }
 }

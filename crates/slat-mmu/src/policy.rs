@@ -4,13 +4,40 @@
 //! audit all ask these two; nothing else encodes a rule.
 
 use crate::platform::Platform;
-use slat_pt::{Format, LeafAttrs, MemType, PageSize, Perms, SwBits};
+use slat_pt::{Format, LeafAttrs, MemType, PageSize, Perms, RefaultRule, SwBits, WidenOnly};
 
 use crate::config::DirtyLogMode;
 use crate::host::{BackingKind, HostPage};
 use crate::memslot::Memslot;
 use crate::mmu::Mmu;
 use crate::reason::{Decision, ReasonSet, WhyNotHuge};
+
+/// Software bit of a leaf: the host maps the page writable, so the MMU may grant write without
+/// asking the host again. With this bit and without [`Perms::WRITE`] the leaf is
+/// write-protected by the MMU itself (dirty logging, write tracking).
+pub(crate) const HOST_WRITABLE: SwBits = SwBits::SW0;
+
+/// Software bit of a leaf: write was withheld for dirty logging; a write fault grants it and
+/// logs the page.
+pub(crate) const DIRTY_LOG_WP: SwBits = SwBits::SW1;
+
+/// How a fault merges with a leaf of the same output already in place (slat-pt's
+/// [`RefaultRule`]): widen only (keep the leaf's permissions and accessed/dirty state, never
+/// lose a dirty bit), and a leaf that ends up writable is no longer write-protected for dirty
+/// logging.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Refault;
+
+impl RefaultRule for Refault {
+    #[inline]
+    fn merge(&self, was: &LeafAttrs, want: &LeafAttrs) -> LeafAttrs {
+        let mut a = WidenOnly.merge(was, want);
+        if a.perms.contains(Perms::WRITE) {
+            a.sw.remove(DIRTY_LOG_WP);
+        }
+        a
+    }
+}
 
 /// Who builds a leaf, for [`Mmu::leaf_attrs`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,9 +160,9 @@ impl<F: Format, P: Platform> Mmu<F, P> {
         }
         let mut sw = SwBits::empty();
         if writable_ok {
-            sw.insert(SwBits::HOST_WRITABLE);
+            sw.insert(HOST_WRITABLE);
             if !grant_write {
-                sw.insert(SwBits::DIRTY_LOG_WP);
+                sw.insert(DIRTY_LOG_WP);
             }
         }
         LeafAttrs { perms, mem_type, accessed, dirty, sw }

@@ -204,7 +204,7 @@ impl<F: Format, P: Platform> Mmu<F, P> {
             slot.mem_type(block) == slot.mem_type(block + size.pages() - 1) || attrs.mem_type == MemType::WriteBack
         );
         let m = Mapping { pa: (host.pfn.0 & !(size.pages() - 1)) * PAGE_SIZE, size, attrs };
-        if pt.install(block * PAGE_SIZE, &m, batch, &mut |r| self.flush_now(r)).is_err() {
+        if pt.install_with(block * PAGE_SIZE, &m, &crate::policy::Refault, batch, &mut |r| self.flush_now(r)).is_err() {
             return false;
         }
         if attrs.perms.contains(Perms::WRITE) {

@@ -6,7 +6,9 @@
 
 use alloc::vec::Vec;
 
-use slat_pt::{Access, Counts, Format, FrameAllocator, Gpa, HwWalk, Leaf, PageSize, PageTable, Translation};
+#[cfg(feature = "sim")]
+use slat_pt::{Access, HwWalk};
+use slat_pt::{Counts, Format, FrameAllocator, Gpa, Leaf, PageSize, PageTable, Translation};
 
 /// Shared, read-only access to the stage-2 tables, from
 /// [`Mmu::with_tables`](crate::Mmu::with_tables). Holding it holds the table lock shared:
@@ -57,7 +59,8 @@ impl<'a, F: Format, A: FrameAllocator> TablesView<'a, F, A> {
 
     /// Walk as the CPU's stage-2 walker would for `access` at `gpa`: check permissions and, on
     /// success, set the accessed (and for a write, dirty) state the way the format's hardware
-    /// does. For hardware models (the simulator, tests).
+    /// does. For hardware models (the simulator, tests): feature `sim`.
+    #[cfg(feature = "sim")]
     pub fn hw_walk(&self, gpa: Gpa, access: Access) -> HwWalk {
         self.pt.hw_walk(gpa.0, access)
     }

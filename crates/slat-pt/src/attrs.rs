@@ -25,15 +25,16 @@ impl Perms {
 }
 
 bitflags! {
-    /// Software-defined bits kept in ignored entry bits. The hardware never reads them.
+    /// Software bits a leaf carries in entry bits the hardware ignores. The page-table layer
+    /// stores and compares them and gives them no meaning: the layer above names them (slat-mmu
+    /// keeps "the host maps the page writable" and "write-protected for dirty logging" here).
+    /// Every format has room for these two.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
     pub struct SwBits: u8 {
-        /// The host maps the page writable: the MMU may grant write without asking the host again.
-        /// A leaf with this bit and without [`Perms::WRITE`] is write-protected by the MMU itself,
-        /// for example for dirty logging.
-        const HOST_WRITABLE = 1 << 0;
-        /// Write access was removed for dirty logging; a write fault restores it and logs the page.
-        const DIRTY_LOG_WP = 1 << 1;
+        /// The first software bit.
+        const SW0 = 1 << 0;
+        /// The second software bit.
+        const SW1 = 1 << 1;
     }
 }
 
@@ -67,21 +68,15 @@ pub struct LeafAttrs {
 }
 
 impl LeafAttrs {
-    /// Write-back guest RAM with `perms`, accessed, not dirty, host-writable when `perms` has write.
+    /// Write-back guest RAM with `perms`, accessed, not dirty, no software bits.
     ///
     /// ```
-    /// use slat_pt::{LeafAttrs, Perms, SwBits};
+    /// use slat_pt::{LeafAttrs, MemType, Perms, SwBits};
     /// let a = LeafAttrs::ram(Perms::RW);
-    /// assert!(a.sw.contains(SwBits::HOST_WRITABLE));
+    /// assert_eq!((a.mem_type, a.accessed, a.dirty, a.sw), (MemType::WriteBack, true, false, SwBits::empty()));
     /// ```
     pub const fn ram(perms: Perms) -> Self {
-        LeafAttrs {
-            perms,
-            mem_type: MemType::WriteBack,
-            accessed: true,
-            dirty: false,
-            sw: if perms.contains(Perms::WRITE) { SwBits::HOST_WRITABLE } else { SwBits::empty() },
-        }
+        LeafAttrs { perms, mem_type: MemType::WriteBack, accessed: true, dirty: false, sw: SwBits::empty() }
     }
 
     /// The same attributes with other permissions.
@@ -94,4 +89,15 @@ impl LeafAttrs {
     pub fn uniform_with(&self, other: &LeafAttrs) -> bool {
         self.perms == other.perms && self.mem_type == other.mem_type && self.sw == other.sw
     }
+}
+
+/// Kind of guest access (what a stage-2 fault reports, and what a simulated walk checks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Data read.
+    Read,
+    /// Data write.
+    Write,
+    /// Instruction fetch.
+    Exec,
 }

@@ -10,8 +10,13 @@
 //!
 //! Layers inside the crate, bottom up: [`size`] and [`attrs`] (vocabulary), [`format`] (entry
 //! encodings, pure functions), [`frame`] (where tables live), [`flush`] (TLB obligations as
-//! values), [`table`] (the tree and every operation on it, with the locking protocol written at
-//! the top of that module).
+//! values), `node` (the only raw entry access) and `cursor` (the one restartable walk), and
+//! [`table`] (the tree and every operation on it as a loop over the cursor, with the locking
+//! protocol written at the top of that module).
+//!
+//! Feature `sim` adds what simulators and tests need and an embedder does not:
+//! [`SimFrameAllocator`] (frames in a simulated physical address space) and
+//! `PageTable::hw_walk` (a hardware walk that sets accessed/dirty state).
 //!
 //! ```
 //! use slat_pt::{format::Ept4, FlushBatch, LeafAttrs, Mapping, PageSize, PageTable, Perms, SimFrameAllocator};
@@ -41,19 +46,27 @@ extern crate alloc;
 
 pub mod addr;
 pub mod attrs;
+mod cursor;
 pub mod flush;
 pub mod format;
 pub mod frame;
+mod node;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod size;
 pub mod table;
 
 pub use addr::{Gfn, Gpa, Hva, Pfn};
-pub use attrs::{LeafAttrs, MemType, Perms, SwBits};
+pub use attrs::{Access, LeafAttrs, MemType, Perms, SwBits};
 pub use flush::{Detached, DetachedList, FlushBatch, FlushRange};
 pub use format::{Format, Pte};
-pub use frame::{Frame, FrameAllocator, SimFrameAllocator};
+#[cfg(feature = "sim")]
+pub use frame::SimFrameAllocator;
+pub use frame::{Frame, FrameAllocator};
+#[cfg(feature = "sim")]
+pub use sim::{HwWalk, WalkFault};
 pub use size::{Level, PageSize, PAGE_SIZE};
 pub use table::{
-    Access, CollapseError, Counts, HwWalk, Installed, Leaf, Mapping, PageTable, PtError, SplitProgress, Translation,
-    WalkFault,
+    CollapseError, Counts, Installed, Leaf, Mapping, PageTable, PtError, RefaultRule, SplitProgress, Translation,
+    WidenOnly,
 };

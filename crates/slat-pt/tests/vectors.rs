@@ -8,8 +8,8 @@ use proptest::prelude::*;
 use slat_pt::format::{Arm64S2L0, Arm64S2L1, Ept4, Ept5, Format, Npt, Sv39x4, Sv48x4};
 use slat_pt::{LeafAttrs, MemType, Perms, Pte, SwBits};
 
-const HW: SwBits = SwBits::HOST_WRITABLE;
-const WP: SwBits = SwBits::DIRTY_LOG_WP;
+const HW: SwBits = SwBits::SW0;
+const WP: SwBits = SwBits::SW1;
 const NOSW: SwBits = SwBits::empty();
 
 fn la(perms: Perms, mem_type: MemType, accessed: bool, dirty: bool, sw: SwBits) -> LeafAttrs {

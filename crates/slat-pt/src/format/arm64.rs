@@ -26,7 +26,7 @@
 //! [`Perms::WRITE`] has DBM = 0 and S2AP\[1\] = 0 and is never dirty. Decoding: DBM = 1 means
 //! writable with dirty = S2AP\[1\]; DBM = 0 means writable = S2AP\[1\] and not dirty.
 //!
-//! Software bits live in bits 55 ([`SwBits::HOST_WRITABLE`]) and 56 ([`SwBits::DIRTY_LOG_WP`]).
+//! Software bits live in bits 55 ([`SwBits::SW0`]) and 56 ([`SwBits::SW1`]).
 //! The frozen value is an invalid descriptor (bit 0 clear; all other bits are then ignored) with
 //! the four software bits 58:55 set; [`Format::leaf`] and [`Format::table`] always set bit 0.
 //!
@@ -58,21 +58,14 @@ const DBM: u64 = 1 << 51;
 /// XN\[1:0\] = 0b10: execute-never at EL1 and EL0.
 const XN: u64 = 2 << 53;
 const XN_MASK: u64 = 3 << 53;
-const SW_HOST_WRITABLE: u64 = 1 << 55;
-const SW_DIRTY_LOG_WP: u64 = 1 << 56;
+const SW0: u64 = 1 << 55;
+const SW1: u64 = 1 << 56;
 const SW_ALL: u64 = 0xf << 55;
 const ADDR_MASK: u64 = ((1 << 48) - 1) & !0xfff;
 
 /// arm64's dirty state is DBM plus S2AP\[1\] (see the module doc), not one bit: `dirty` is 0
 /// and `write` is unused here.
-const FLAGS: Flags = Flags {
-    present: VALID,
-    write: S2AP_W,
-    accessed: AF,
-    dirty: 0,
-    host_writable: SW_HOST_WRITABLE,
-    dirty_log_wp: SW_DIRTY_LOG_WP,
-};
+const FLAGS: Flags = Flags { present: VALID, write: S2AP_W, accessed: AF, dirty: 0, sw0: SW0, sw1: SW1 };
 
 /// D8.5 stage 2 MemAttr encodings (FEAT_S2FWB disabled).
 const fn mt_encode(mt: MemType) -> u64 {
@@ -158,6 +151,8 @@ macro_rules! arm64_format {
             const HW_ACCESSED: bool = true;
             const HW_DIRTY: bool = true;
             const BREAK_BEFORE_MAKE: bool = true;
+            // DDI 0487 D8.3.1: bits 11:2 of a stage-2 table descriptor are IGNORED.
+            const TABLE_LEAVES_SHIFT: Option<u32> = Some(2);
             const FROZEN: u64 = SW_ALL;
             const EXEC_UNCACHED: bool = false;
 

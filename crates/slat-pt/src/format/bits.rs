@@ -19,10 +19,10 @@ pub(super) struct Flags {
     pub accessed: u64,
     /// The one-bit dirty flag (0 for formats whose dirty state is not a single bit).
     pub dirty: u64,
-    /// Software bit for [`SwBits::HOST_WRITABLE`].
-    pub host_writable: u64,
-    /// Software bit for [`SwBits::DIRTY_LOG_WP`].
-    pub dirty_log_wp: u64,
+    /// Where the format keeps [`SwBits::SW0`].
+    pub sw0: u64,
+    /// Where the format keeps [`SwBits::SW1`].
+    pub sw1: u64,
 }
 
 /// `bit` if `on`, else 0.
@@ -45,16 +45,15 @@ impl Flags {
     /// The software bits of `sw`.
     #[inline]
     pub const fn encode_sw(&self, sw: SwBits) -> u64 {
-        bit_if(sw.contains(SwBits::HOST_WRITABLE), self.host_writable)
-            | bit_if(sw.contains(SwBits::DIRTY_LOG_WP), self.dirty_log_wp)
+        bit_if(sw.contains(SwBits::SW0), self.sw0) | bit_if(sw.contains(SwBits::SW1), self.sw1)
     }
 
     /// The software bits of `raw`.
     #[inline]
     pub fn decode_sw(&self, raw: u64) -> SwBits {
         let mut sw = SwBits::empty();
-        sw.set(SwBits::HOST_WRITABLE, raw & self.host_writable != 0);
-        sw.set(SwBits::DIRTY_LOG_WP, raw & self.dirty_log_wp != 0);
+        sw.set(SwBits::SW0, raw & self.sw0 != 0);
+        sw.set(SwBits::SW1, raw & self.sw1 != 0);
         sw
     }
 

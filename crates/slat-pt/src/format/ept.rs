@@ -32,8 +32,7 @@ const A: u64 = 1 << 8;
 const D: u64 = 1 << 9;
 const ADDR_MASK: u64 = ((1 << 52) - 1) & !0xfff;
 
-const FLAGS: Flags =
-    Flags { present: RWX, write: W, accessed: A, dirty: D, host_writable: 1 << 52, dirty_log_wp: 1 << 53 };
+const FLAGS: Flags = Flags { present: RWX, write: W, accessed: A, dirty: D, sw0: 1 << 52, sw1: 1 << 53 };
 
 /// SDM 29.3.7 / 11.3: memory type encodings (0 UC, 1 WC, 4 WT, 6 WB).
 const fn mt_encode(mt: MemType) -> u64 {
@@ -92,6 +91,8 @@ macro_rules! ept_format {
             const HW_ACCESSED: bool = true;
             const HW_DIRTY: bool = true;
             const BREAK_BEFORE_MAKE: bool = false;
+            // SDM Tables 29-2..29-5: bits 62:52 of a non-leaf entry are ignored.
+            const TABLE_LEAVES_SHIFT: Option<u32> = Some(52);
             const FROZEN: u64 = (1 << 11) | (1 << 57);
 
             #[inline]

@@ -93,6 +93,11 @@ pub trait Format: Copy + Send + Sync + 'static {
     /// may be executable. False on arm64: instruction fetches from Device memory are
     /// architecturally unpredictable there, and KVM never maps such memory executable.
     const EXEC_UNCACHED: bool = true;
+    /// Where table entries keep, in bits the hardware ignores in them, the number of present
+    /// leaves in the table they point to: the shift of a 10-bit field (0..=512). `None` when
+    /// the format's table entries have no such room (RISC-V G-stage: two RSW bits); operations
+    /// that need the number then read the table.
+    const TABLE_LEAVES_SHIFT: Option<u32> = None;
 
     /// Whether a leaf may sit at `level`.
     #[inline]
@@ -164,7 +169,7 @@ mod tests {
     fn template_matches_leaf<F: Format>() {
         let mts = [MemType::WriteBack, MemType::WriteThrough, MemType::WriteCombining, MemType::Uncached];
         let perms = [Perms::empty(), Perms::READ, Perms::RW, Perms::READ | Perms::EXEC, Perms::RW | Perms::EXEC];
-        let sws = [SwBits::empty(), SwBits::HOST_WRITABLE, SwBits::DIRTY_LOG_WP];
+        let sws = [SwBits::empty(), SwBits::SW0, SwBits::SW1];
         let pas = [0, 0x1000, 0x20_0000, 0x4000_0000, 0x1234_5000, 0xabc_def0_1000, (1 << 52) - 0x1000, u64::MAX];
         for level in 0..=F::MAX_LEAF_LEVEL {
             for mt in mts {

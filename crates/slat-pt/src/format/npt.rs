@@ -49,8 +49,7 @@ const PAT_4K: u64 = 1 << 7;
 const PAT_LARGE: u64 = 1 << 12;
 const NX: u64 = 1 << 63;
 
-const FLAGS: Flags =
-    Flags { present: P, write: RW, accessed: A, dirty: D, host_writable: 1 << 52, dirty_log_wp: 1 << 53 };
+const FLAGS: Flags = Flags { present: P, write: RW, accessed: A, dirty: D, sw0: 1 << 52, sw1: 1 << 53 };
 const ADDR_MASK: u64 = ((1 << 52) - 1) & !0xfff;
 /// Address bits of a large leaf: bit 12 is PAT there.
 const LARGE_ADDR_MASK: u64 = ADDR_MASK & !PAT_LARGE;
@@ -128,6 +127,8 @@ macro_rules! npt_format {
             const HW_ACCESSED: bool = true;
             const HW_DIRTY: bool = true;
             const BREAK_BEFORE_MAKE: bool = false;
+            // APM Vol. 2 5.3.3: bits 62:52 of a non-leaf entry are available to software.
+            const TABLE_LEAVES_SHIFT: Option<u32> = Some(52);
             const FROZEN: u64 = (1 << 11) | (1 << 57);
 
             #[inline]

@@ -27,8 +27,8 @@
 //! D on a write through a writable leaf, so [`Format::HW_ACCESSED`] and [`Format::HW_DIRTY`] are
 //! true.
 //!
-//! Software bits live in RSW: bit 8 is [`SwBits::HOST_WRITABLE`], bit 9 is
-//! [`SwBits::DIRTY_LOG_WP`]. The frozen value has V clear and both RSW bits set (`0x300`); it has
+//! Software bits live in RSW: bit 8 is [`SwBits::SW0`], bit 9 is
+//! [`SwBits::SW1`]. The frozen value has V clear and both RSW bits set (`0x300`); it has
 //! U clear, which every [`Format::leaf`] value sets, and [`Format::table`] values set V.
 //!
 //! Replacement rule: the spec lets software overwrite a PTE in place, including replacing a
@@ -50,22 +50,15 @@ const RWX: u64 = R | W | X;
 const U: u64 = 1 << 4;
 const A: u64 = 1 << 6;
 const D: u64 = 1 << 7;
-const SW_HOST_WRITABLE: u64 = 1 << 8;
-const SW_DIRTY_LOG_WP: u64 = 1 << 9;
+const SW0: u64 = 1 << 8;
+const SW1: u64 = 1 << 9;
 const PPN_SHIFT: u32 = 10;
 /// PPN field, bits 53:10 (44 bits).
 const PPN_MASK: u64 = ((1 << 44) - 1) << PPN_SHIFT;
 const PBMT_SHIFT: u32 = 61;
 const PBMT_MASK: u64 = 3 << PBMT_SHIFT;
 
-const FLAGS: Flags = Flags {
-    present: V,
-    write: W,
-    accessed: A,
-    dirty: D,
-    host_writable: SW_HOST_WRITABLE,
-    dirty_log_wp: SW_DIRTY_LOG_WP,
-};
+const FLAGS: Flags = Flags { present: V, write: W, accessed: A, dirty: D, sw0: SW0, sw1: SW1 };
 
 /// Physical address to the PTE's PPN field (PA bits 55:12 land in PTE bits 53:10).
 #[inline]
@@ -131,7 +124,7 @@ macro_rules! riscv_format {
             const HW_ACCESSED: bool = true;
             const HW_DIRTY: bool = true;
             const BREAK_BEFORE_MAKE: bool = false;
-            const FROZEN: u64 = SW_HOST_WRITABLE | SW_DIRTY_LOG_WP;
+            const FROZEN: u64 = SW0 | SW1;
 
             #[inline]
             fn table(pa: u64) -> u64 {
