@@ -27,10 +27,9 @@
 //! Failing sequences shrink (proptest) to a minimal reproducer. `SLAT_DIFF_CASES` (default 40)
 //! and `SLAT_DIFF_OPS` (default 64) set the length of the run; `SLAT_DIFF_SEED` the seed.
 
-use slat_mmu::Parts;
 use slat_mmu::{
     DirtyLogMode, DirtyRingConfig, FaultError, FaultOutcome, Gfn, Gpa, HarvestMode, HostError, Hva, MemslotSpec, Mmu,
-    MmuConfig, MmuError, MmuNotifier, NxPolicy, RecoveryPolicy,
+    MmuConfig, MmuError, MmuNotifier, NxPolicy, Parts, RecoveryPolicy,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

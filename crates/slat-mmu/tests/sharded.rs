@@ -2,8 +2,7 @@
 
 use slat_mmu::sharded::ShardedRawRwLock;
 use slat_mmu::testing::{FakeHost, RecordingTlb};
-use slat_mmu::Parts;
-use slat_mmu::{Gfn, Gpa, Hva, MemslotSpec, Mmu, MmuConfig, MmuNotifier};
+use slat_mmu::{Gfn, Gpa, Hva, MemslotSpec, Mmu, MmuConfig, MmuNotifier, Parts};
 use slat_pt::format::Ept4;
 use slat_pt::{Access, PageSize, SimFrameAllocator};
 

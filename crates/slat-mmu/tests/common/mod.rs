@@ -2,8 +2,7 @@
 #![allow(dead_code)]
 
 use slat_mmu::testing::{FakeHost, RecordingTlb};
-use slat_mmu::Parts;
-use slat_mmu::{FaultOutcome, Gfn, Gpa, Hva, MemslotSpec, Mmu, MmuConfig};
+use slat_mmu::{FaultOutcome, Gfn, Gpa, Hva, MemslotSpec, Mmu, MmuConfig, Parts};
 use slat_pt::format::Ept4;
 use slat_pt::{Access, PageSize, SimFrameAllocator};
 
