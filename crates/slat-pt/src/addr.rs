@@ -26,9 +26,7 @@
 use core::fmt;
 use core::ops::{Add, AddAssign, Sub};
 
-use crate::size::PAGE_SIZE;
-
-const PAGE_SHIFT: u32 = PAGE_SIZE.trailing_zeros();
+use crate::size::{PAGE_SHIFT, PAGE_SIZE};
 
 macro_rules! address_type {
     ($(#[$doc:meta])* $name:ident, $label:literal, $offset:literal) => {
