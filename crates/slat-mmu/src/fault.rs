@@ -159,10 +159,8 @@ impl<F: Format, P: Platform> Mmu<F, P> {
         // the leaf that makes it writable is installed, under the same lock hold: a harvest
         // (which holds the lock exclusively) either runs before both or after both, never in
         // between. `false`: the ring is full, nothing may be made writable.
+        let must_mark = logging && write && grant_write;
         let mark = || -> bool {
-            if !(logging && write && grant_write) {
-                return true;
-            }
             if let Some(rings) = &self.rings {
                 match rings.push(vcpu, (slot.id, gfn - slot.base_gfn)) {
                     Some(Push::Recorded { reached_soft_limit }) => {
@@ -191,7 +189,7 @@ impl<F: Format, P: Platform> Mmu<F, P> {
             // Lazily drop the large leaf: zap it and map only the written page.
             drop(pt);
             let mut x = self.exclusive();
-            if self.inval.must_retry(seq, block, block + size.pages()) || !mark() {
+            if self.inval.must_retry(seq, block, block + size.pages()) || (must_mark && !mark()) {
                 Counters::inc(&hot.retries);
                 return Ok(FaultOutcome::Retry);
             }
@@ -201,13 +199,13 @@ impl<F: Format, P: Platform> Mmu<F, P> {
             self.zap(pt, Some(slot), b, b + big.pages(), batch);
             self.install(pt, block, &m, batch)
         } else {
-            if !mark() {
+            if must_mark && !mark() {
                 Counters::inc(&hot.retries);
                 return Ok(FaultOutcome::Retry);
             }
             let mut batch = FlushBatch::new();
             let r = self.install(&pt, block, &m, &mut batch);
-            self.retire_shared(batch);
+            self.retire_shared(&mut batch);
             r
         };
         let installed = match result {
@@ -256,6 +254,7 @@ impl<F: Format, P: Platform> Mmu<F, P> {
         }
     }
 
+    #[inline]
     fn install(
         &self,
         pt: &PageTable<F, P::Frames>,

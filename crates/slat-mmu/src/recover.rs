@@ -49,7 +49,7 @@ impl<F: Format, P: Platform> Mmu<F, P> {
             report.steps += 1;
             cursor = next;
         }
-        self.retire_shared(batch);
+        self.retire_shared(&mut batch);
         report.flushes = self.counters.remote_tlb_flush.load(core::sync::atomic::Ordering::Relaxed) - before;
         Ok(report)
     }
@@ -65,16 +65,20 @@ impl<F: Format, P: Platform> Mmu<F, P> {
         let slot = self.slot(id)?;
         let mut batch = FlushBatch::new();
         let r = self.recover_chunk(&slot, from, max_blocks, &mut batch);
-        self.retire_shared(batch);
+        self.retire_shared(&mut batch);
         Ok(r)
     }
 
     /// Flush what shared-lock work changed, then park its detached pages for the next exclusive
     /// section to free (a fault may still hold a pointer into them until then).
-    pub(crate) fn retire_shared(&self, batch: FlushBatch) {
-        self.flush(&batch);
+    #[inline]
+    pub(crate) fn retire_shared(&self, batch: &mut FlushBatch) {
+        if batch.is_empty() && batch.detached().is_empty() {
+            return;
+        }
+        self.flush(batch);
         if !batch.detached().is_empty() {
-            self.pending_free.lock().extend(batch.into_detached());
+            self.pending_free.lock().extend(batch.take_detached());
         }
     }
 

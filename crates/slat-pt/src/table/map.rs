@@ -70,6 +70,20 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     ) -> Result<(), PtError> {
         self.check_mapping(m)?;
         self.check_range(gpa, len, m.size)?;
+        if len == m.size.bytes() {
+            // One leaf where every table exists and the entry is empty: a store and the counts.
+            let target = m.size.level();
+            let (node, level, above) = self.descend_point(gpa, target, true);
+            if level == target {
+                let slot = node.slot(node.index_of(gpa));
+                if !F::is_present(slot.load_relaxed()) {
+                    slot.store(F::leaf(level, m.pa, &m.attrs));
+                    Self::count_exclusive_at(above.map(|(p, _)| p), 1);
+                    self.count_leaves(gpa, level, 1);
+                    return Ok(());
+                }
+            }
+        }
         let mut d = Delta::default();
         let r = self.map_walk(gpa, gpa + len, m, &mut Retire { batch, d: &mut d, visit: None, freeze: false }, bbm);
         self.apply(gpa, &d);
@@ -174,6 +188,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     /// # Errors
     /// [`PtError::Busy`] when a frozen entry is on the path (retry the fault);
     /// [`PtError::OutOfFrames`]; the errors of a bad request as for [`map`](Self::map).
+    #[inline]
     pub fn install_with(
         &self,
         gpa: u64,
@@ -185,6 +200,35 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         self.check_mapping(m)?;
         let base = m.size.align_down(gpa);
         self.check_range(base, m.size.bytes(), m.size)?;
+        // The common fault: every table on the way exists and the leaf's entry is empty. Only
+        // loads on the way down, one compare-and-swap for the leaf; anything else (a table to
+        // create, a leaf to split or replace, a refault, a lost race) is the general walk,
+        // which starts again from the root (this one changed nothing).
+        let target = m.size.level();
+        let (node, level, above) = self.descend_point(base, target, false);
+        if level == target {
+            let slot = node.slot(node.index_of(base));
+            let old = slot.load();
+            if old != F::FROZEN && !F::is_present(old) && slot.cas(old, F::leaf(level, m.pa, &m.attrs)).is_ok() {
+                Self::count_shared(above, 1);
+                self.count_leaves(base, level, 1);
+                return Ok(Installed { new_leaf: true, ..Installed::default() });
+            }
+        }
+        self.install_walk(base, m, rule, batch, bbm)
+    }
+
+    /// [`install_with`](Self::install_with) past its common case: the cursor's descent to one
+    /// address, creating and splitting on the way.
+    #[inline(never)]
+    fn install_walk(
+        &self,
+        base: u64,
+        m: &Mapping,
+        rule: &impl RefaultRule,
+        batch: &mut FlushBatch,
+        bbm: &mut dyn FnMut(FlushRange),
+    ) -> Result<Installed, PtError> {
         let target = m.size.level();
         let mut out = Installed::default();
         let mut d = Delta::default();

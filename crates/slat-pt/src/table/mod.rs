@@ -416,6 +416,34 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         }
     }
 
+    /// [`count_exclusive`](Self::count_exclusive) for a table reached by a descent that kept
+    /// only the entry it came down through.
+    #[inline]
+    fn count_exclusive_at(parent: Option<Slot<'_>>, n: i64) {
+        if let (Some(shift), Some(p)) = (F::TABLE_LEAVES_SHIFT, parent) {
+            p.fetch_add((n << shift) as u64);
+        }
+    }
+
+    /// Descend from the root towards `gpa` through present tables, down to `target` at most:
+    /// the table reached, its level and the entry that points to it (`None` at the root). The
+    /// point operations' walk: no path kept, loads only.
+    #[inline(always)]
+    fn descend_point(&self, gpa: u64, target: Level, relaxed: bool) -> (Node<'_>, Level, Option<(Slot<'_>, u64)>) {
+        let (mut node, mut level, mut above) = (self.root_node(), F::ROOT_LEVEL, None);
+        while level > target {
+            let slot = node.slot(node.index_of(gpa));
+            let raw = if relaxed { slot.load_relaxed() } else { slot.load() };
+            // The frozen value is not present: it stops here too.
+            if !F::is_present(raw) || F::is_leaf(level, raw) {
+                break;
+            }
+            above = Some((slot, raw));
+            (node, level) = (self.child_node(level, raw), level - 1);
+        }
+        (node, level, above)
+    }
+
     /// Add `n` to the leaf count in `parent` under the shared lock, where `seen` is the value
     /// the walk read there (or linked) on its way down: a compare-and-swap from that value, and
     /// on failure from the value now there, but only while `parent` still points to the same
@@ -447,6 +475,13 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     }
 
     // ---- shared helpers -----------------------------------------------------------------
+
+    /// Add `n` leaves at `level` to the counters of the stripe for `gpa` (one leaf's change,
+    /// without a [`Delta`]).
+    #[inline]
+    fn count_leaves(&self, gpa: u64, level: Level, n: i64) {
+        self.stripes[stripe_of(gpa)].leaves[level as usize].fetch_add(n, Ordering::Relaxed);
+    }
 
     /// Add a change to the counters of the stripe for `gpa`.
     fn apply(&self, gpa: u64, d: &Delta) {
@@ -585,7 +620,11 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     /// software walker (shared operation, simulated hardware walk) can still hold a pointer into
     /// them.
     pub unsafe fn free_detached(&self, detached: impl IntoIterator<Item = Detached>) {
-        let mut frames = SubtreeFrames { pt: self, roots: detached.into_iter(), stack: [(0, 0, 0); 5], depth: 0 };
+        let mut roots = detached.into_iter();
+        // Nothing detached (the per-page unmap): no call into the allocator.
+        let Some(first) = roots.next() else { return };
+        let mut frames =
+            SubtreeFrames { pt: self, roots: core::iter::once(first).chain(roots), stack: [(0, 0, 0); 5], depth: 0 };
         // SAFETY: the caller guarantees no one reaches these frames any more; each was allocated
         // as a single frame by this table (only roots span several frames, and they are never
         // detached), and `SubtreeFrames` yields each table once, after its last read of it.

@@ -17,18 +17,29 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         if gpa >= self.input_limit() {
             return None;
         }
-        let (mut node, mut level) = (self.root_node(), F::ROOT_LEVEL);
-        loop {
-            let raw = node.slot(node.index_of(gpa)).load();
-            if !F::is_present(raw) {
-                return None;
-            }
-            if F::is_leaf(level, raw) {
-                return Some((raw, level));
-            }
-            node = self.child_node(level, raw);
-            level -= 1;
+        // Unrolled by hand, one step per level the format has, so every level's shift, index
+        // mask and leaf test are constants (as page_table_multiarch's `get_entry`).
+        let mut node = self.root_node();
+        macro_rules! step {
+            ($level:literal) => {
+                if F::ROOT_LEVEL >= $level {
+                    let raw = node.slot(node.index_of(gpa)).load();
+                    if !F::is_present(raw) {
+                        return None;
+                    }
+                    if F::is_leaf($level, raw) {
+                        return Some((raw, $level));
+                    }
+                    node = self.child_node($level, raw);
+                }
+            };
         }
+        step!(4);
+        step!(3);
+        step!(2);
+        step!(1);
+        let raw = node.slot(node.index_of(gpa)).load();
+        F::is_present(raw).then_some((raw, 0))
     }
 
     /// Translate one guest-physical address.

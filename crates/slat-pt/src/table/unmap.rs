@@ -7,7 +7,7 @@ use crate::flush::{Detached, FlushBatch};
 use crate::format::{Format, Pte};
 use crate::frame::FrameAllocator;
 use crate::node::Node;
-use crate::size::{level_bytes, Level, PageSize, ENTRIES_PER_TABLE};
+use crate::size::{level_bytes, level_shift, Level, PageSize, ENTRIES_PER_TABLE};
 
 /// Where an operation puts what it retires: the flush batch, the counter change, the caller's
 /// leaf visitor, and whether detached subtrees are frozen (shared operations) or handed over
@@ -40,12 +40,22 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         gpa: u64,
         len: u64,
         batch: &mut FlushBatch,
-        visit: Option<&mut dyn FnMut(&Leaf)>,
+        mut visit: Option<&mut dyn FnMut(&Leaf)>,
     ) -> Result<(), PtError> {
         self.check_range(gpa, len, PageSize::Size4K)?;
+        if len == 0 || self.unmap_in_one_leaf(gpa, gpa + len, batch, &mut visit) {
+            return Ok(());
+        }
         let mut d = Delta::default();
-        let mut r = Retire { batch, d: &mut d, visit, freeze: false };
-        let (mut c, end) = (self.cursor(gpa, gpa + len), gpa + len);
+        self.unmap_walk(gpa, gpa + len, &mut Retire { batch, d: &mut d, visit, freeze: false });
+        self.apply(gpa, &d);
+        Ok(())
+    }
+
+    /// The walk of [`unmap`](Self::unmap) over a range wider than one leaf.
+    #[inline(never)]
+    fn unmap_walk(&mut self, gpa: u64, end: u64, r: &mut Retire<'_, '_>) {
+        let mut c = self.cursor(gpa, end);
         while !c.is_done() {
             // Step down through tables the range covers in part (a short range: straight to
             // its leaves).
@@ -73,7 +83,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
                     // Swap, not store: hardware may have set the dirty bit since the load.
                     let old = slot.swap(0);
                     removed += leaf as i64;
-                    self.retire(level, at, old, &mut r);
+                    self.retire(level, at, old, r);
                 }
                 at += step;
             }
@@ -86,8 +96,45 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
                 None => c.advance(n),
             }
         }
-        self.apply(gpa, &d);
-        Ok(())
+    }
+
+    /// The per-page unmap: when `start..end` lies inside one entry's span all the way down to a
+    /// leaf or an empty entry, remove that leaf (or nothing) with a point descent instead of the
+    /// range walk. False (nothing done): the range reaches past one entry, or covers a table
+    /// whole.
+    #[inline]
+    fn unmap_in_one_leaf(
+        &mut self,
+        start: u64,
+        end: u64,
+        batch: &mut FlushBatch,
+        visit: &mut Option<&mut dyn FnMut(&Leaf)>,
+    ) -> bool {
+        let (node, level, above) = self.descend_point(start, 0, true);
+        let shift = level_shift(level);
+        if start >> shift != (end - 1) >> shift {
+            return false;
+        }
+        let slot = node.slot(node.index_of(start));
+        let raw = slot.load_relaxed();
+        if F::is_present(raw) && !F::is_leaf(level, raw) {
+            // A table the range covers whole (the descent stops only at leaves and empty
+            // entries): the range walk detaches it.
+            return false;
+        }
+        if F::is_present(raw) {
+            // Swap, not store: hardware may have set the dirty bit since the load.
+            let old = slot.swap(0);
+            Self::count_exclusive_at(above.map(|(p, _)| p), -1);
+            let size = PageSize::from_level(level).unwrap();
+            let base = size.align_down(start);
+            self.count_leaves(base, level, -1);
+            if let (Some(v), Pte::Leaf { pa, attrs }) = (visit.as_deref_mut(), F::decode(level, old)) {
+                v(&Leaf { gpa: base, size, pa, attrs });
+            }
+            batch.add(base, size.bytes(), size);
+        }
+        true
     }
 
     /// Retire `old`, the former content of the entry at `level` covering `gpa` (already
