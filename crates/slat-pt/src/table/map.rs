@@ -212,7 +212,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
                 return Ok(Installed { new_leaf: true, ..Installed::default() });
             }
         }
-        self.install_walk(base, m, rule, batch, bbm)
+        self.install_walk(base, m, rule, batch, tlb)
     }
 
     /// [`install_with`](Self::install_with) past its common case: the cursor's descent to one
@@ -224,7 +224,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         m: &Mapping,
         rule: &impl RefaultRule,
         batch: &mut FlushBatch,
-        bbm: &mut dyn FnMut(FlushRange),
+        tlb: &dyn Tlb,
     ) -> Result<Installed, PtError> {
         let target = m.size.level();
         let mut out = Installed::default();

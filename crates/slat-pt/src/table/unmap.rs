@@ -132,9 +132,9 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
             let base = size.align_down(start);
             self.count_leaves(base, level, -1);
             if let (Some(v), Pte::Leaf { pa, attrs }) = (visit.as_deref_mut(), F::decode(level, old)) {
-                v(&Leaf { gpa: base, size, pa, attrs });
+                v(&Leaf { gpa: Gpa(base), size, pa, attrs });
             }
-            batch.add(base, size.bytes(), size);
+            batch.add(Gpa(base), size.bytes(), size);
         }
         true
     }
