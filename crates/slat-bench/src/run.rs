@@ -475,24 +475,39 @@ pub fn harvest_floor(len: u64) -> Sample {
     Sample { ns: ns as f64 / (len >> 12) as f64, allocs: allocs as f64, frames: f64::NAN }
 }
 
-/// In-place recovery of `len` bytes of 4K leaves into 2M leaves (`collapse` per block, then
-/// `free_detached`), per 2M block.
+/// In-place recovery of `len` bytes of 4K leaves into 2M leaves through slat-mmu's real path, per
+/// 2M block: a memslot faulted in as 2M leaves (host maps 2M), dirty logging on with eager split
+/// (every leaf split to 4K) in setup; timed, dirty logging off, which recovers the slot in place
+/// under the shared lock (`Mmu::set_dirty_logging(id, false)`: `collapse_range` per step).
 pub fn recover(len: u64) -> Sample {
     pool::reset();
-    let mut pt = slat_mapped_len(len, PageSize::Size4K);
+    let mut config = slat_mmu::MmuConfig::default();
+    config.dirty_log = slat_mmu::DirtyLogMode::EagerSplit { chunk_tables: u64::MAX };
+    config.recovery = slat_mmu::RecoveryPolicy::InPlace;
+    let m: BenchMmu =
+        slat_mmu::Mmu::new(config, SlatFrames, instant::InstantHost(PageSize::Size2M), instant::NoTlb).expect("mmu");
+    m.add_memslot(slat_mmu::MemslotSpec {
+        id: 0,
+        base_gfn: Gfn(GIB >> 12),
+        npages: len >> 12,
+        hva: Hva(instant::HVA),
+        readonly: false,
+        log_dirty: false,
+    })
+    .expect("memslot");
     let blocks = len >> 21;
-    let ((), ns, allocs) = timed(|| {
-        let mut batch = FlushBatch::new();
-        for b in 0..blocks {
-            pt.collapse(Gpa(b << 21), PageSize::Size2M, &mut batch, &NoTlb).expect("collapse");
-        }
-        // SAFETY: no TLB or other walker in the benchmark.
-        unsafe { pt.free_detached(batch.into_detached()) };
-    });
-    assert_eq!(pt.counts().leaves, [0, blocks, 0]);
-    assert_eq!(pt.translate(Gpa(len - 1)).map(|t| t.pa), Some(TIB + len - 1));
+    for b in 0..blocks {
+        m.handle_fault(Gpa(GIB + (b << 21)), Access::Write).expect("fault");
+    }
+    m.set_dirty_logging(0, true).expect("logging on");
+    assert_eq!(m.with_tables(|pt| pt.counts().leaves), [len >> 12, 0, 0], "eager split");
+    let (r, ns, allocs) = timed(|| m.set_dirty_logging(0, false));
+    r.expect("logging off");
+    assert_eq!(m.with_tables(|pt| pt.counts().leaves), [0, blocks, 0], "recovered");
+    let last = m.with_tables(|pt| pt.translate(Gpa(GIB + len - 1))).expect("translates");
+    assert_eq!(last.size, PageSize::Size2M);
     let frames = pool::live() as f64;
-    drop(pt);
+    drop(m);
     Sample { ns: ns as f64 / blocks as f64, allocs: allocs as f64, frames }
 }
 
@@ -677,7 +692,7 @@ pub fn rows(scale: Scale) -> Vec<Row> {
         kind: RowKind::Recover,
         shape: sh[1],
         cases: vec![
-            slat_case("recover", "leaf", "`collapse` per block + `free_detached`", Api::Leaf, |sc, _, _| {
+            slat_case("recover", "range", "`Mmu::set_dirty_logging(off)`: in place", Api::Range, |sc, _, _| {
                 recover(dirty_len(sc))
             }),
             floor_case("recover", "read 512 leaves, store one", |sc, _, _| recover_floor(dirty_len(sc))),

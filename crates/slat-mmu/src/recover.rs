@@ -94,13 +94,7 @@ impl<F: Format, P: Platform> Mmu<F, P> {
             return (None, 0);
         }
         match self.config.recovery {
-            RecoveryPolicy::InPlace => {
-                let seq = self.inval.snapshot();
-                let pt = self.tables.read();
-                self.recover_blocks(&pt, slot, from, max_blocks, &mut |block, size, host| {
-                    self.recover_in_place(&pt, slot, block, size, host, seq, batch)
-                })
-            }
+            RecoveryPolicy::InPlace => self.recover_in_place(slot, from, max_blocks, batch),
             RecoveryPolicy::Zap => self.recover_by_zap(slot, from, max_blocks),
         }
     }
@@ -184,37 +178,47 @@ impl<F: Format, P: Platform> Mmu<F, P> {
         (d.size >= size && (host.pfn.0 ^ block) & (size.pages() - 1) == 0).then_some(host)
     }
 
-    /// Replace the table under the `size` block at `block` with one huge leaf, under the shared
-    /// lock. Skipped (false) when an invalidation raced since `seq` or another thread is
-    /// changing the block.
-    #[allow(clippy::too_many_arguments)]
+    /// Recover in place from gfn `from`, under the shared lock: slat-pt's `collapse_range` walks
+    /// the slot with its cursor and asks, for every 1G or 2M table holding leaves, which huge
+    /// leaf the rules allow there now (the same [`decide`](Self::decide) faults use, unless an
+    /// invalidation raced since the walk began); it replaces the table with a compare-and-swap,
+    /// and stops after `max_blocks` at the cursor's finished mark, where the next step resumes.
     fn recover_in_place(
         &self,
-        pt: &PageTable<F, P::Frames>,
         slot: &Memslot<P::Lock>,
-        block: u64,
-        size: PageSize,
-        host: &HostPage,
-        seq: u64,
+        from: u64,
+        max_blocks: u64,
         batch: &mut FlushBatch,
-    ) -> bool {
-        if self.inval.must_retry(seq, block, block + size.pages()) {
-            return false;
+    ) -> (Option<u64>, u64) {
+        let (g0, g1) = (from.max(slot.base_gfn), slot.end_gfn());
+        if g0 >= g1 {
+            return (None, 0);
         }
-        let mut accessed = false;
-        pt.for_each_leaf(Gpa(block * PAGE_SIZE), size.bytes(), |l| accessed |= l.attrs.accessed);
-        let attrs = self.leaf_attrs(slot, block, size, host, LeafUse::Recovery { accessed });
-        debug_assert!(
-            slot.mem_type(block) == slot.mem_type(block + size.pages() - 1) || attrs.mem_type == MemType::WriteBack
-        );
-        let m = Mapping { pa: (host.pfn.0 & !(size.pages() - 1)) * PAGE_SIZE, size, attrs };
-        if pt.install_with(Gpa(block * PAGE_SIZE), &m, &crate::policy::Refault, batch, &self.bbm_tlb()).is_err() {
-            return false;
+        let seq = self.inval.snapshot();
+        let pt = self.tables.read();
+        let mut want = |gpa: Gpa, size: PageSize| -> Option<Mapping> {
+            let block = gpa.gfn().0;
+            if self.inval.must_retry(seq, block, block + size.pages()) {
+                return None;
+            }
+            let host = self.recoverable(slot, block, size)?;
+            let attrs = self.leaf_attrs(slot, block, size, &host, LeafUse::Recovery { accessed: false });
+            debug_assert!(
+                slot.mem_type(block) == slot.mem_type(block + size.pages() - 1) || attrs.mem_type == MemType::WriteBack
+            );
+            Some(Mapping { pa: (host.pfn.0 & !(size.pages() - 1)) * PAGE_SIZE, size, attrs })
+        };
+        let mut made = |_: Gpa, m: &Mapping| {
+            if m.attrs.perms.contains(Perms::WRITE) {
+                self.host.mark_dirty(Pfn(m.pa / PAGE_SIZE), m.size.pages());
+            }
+            Counters::inc(&self.counters.recoveries);
+        };
+        let (start, len) = (Gpa(g0 * PAGE_SIZE), (g1 - g0) * PAGE_SIZE);
+        match pt.collapse_range(start, len, max_blocks, &mut want, &mut made, batch, &self.bbm_tlb()) {
+            Ok(p) => (p.resume_at.map(|at| at.gfn().0), p.collapsed),
+            // A slot inside the input space always makes a valid range.
+            Err(_) => (None, 0),
         }
-        if attrs.perms.contains(Perms::WRITE) {
-            self.host.mark_dirty(Pfn(host.pfn.0 & !(size.pages() - 1)), size.pages());
-        }
-        Counters::inc(&self.counters.recoveries);
-        true
     }
 }

@@ -69,6 +69,6 @@ pub use frame::{Frame, FrameAllocator};
 pub use sim::{HwWalk, WalkFault};
 pub use size::{Level, PageSize, PAGE_SIZE};
 pub use table::{
-    CollapseError, Counts, Installed, Leaf, Mapping, PageTable, PtError, RefaultRule, SplitProgress, Translation,
+    CollapseProgress, Counts, Installed, Leaf, Mapping, PageTable, PtError, RefaultRule, SplitProgress, Translation,
     WidenOnly,
 };

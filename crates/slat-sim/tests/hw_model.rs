@@ -73,7 +73,10 @@ fn mutate(rng: &mut ChaCha8Rng, pt: &mut Stage2<Ept4>, tlb: &SimTlb) {
             let _ = pt.split(Gpa(block), PageSize::Size2M, tlb);
         }
         6 => {
-            let _ = pt.collapse(Gpa(block), PageSize::Size2M, &mut batch, tlb);
+            // In-place recovery: the block's table becomes one 2M leaf.
+            let m = Mapping { pa: hpa_block, size: PageSize::Size2M, attrs: fresh(perms) };
+            let (mut want, mut made) = (|_: Gpa, _: PageSize| Some(m), |_: Gpa, _: &Mapping| {});
+            pt.collapse_range(Gpa(block), MB2, 1, &mut want, &mut made, &mut batch, tlb).unwrap();
         }
         7 => {
             let _ = pt.harvest_dirty(Gpa(block), 512, &mut batch).unwrap();

@@ -1,7 +1,7 @@
 //! Installing leaves: [`PageTable::map`] (exclusive, a range) and [`PageTable::install`] (shared,
 //! the fault path's one leaf).
 
-use super::{Delta, Installed, Mapping, PageTable, PtError, Retire};
+use super::{Delta, Installed, Leaf, Mapping, PageTable, PtError, Retire};
 use crate::addr::Gpa;
 use crate::attrs::{LeafAttrs, Perms};
 use crate::flush::{FlushBatch, FlushRange, Tlb};
@@ -254,7 +254,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
                     if !self.refault(Place { slot, level, base, old, new }, m, rule, batch) {
                         continue;
                     }
-                } else if self.install_over(Place { slot, level, base, old, new }, m.size, batch, tlb, &mut d) {
+                } else if self.install_over(Place { slot, level, base, old, new }, m.size, None, batch, tlb, &mut d) {
                     out.new_leaf = true;
                     out.replaced_table = !F::is_leaf(level, old);
                     if out.replaced_table {
@@ -318,12 +318,12 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
 
 /// Where [`PageTable::install_with`] puts its leaf: the entry, its level and block, the value
 /// just read there and the leaf to write.
-struct Place<'t> {
-    slot: Slot<'t>,
-    level: Level,
-    base: u64,
-    old: u64,
-    new: u64,
+pub(super) struct Place<'t> {
+    pub(super) slot: Slot<'t>,
+    pub(super) level: Level,
+    pub(super) base: u64,
+    pub(super) old: u64,
+    pub(super) new: u64,
 }
 
 impl<F: Format, A: FrameAllocator> PageTable<F, A> {
@@ -353,12 +353,30 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     /// False: the entry changed, read it again.
     #[cold]
     #[inline(never)]
-    fn install_over(&self, p: Place<'_>, size: PageSize, batch: &mut FlushBatch, tlb: &dyn Tlb, d: &mut Delta) -> bool {
+    ///
+    /// With `collapsed` (a table collapsed in place), the leaf written is that mapping, accessed
+    /// if it or any leaf of the old subtree was.
+    pub(super) fn install_over(
+        &self,
+        p: Place<'_>,
+        size: PageSize,
+        collapsed: Option<&Mapping>,
+        batch: &mut FlushBatch,
+        tlb: &dyn Tlb,
+        d: &mut Delta,
+    ) -> bool {
         if p.slot.cas(p.old, F::FROZEN).is_err() {
             return false;
         }
         let mut local = FlushBatch::new();
-        self.retire(p.level, p.base, p.old, &mut Retire { batch: &mut local, d, visit: None, freeze: true });
+        let mut accessed = false;
+        let mut seen = |l: &Leaf| accessed |= l.attrs.accessed;
+        let visit: Option<&mut dyn FnMut(&Leaf)> = if collapsed.is_some() { Some(&mut seen) } else { None };
+        self.retire(p.level, p.base, p.old, &mut Retire { batch: &mut local, d, visit, freeze: true });
+        let new = match collapsed {
+            Some(m) => F::leaf(p.level, m.pa, &LeafAttrs { accessed: m.attrs.accessed || accessed, ..m.attrs }),
+            None => p.new,
+        };
         if F::BREAK_BEFORE_MAKE {
             if local.is_all() {
                 tlb.flush_range(&FlushRange { gpa: Gpa(p.base), len: size.bytes(), size: PageSize::Size4K });
@@ -372,7 +390,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         } else {
             batch.merge(local);
         }
-        p.slot.store(p.new);
+        p.slot.store(new);
         d.leaves[p.level as usize] += 1;
         true
     }

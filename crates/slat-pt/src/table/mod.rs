@@ -9,7 +9,7 @@
 //!   [`PageTable::clear_young`]. Any number run at once, with each other and with hardware
 //!   walkers. Every change is a compare-and-swap from the value just read; losing a race means
 //!   reloading the entry (or returning [`PtError::Busy`]), never overwriting someone else's change.
-//! * **Exclusive** (`&mut self`): map, unmap, protect, harvest, split, collapse. The type system
+//! * **Exclusive** (`&mut self`): map, unmap, protect, harvest, split. The type system
 //!   guarantees no shared operation runs at the same time (the MMU holds its lock for write), so
 //!   these use plain atomic stores. Hardware walkers still run: every store publishes a complete
 //!   entry with release ordering, and child tables are filled before they are linked.
@@ -45,7 +45,7 @@
 //! **Structure.** [`Node`](crate::node) is the only place raw entries are read or written; the
 //! [`Cursor`](crate::cursor) is the one walk, and every operation below is a loop over it:
 //! `map.rs` (map, install), `unmap.rs` (unmap and detaching), `update.rs` (protect, attribute
-//! updates, dirty harvest, aging), `split.rs` (split, split_range, collapse), `query.rs`
+//! updates, dirty harvest, aging), `split.rs` (split, split_range, collapse_range), `query.rs`
 //! (translate, iterate, recount).
 
 mod map;
@@ -123,48 +123,13 @@ pub enum PtError {
     },
 }
 
-/// Why a table could not be collapsed into one leaf.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum CollapseError {
-    /// The entry is not a table (already a leaf, or nothing mapped).
-    #[error("no table to collapse at {gpa:#x}")]
-    NotATable {
-        /// Block address.
-        gpa: u64,
-    },
-    /// A child is missing or is itself a table.
-    #[error("child at {gpa:#x} is not a present leaf")]
-    NotFull {
-        /// First offending child.
-        gpa: u64,
-    },
-    /// Children do not map one contiguous run.
-    #[error("child at {gpa:#x} is not contiguous with its neighbours")]
-    NotContiguous {
-        /// First offending child.
-        gpa: u64,
-    },
-    /// The run is contiguous but its start is not aligned to the new leaf size.
-    #[error("output {pa:#x} is not aligned to {size}")]
-    Misaligned {
-        /// First child's output.
-        pa: u64,
-        /// Wanted leaf size.
-        size: PageSize,
-    },
-    /// Children differ in permissions, memory type or software bits.
-    #[error("child at {gpa:#x} has different attributes")]
-    MixedAttrs {
-        /// First offending child.
-        gpa: u64,
-    },
-    /// The format cannot place a leaf of this size, or the size is 4K.
-    #[error("{size} leaves are not allowed here")]
-    LeafNotAllowed {
-        /// The requested size.
-        size: PageSize,
-    },
+/// Progress of a bounded [`PageTable::collapse_range`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CollapseProgress {
+    /// Where to resume, or `None` when the whole range has been walked.
+    pub resume_at: Option<Gpa>,
+    /// Tables replaced by huge leaves.
+    pub collapsed: u64,
 }
 
 /// A leaf as found in the tree.
@@ -754,7 +719,9 @@ mod tests {
         pt.map(Gpa(0), 2 * MIB, &m(1 << 43, PageSize::Size2M), &mut b, tlb).unwrap();
         pt.map(Gpa(10 * MIB), 8192, &m(1 << 43, PageSize::Size4K), &mut b, tlb).unwrap();
         check(&pt, "remap");
-        pt.collapse(Gpa(1 << 30), PageSize::Size2M, &mut b, tlb).unwrap();
+        let (mut want, mut made) = (|_: Gpa, size| Some(m(1 << 42, size)), |_: Gpa, _: &Mapping| {});
+        let p = pt.collapse_range(Gpa(1 << 30), 2 * MIB, u64::MAX, &mut want, &mut made, &mut b, tlb).unwrap();
+        assert_eq!((p.collapsed, p.resume_at), (1, None));
         check(&pt, "collapse");
         pt.unmap(Gpa(0), 2 << 30, &mut b, None).unwrap();
         check(&pt, "unmap all");

@@ -1,14 +1,15 @@
 //! Changing leaf sizes: [`PageTable::split`], [`PageTable::split_range`] and its shared form
 //! [`PageTable::split_range_shared`] (huge leaves into full tables of the same translation), and
-//! [`PageTable::collapse`] (a full, contiguous, uniform table into one huge leaf).
+//! [`PageTable::collapse_range`] (tables into the huge leaves the caller says, in place, under the
+//! shared lock: in-place recovery).
 
-use super::{CollapseError, Delta, PageTable, PtError, Retire, SplitProgress};
+use super::map::Place;
+use super::{CollapseProgress, Delta, Mapping, PageTable, PtError, SplitProgress};
 use crate::addr::Gpa;
-use crate::attrs::LeafAttrs;
 use crate::flush::{FlushBatch, FlushRange, Tlb};
-use crate::format::{Format, Pte};
+use crate::format::Format;
 use crate::frame::FrameAllocator;
-use crate::size::{level_bytes, PageSize};
+use crate::size::{Level, PageSize};
 
 impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     /// Split the `size` leaf mapping `gpa` into a fully populated table of the next smaller
@@ -135,64 +136,89 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         r.map(|()| p)
     }
 
-    /// Collapse the table under the `size` block containing `gpa` into one `size` leaf. Every
-    /// child must be a present leaf, the children must map one contiguous run starting at a
-    /// `size`-aligned output, and their permissions, memory type and software bits must match.
-    /// The new leaf is accessed/dirty if any child was. The old table is detached into `batch`
-    /// with a flush of the whole block.
+    /// Replace page tables in `gpa..gpa+len` with huge leaves, in place, under the *shared*
+    /// lock (KVM's `recover_huge_pages_range`, since 6.13). The cursor walks the 1G- and
+    /// 2M-level entries in address order; for each table entry whose block the range covers
+    /// whole and that holds at least one leaf, `want(block, size)` says which leaf replaces
+    /// it (`None`: leave it; a 1G block not wanted is tried again as 2M blocks). The caller
+    /// answers from the host and its rules, not from the children: the new leaf's output comes
+    /// from `want`, and only its accessed flag from the children (set if any child's was).
+    ///
+    /// Each replacement is a compare-and-swap that freezes the entry, detaches the old subtree
+    /// frozen into `batch` with a flush of the block (on break-before-make formats the flush
+    /// goes through `tlb` before the leaf is written), then publishes the leaf; `made` sees
+    /// each leaf made. An entry that changed under the walk is read again; one another thread
+    /// has frozen is skipped. After `max_blocks` leaves the walk stops with
+    /// [`CollapseProgress::resume_at`] at the cursor's finished mark: call again from there
+    /// (after dropping the lock and flushing, as the cursor's yield point does) to continue.
     ///
     /// # Errors
-    /// A [`CollapseError`] naming the first child that prevents it (nothing changed).
-    pub fn collapse(
-        &mut self,
+    /// [`PtError::Misaligned`] or [`PtError::OutOfRange`] for a bad range (nothing changed).
+    #[allow(clippy::too_many_arguments)]
+    pub fn collapse_range(
+        &self,
         gpa: Gpa,
-        size: PageSize,
+        len: u64,
+        max_blocks: u64,
+        want: &mut dyn FnMut(Gpa, PageSize) -> Option<Mapping>,
+        made: &mut dyn FnMut(Gpa, &Mapping),
         batch: &mut FlushBatch,
         tlb: &dyn Tlb,
-    ) -> Result<(), CollapseError> {
+    ) -> Result<CollapseProgress, PtError> {
         let gpa = gpa.0;
-        let level = size.level();
-        let base = size.align_down(gpa);
-        if level == 0
-            || !F::leaf_allowed(level)
-            || base.checked_add(size.bytes()).is_none_or(|e| e > self.input_limit())
-        {
-            return Err(CollapseError::LeafNotAllowed { size });
-        }
-        let mut c = self.cursor(base, base + size.bytes());
-        let slot = Self::descend_to(&mut c, level).ok_or(CollapseError::NotATable { gpa: base })?;
-        let old = slot.load_relaxed();
-        if !F::is_present(old) || F::is_leaf(level, old) {
-            return Err(CollapseError::NotATable { gpa: base });
-        }
-        let step = level_bytes(level - 1);
-        let mut first: Option<(u64, LeafAttrs)> = None;
-        let (mut accessed, mut dirty) = (false, false);
-        for (i, raw) in self.child_node(level, old).values().enumerate() {
-            let cgpa = base + i as u64 * step;
-            let Pte::Leaf { pa, attrs } = F::decode(level - 1, raw) else {
-                return Err(CollapseError::NotFull { gpa: cgpa });
-            };
-            match first {
-                None if !size.is_aligned(pa) => return Err(CollapseError::Misaligned { pa, size }),
-                None => first = Some((pa, attrs)),
-                Some((pa0, _)) if pa != pa0 + i as u64 * step => {
-                    return Err(CollapseError::NotContiguous { gpa: cgpa })
-                }
-                Some((_, a0)) if !attrs.uniform_with(&a0) => return Err(CollapseError::MixedAttrs { gpa: cgpa }),
-                Some(_) => {}
-            }
-            accessed |= attrs.accessed;
-            dirty |= attrs.dirty;
-        }
-        let (pa0, a0) = first.expect("512 children checked");
-        let new = F::leaf(level, pa0, &LeafAttrs { accessed, dirty, ..a0 });
-        Self::replace_live(slot, old, new, base, tlb);
-        Self::count_exclusive(&c, 1);
+        self.check_range(gpa, len, PageSize::Size4K)?;
+        let mut p = CollapseProgress::default();
         let mut d = Delta::default();
-        d.leaves[level as usize] += 1;
-        self.retire(level, base, old, &mut Retire { batch, d: &mut d, visit: None, freeze: false });
-        self.apply(base, &d);
-        Ok(())
+        let mut c = self.cursor(gpa, gpa + len);
+        while !c.is_done() {
+            let (level, slot) = (c.level(), c.slot());
+            let raw = slot.load();
+            // Empty, a leaf, frozen (another thread is changing it: skipped, as a busy
+            // install is), or below the 2M level: nothing to collapse here.
+            if level == 0 || !F::is_present(raw) || F::is_leaf(level, raw) {
+                c.next();
+                continue;
+            }
+            let size = PageSize::from_level(level).filter(|_| F::leaf_allowed(level));
+            if let Some(size) = size.filter(|_| c.whole() && self.has_leaf_below(level, raw)) {
+                if p.collapsed >= max_blocks {
+                    p.resume_at = Some(Gpa(c.done()));
+                    break;
+                }
+                if let Some(m) = want(Gpa(c.base()), size) {
+                    let place = Place { slot, level, base: c.base(), old: raw, new: 0 };
+                    if !self.install_over(place, size, Some(&m), batch, tlb, &mut d) {
+                        // Changed under us: read it again.
+                        continue;
+                    }
+                    self.count_shared_here(&c, 1);
+                    p.collapsed += 1;
+                    made(Gpa(c.base()), &m);
+                    c.next();
+                    continue;
+                }
+            }
+            if level > 1 {
+                c.down(raw);
+            } else {
+                c.next();
+            }
+        }
+        self.apply(gpa, &d);
+        Ok(p)
+    }
+
+    /// Whether the table that `raw` (a table entry at `level`) points to holds a present leaf,
+    /// at any depth: from the entry's recorded leaf count where it has one, reading otherwise.
+    fn has_leaf_below(&self, level: Level, raw: u64) -> bool {
+        if level == 1 {
+            if let Some(n) = Self::table_leaves(raw) {
+                return n > 0;
+            }
+        }
+        let below = level - 1;
+        self.child_node(level, raw)
+            .values()
+            .any(|v| F::is_present(v) && (F::is_leaf(below, v) || (below > 0 && self.has_leaf_below(below, v))))
     }
 }
