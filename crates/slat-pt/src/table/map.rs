@@ -1,7 +1,7 @@
 //! Installing leaves: [`PageTable::map`] (exclusive, a range) and [`PageTable::install`] (shared,
 //! the fault path's one leaf).
 
-use super::{Delta, Installed, Leaf, Mapping, PageTable, PtError, Retire};
+use super::{Delta, Installed, Mapping, PageTable, PtError, Retire};
 use crate::addr::Gpa;
 use crate::attrs::{LeafAttrs, Perms};
 use crate::flush::{FlushBatch, FlushRange, Tlb};
@@ -87,7 +87,13 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
             }
         }
         let mut d = Delta::default();
-        let r = self.map_walk(gpa, gpa + len, m, &mut Retire { batch, d: &mut d, visit: None, freeze: false }, tlb);
+        let r = self.map_walk(
+            gpa,
+            gpa + len,
+            m,
+            &mut Retire { batch, d: &mut d, visit: None, freeze: false, accessed: false },
+            tlb,
+        );
         self.apply(gpa, &d);
         r
     }
@@ -369,10 +375,9 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
             return false;
         }
         let mut local = FlushBatch::new();
-        let mut accessed = false;
-        let mut seen = |l: &Leaf| accessed |= l.attrs.accessed;
-        let visit: Option<&mut dyn FnMut(&Leaf)> = if collapsed.is_some() { Some(&mut seen) } else { None };
-        self.retire(p.level, p.base, p.old, &mut Retire { batch: &mut local, d, visit, freeze: true });
+        let mut r = Retire { batch: &mut local, d, visit: None, freeze: true, accessed: false };
+        self.retire(p.level, p.base, p.old, &mut r);
+        let accessed = r.accessed;
         let new = match collapsed {
             Some(m) => F::leaf(p.level, m.pa, &LeafAttrs { accessed: m.attrs.accessed || accessed, ..m.attrs }),
             None => p.new,

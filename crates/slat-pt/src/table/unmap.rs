@@ -21,6 +21,9 @@ pub(crate) struct Retire<'b, 'v> {
     /// installer that still holds a pointer into it fails its compare-and-swap; every table
     /// then goes into the batch on its own (its frozen entries no longer lead to its children).
     pub(crate) freeze: bool,
+    /// Set when a leaf of a subtree detached entry by entry (frozen, or shown to the visitor)
+    /// had its accessed flag.
+    pub(crate) accessed: bool,
 }
 
 impl<F: Format, A: FrameAllocator> PageTable<F, A> {
@@ -49,7 +52,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
             return Ok(());
         }
         let mut d = Delta::default();
-        self.unmap_walk(gpa, gpa + len, &mut Retire { batch, d: &mut d, visit, freeze: false });
+        self.unmap_walk(gpa, gpa + len, &mut Retire { batch, d: &mut d, visit, freeze: false, accessed: false });
         self.apply(gpa, &d);
         Ok(())
     }
@@ -183,25 +186,40 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         let mut min = top;
         let mut c = Cursor::over(self, table, gpa, gpa + level_bytes(top + 1));
         while !c.is_done() {
-            let (slot, level) = (c.slot(), c.level());
-            let old = if r.freeze { slot.swap(F::FROZEN) } else { slot.load_relaxed() };
-            if F::is_present(old) {
-                if !F::is_leaf(level, old) {
-                    r.d.tables -= 1;
-                    if r.freeze {
-                        // Frozen entries lead nowhere: this record frees this table alone.
-                        r.batch.push_detached(Detached { pa: F::addr(level, old), level: level - 1, childless: true });
+            // The entries of the current table as one run, down at the first table entry.
+            let (node, n, level, step) = (c.node(), c.run_len(), c.level(), c.entry_bytes());
+            let (first, mut at) = (node.index_of(c.gpa()), c.base());
+            let mut below = None;
+            for i in 0..n {
+                let slot = node.slot(first + i);
+                let old = if r.freeze { slot.swap(F::FROZEN) } else { slot.load_relaxed() };
+                if F::is_present(old) {
+                    if !F::is_leaf(level, old) {
+                        r.d.tables -= 1;
+                        if r.freeze {
+                            // Frozen entries lead nowhere: this record frees this table alone.
+                            let det = Detached { pa: F::addr(level, old), level: level - 1, childless: true };
+                            r.batch.push_detached(det);
+                        }
+                        below = Some((i, old));
+                        break;
                     }
-                    c.down(old);
-                    continue;
+                    r.d.leaves[level as usize] -= 1;
+                    min = min.min(level);
+                    r.accessed |= F::is_accessed(old);
+                    if let (Some(v), Pte::Leaf { pa, attrs }) = (r.visit.as_deref_mut(), F::decode(level, old)) {
+                        v(&Leaf { gpa: Gpa(at), size: PageSize::from_level(level).unwrap(), pa, attrs });
+                    }
                 }
-                r.d.leaves[level as usize] -= 1;
-                min = min.min(level);
-                if let (Some(v), Pte::Leaf { pa, attrs }) = (r.visit.as_deref_mut(), F::decode(level, old)) {
-                    v(&Leaf { gpa: Gpa(c.base()), size: PageSize::from_level(level).unwrap(), pa, attrs });
-                }
+                at += step;
             }
-            c.next();
+            match below {
+                Some((i, raw)) => {
+                    c.advance(i);
+                    c.down(raw);
+                }
+                None => c.advance(n),
+            }
         }
         min
     }
