@@ -33,15 +33,17 @@ use slat_mmu::{
     Parts, RecoveryPolicy,
 };
 use slat_pt::format::Ept4;
-use slat_pt::{Access, PageSize, SimFrameAllocator};
+use slat_pt::{Access, PageSize, Perms, SimFrameAllocator};
 
 use crate::backing::{Backing, HugetlbSize, Placement, ThpAdvice};
 use crate::error::{Error, Result};
 use crate::memory::LocalMemory;
-use crate::pool::{HugetlbReservation, HugetlbfsMount, TmpfsHuge, TmpfsMount};
+use crate::pool::{
+    HugetlbReservation, HugetlbfsMount, ShmemEnabled, ShmemEnabledGuard, TempFile, TmpfsHuge, TmpfsMount,
+};
 use crate::vmm::{
-    GuestAccess, GuestPageSize, MicroVm, RunReport, Sweep, VmStats, CODE_GFN, DATA_GPA, DATA_SLOT, SYSTEM_BYTES,
-    SYSTEM_SLOT,
+    DirtyLogProtect, GuestAccess, GuestPageSize, MicroVm, RunReport, Sweep, VmStats, CODE_GFN, DATA_GPA, DATA_SLOT,
+    SYSTEM_BYTES, SYSTEM_SLOT,
 };
 
 /// `PTE_PREFETCH_NUM` in arch/x86/kvm/mmu/mmu.c.
@@ -89,11 +91,25 @@ pub enum HostBacking {
     MemfdHugetlb1g,
     /// A file on a private tmpfs mount with `huge=always`.
     TmpfsHuge,
+    /// A memfd with `MADV_HUGEPAGE` while `shmem_enabled` is `advise` (set for the run, then
+    /// restored): the shmem THP of seed 002.
+    MemfdShmemAdvise,
+    /// A file on a private tmpfs mount with `huge=within_size` (the file is sized before it is
+    /// mapped, so every block lies within `i_size`).
+    TmpfsWithinSize,
+    /// A file on a private tmpfs mount with `huge=advise`, mapped with `MADV_HUGEPAGE`.
+    TmpfsAdvise,
+    /// A file on the file system of the temporary directory (ext4 here): page cache, huge only
+    /// where the kernel put a PMD-sized folio and mapped it with a PMD.
+    RegularFile,
+    /// As [`HostBacking::RegularFile`], mapped with `MADV_HUGEPAGE` (`do_sync_mmap_readahead`
+    /// then asks for PMD-order folios).
+    RegularFileHugepage,
 }
 
 impl HostBacking {
     /// Every backing, in the order reports list them.
-    pub const ALL: [HostBacking; 7] = [
+    pub const ALL: [HostBacking; 12] = [
         HostBacking::AnonThp,
         HostBacking::Anon4k,
         HostBacking::Memfd,
@@ -101,6 +117,11 @@ impl HostBacking {
         HostBacking::Hugetlbfs2m,
         HostBacking::MemfdHugetlb1g,
         HostBacking::TmpfsHuge,
+        HostBacking::MemfdShmemAdvise,
+        HostBacking::TmpfsWithinSize,
+        HostBacking::TmpfsAdvise,
+        HostBacking::RegularFile,
+        HostBacking::RegularFileHugepage,
     ];
 
     /// The name used on the command line.
@@ -113,6 +134,11 @@ impl HostBacking {
             HostBacking::Hugetlbfs2m => "hugetlbfs-2m",
             HostBacking::MemfdHugetlb1g => "memfd-hugetlb-1g",
             HostBacking::TmpfsHuge => "tmpfs-huge",
+            HostBacking::MemfdShmemAdvise => "memfd-shmem-advise",
+            HostBacking::TmpfsWithinSize => "tmpfs-within-size",
+            HostBacking::TmpfsAdvise => "tmpfs-advise",
+            HostBacking::RegularFile => "regular-file",
+            HostBacking::RegularFileHugepage => "regular-file-hugepage",
         }
     }
 
@@ -129,6 +155,9 @@ impl HostBacking {
                 | HostBacking::Hugetlbfs2m
                 | HostBacking::MemfdHugetlb1g
                 | HostBacking::TmpfsHuge
+                | HostBacking::MemfdShmemAdvise
+                | HostBacking::TmpfsWithinSize
+                | HostBacking::TmpfsAdvise
         )
     }
 
@@ -136,7 +165,7 @@ impl HostBacking {
     /// anything but 0), every page written.
     pub fn make(self, len: u64, skew: u64) -> Result<HostMemorySetup> {
         let placement = Placement::skewed(2 << 20, skew);
-        let mut setup = HostMemorySetup { backing: None, tmpfs: None, hugetlbfs: None, pool: None };
+        let mut setup = HostMemorySetup::default();
         let pages_2m = len.div_ceil(2 << 20);
         let backing = match self {
             HostBacking::AnonThp => Backing::anonymous(len, ThpAdvice::Hugepage, placement)?,
@@ -159,6 +188,32 @@ impl HostBacking {
                 let m = setup.tmpfs.insert(TmpfsMount::new(TmpfsHuge::Always, len + (4 << 20))?);
                 Backing::file(m.path().join("guest-ram"), 0, len, ThpAdvice::None, placement)?
             }
+            HostBacking::MemfdShmemAdvise => {
+                setup.knob = Some(ShmemEnabledGuard::set(ShmemEnabled::Advise)?);
+                Backing::memfd(len, None, ThpAdvice::Hugepage, placement)?
+            }
+            HostBacking::TmpfsWithinSize => {
+                let m = setup.tmpfs.insert(TmpfsMount::new(TmpfsHuge::WithinSize, len + (4 << 20))?);
+                Backing::file(m.path().join("guest-ram"), 0, len, ThpAdvice::None, placement)?
+            }
+            HostBacking::TmpfsAdvise => {
+                let m = setup.tmpfs.insert(TmpfsMount::new(TmpfsHuge::Advise, len + (4 << 20))?);
+                Backing::file(m.path().join("guest-ram"), 0, len, ThpAdvice::Hugepage, placement)?
+            }
+            HostBacking::RegularFile | HostBacking::RegularFileHugepage => {
+                let advice = if self == HostBacking::RegularFile { ThpAdvice::None } else { ThpAdvice::Hugepage };
+                let file = setup.file.insert(TempFile::new("guest-ram")?);
+                let b = Backing::file(file.path(), 0, len, advice, placement)?;
+                if b.kind() != slat_mmu::BackingKind::PageCache {
+                    return Err(Error::Unsupported {
+                        what: format!(
+                            "a regular-file backing: {} is on tmpfs or hugetlbfs (set TMPDIR to a disk file system)",
+                            file.path().display()
+                        ),
+                    });
+                }
+                b
+            }
         };
         backing.populate_write()?;
         setup.backing = Some(backing);
@@ -166,14 +221,16 @@ impl HostBacking {
     }
 }
 
-/// A data backing with the pool reservation and mount it needs; dropping it unmaps the
-/// memory, then unmounts, then restores the pool.
-#[derive(Debug)]
+/// A data backing with the pool reservation, mount, knob or file it needs; dropping it unmaps
+/// the memory, then unmounts, restores the pool and the knob, and removes the file.
+#[derive(Debug, Default)]
 pub struct HostMemorySetup {
     backing: Option<Backing>,
     tmpfs: Option<TmpfsMount>,
     hugetlbfs: Option<HugetlbfsMount>,
     pool: Option<HugetlbReservation>,
+    knob: Option<ShmemEnabledGuard>,
+    file: Option<TempFile>,
 }
 
 impl HostMemorySetup {
@@ -189,6 +246,8 @@ impl Drop for HostMemorySetup {
         self.tmpfs.take();
         self.hugetlbfs.take();
         self.pool.take();
+        self.knob.take();
+        self.file.take();
     }
 }
 
@@ -213,13 +272,33 @@ impl<'a> Oracle<'a> {
     /// A VM over `system` (from [`crate::vmm::system_backing`]) and `data`, and slat-mmu with
     /// the same memslots, configured as the shadow MMU behaves (see the module docs).
     pub fn new(system: &'a Backing, data: &'a Backing, guest_pages: GuestPageSize) -> Result<Self> {
-        let vm = MicroVm::new(system, data, guest_pages)?;
+        Self::with_protect(system, data, guest_pages, DirtyLogProtect::GetClears)
+    }
+
+    /// As [`Oracle::new`], with the dirty log harvested per `protect` in both: KVM's
+    /// `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2` mode and the matching [`HarvestMode`] in slat
+    /// ([`DirtyLogProtect::Manual`] is `ManualClear { initially_set: false }`).
+    pub fn with_protect(
+        system: &'a Backing,
+        data: &'a Backing,
+        guest_pages: GuestPageSize,
+        protect: DirtyLogProtect,
+    ) -> Result<Self> {
+        let mut vm = MicroVm::new(system, data, guest_pages)?;
+        if protect != DirtyLogProtect::GetClears {
+            vm.set_dirty_log_protect(protect)?;
+        }
+        let harvest = match protect {
+            DirtyLogProtect::GetClears => HarvestMode::GetAndClear,
+            DirtyLogProtect::Manual => HarvestMode::ManualClear { initially_set: false },
+            DirtyLogProtect::ManualInitiallySet => HarvestMode::ManualClear { initially_set: true },
+        };
         let host = LocalMemory::new(vec![system, data])?;
         let config = MmuConfig::default()
             .with_max_leaf(PageSize::Size2M)
             .with_cap((guest_pages == GuestPageSize::Size4K).then_some(PageSize::Size4K))
             .with_dirty_log(DirtyLogMode::WriteProtect)
-            .with_harvest(HarvestMode::GetAndClear)
+            .with_harvest(harvest)
             .with_recovery(RecoveryPolicy::Zap);
         let mmu = OracleMmu::new(config, SimFrameAllocator::new(1 << 40, 16 << 20), host, RecordingTlb::default())
             .map_err(|e| mmu_err("new", e))?;
@@ -273,6 +352,12 @@ impl<'a> Oracle<'a> {
     }
 
     fn fault(&self, gpa: u64, access: Access, guest_page: GuestPageSize, logging: bool) -> Result<()> {
+        // The hardware faults only where the leaf does not allow the access: a write to a leaf
+        // that is still writable (a page not yet re-protected, every page of an initially-set
+        // log before its first clear) reaches no MMU, in KVM or in slat.
+        if self.permits(gpa >> 12, access) {
+            return Ok(());
+        }
         let size = self.fault_once(gpa, access)?;
         // KVM's __direct_pte_prefetch: a 4K leaf under a guest 2M page (a direct shadow page),
         // memslot not dirty-logged: the rest of the 8-aligned group, where the host page is present.
@@ -313,6 +398,16 @@ impl<'a> Oracle<'a> {
         } else {
             None
         }
+    }
+
+    /// Whether slat's leaf mapping `gfn` allows `access` (the CPU would not fault).
+    fn permits(&self, gfn: u64, access: Access) -> bool {
+        let need = match access {
+            Access::Read => Perms::READ,
+            Access::Write => Perms::WRITE,
+            Access::Exec => Perms::EXEC,
+        };
+        self.mmu.with_tables(|pt| pt.leaves(Gpa(gfn << 12), 4096).first().is_some_and(|l| l.attrs.perms.contains(need)))
     }
 
     /// The size of slat's leaf mapping `gfn`, if any.
@@ -363,6 +458,14 @@ impl<'a> Oracle<'a> {
         self.mmu.set_dirty_logging(DATA_SLOT, on).map_err(|e| mmu_err("set_dirty_logging", e))?;
         self.logging = on;
         Ok(())
+    }
+
+    /// Clear the bits of `mask` from page `first_page` (a multiple of 64) of the data memslot's
+    /// dirty log in both (`KVM_CLEAR_DIRTY_LOG`; slat's `clear_dirty_log`); returns the pages
+    /// slat cleared. Needs a manual-protect mode ([`Oracle::with_protect`]).
+    pub fn clear_dirty_log(&self, first_page: u64, mask: &[u64]) -> Result<u64> {
+        self.vm.clear_dirty_log(first_page, mask)?;
+        self.mmu.clear_dirty_log(DATA_SLOT, first_page, mask).map_err(|e| mmu_err("clear_dirty_log", e))
     }
 
     /// Harvest the data memslot's dirty log in both: (KVM's bitmap, slat's bitmap).
