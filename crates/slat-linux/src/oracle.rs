@@ -91,6 +91,9 @@ pub enum HostBacking {
     MemfdHugetlb1g,
     /// A file on a private tmpfs mount with `huge=always`.
     TmpfsHuge,
+    /// A file on a private hugetlbfs mount with 1 GiB pages (pool grown, then restored; often
+    /// refused at run time, see [`crate::pool::GiganticBlockers`]).
+    Hugetlbfs1g,
     /// A memfd with `MADV_HUGEPAGE` while `shmem_enabled` is `advise` (set for the run, then
     /// restored): the shmem THP of seed 002.
     MemfdShmemAdvise,
@@ -109,7 +112,7 @@ pub enum HostBacking {
 
 impl HostBacking {
     /// Every backing, in the order reports list them.
-    pub const ALL: [HostBacking; 12] = [
+    pub const ALL: [HostBacking; 13] = [
         HostBacking::AnonThp,
         HostBacking::Anon4k,
         HostBacking::Memfd,
@@ -117,6 +120,7 @@ impl HostBacking {
         HostBacking::Hugetlbfs2m,
         HostBacking::MemfdHugetlb1g,
         HostBacking::TmpfsHuge,
+        HostBacking::Hugetlbfs1g,
         HostBacking::MemfdShmemAdvise,
         HostBacking::TmpfsWithinSize,
         HostBacking::TmpfsAdvise,
@@ -134,6 +138,7 @@ impl HostBacking {
             HostBacking::Hugetlbfs2m => "hugetlbfs-2m",
             HostBacking::MemfdHugetlb1g => "memfd-hugetlb-1g",
             HostBacking::TmpfsHuge => "tmpfs-huge",
+            HostBacking::Hugetlbfs1g => "hugetlbfs-1g",
             HostBacking::MemfdShmemAdvise => "memfd-shmem-advise",
             HostBacking::TmpfsWithinSize => "tmpfs-within-size",
             HostBacking::TmpfsAdvise => "tmpfs-advise",
@@ -154,6 +159,7 @@ impl HostBacking {
             HostBacking::MemfdHugetlb2m
                 | HostBacking::Hugetlbfs2m
                 | HostBacking::MemfdHugetlb1g
+                | HostBacking::Hugetlbfs1g
                 | HostBacking::TmpfsHuge
                 | HostBacking::MemfdShmemAdvise
                 | HostBacking::TmpfsWithinSize
@@ -182,6 +188,11 @@ impl HostBacking {
             HostBacking::Hugetlbfs2m => {
                 setup.pool = Some(HugetlbReservation::reserve(HugetlbSize::Size2M, pages_2m)?);
                 let m = setup.hugetlbfs.insert(HugetlbfsMount::new(HugetlbSize::Size2M)?);
+                Backing::file(m.path().join("guest-ram"), 0, len, ThpAdvice::None, placement)?
+            }
+            HostBacking::Hugetlbfs1g => {
+                setup.pool = Some(HugetlbReservation::reserve(HugetlbSize::Size1G, len.div_ceil(1 << 30))?);
+                let m = setup.hugetlbfs.insert(HugetlbfsMount::new(HugetlbSize::Size1G)?);
                 Backing::file(m.path().join("guest-ram"), 0, len, ThpAdvice::None, placement)?
             }
             HostBacking::TmpfsHuge => {

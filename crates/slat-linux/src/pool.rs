@@ -93,7 +93,9 @@ pub struct HugetlbReservation {
 impl HugetlbReservation {
     /// Grow the pool of `size` so that `pages` more pages are available than before (the
     /// kernel may grant fewer, especially 1G pages at run time: then the change is undone and
-    /// [`Error::PoolShort`] says how many it granted). Needs root.
+    /// [`Error::PoolShort`] says how many it granted; [`GiganticBlockers`] says why). For 1G
+    /// pages a short grant is retried once after dropping clean caches and compacting memory
+    /// (`/proc/sys/vm/drop_caches`, `compact_memory`: actions, nothing to restore). Needs root.
     pub fn reserve(size: HugetlbSize, pages: u64) -> Result<Self> {
         let mut pools = POOLS.lock().unwrap_or_else(|p| p.into_inner());
         let nr = size.sysfs_dir().join("nr_hugepages");
@@ -102,7 +104,14 @@ impl HugetlbReservation {
         let (orig, added) = slot.unwrap_or((before.total, 0));
         let want = before.total + pages;
         write_u64(&nr, want)?;
-        let after = PoolState::read(size)?;
+        let mut after = PoolState::read(size)?;
+        if after.total < want && size == HugetlbSize::Size1G {
+            // Gigantic pages need a whole free GiB: drop clean caches, compact, try once more.
+            let _ = fs::write("/proc/sys/vm/drop_caches", "3\n");
+            let _ = fs::write("/proc/sys/vm/compact_memory", "1\n");
+            write_u64(&nr, want)?;
+            after = PoolState::read(size)?;
+        }
         if after.total < want {
             let granted = after.available().saturating_sub(before.available());
             write_u64(&nr, before.total)?;
@@ -210,6 +219,7 @@ static SHMEM_KNOB: Mutex<()> = Mutex::new(());
 #[derive(Debug)]
 pub struct ShmemEnabledGuard {
     previous: ShmemEnabled,
+    changed: bool,
     _turn: std::sync::MutexGuard<'static, ()>,
 }
 
@@ -220,7 +230,14 @@ impl ShmemEnabledGuard {
         let previous = ShmemEnabled::read()?;
         fs::write(SHMEM_ENABLED, value.name())
             .map_err(|e| Error::io(format!("write {} to {SHMEM_ENABLED}", value.name()), e))?;
-        Ok(ShmemEnabledGuard { previous, _turn: turn })
+        Ok(ShmemEnabledGuard { previous, changed: true, _turn: turn })
+    }
+
+    /// Hold the knob as it is (no root needed): other guards of this process wait until this
+    /// one drops, so a test that depends on the value sees no change.
+    pub fn keep() -> Result<Self> {
+        let turn = SHMEM_KNOB.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(ShmemEnabledGuard { previous: ShmemEnabled::read()?, changed: false, _turn: turn })
     }
 
     /// The value the knob had before, restored on drop.
@@ -231,7 +248,9 @@ impl ShmemEnabledGuard {
 
 impl Drop for ShmemEnabledGuard {
     fn drop(&mut self) {
-        let _ = fs::write(SHMEM_ENABLED, self.previous.name());
+        if self.changed {
+            let _ = fs::write(SHMEM_ENABLED, self.previous.name());
+        }
     }
 }
 
@@ -247,7 +266,7 @@ impl Drop for ShmemEnabledGuard {
 pub struct GiganticBlockers {
     /// 1 GiB-aligned ranges examined (holes included).
     pub ranges: u64,
-    /// Ranges with no page at all (`KPF_NOPAGE`: address-space holes such as the PCI hole).
+    /// Ranges without RAM (`KPF_NOPAGE` throughout, or no flag on any page: the PCI hole).
     pub holes: u64,
     /// Ranges with no reserved, slab or page-table page: candidates for a gigantic page.
     pub candidates: u64,
@@ -270,7 +289,9 @@ impl GiganticBlockers {
             let Ok(flags) = kpf.read(range * PAGES, PAGES as usize) else { break };
             out.ranges += 1;
             let count = |bit: u32| flags.iter().filter(|f| f.0 >> bit & 1 == 1).count() as u64;
-            if count(NOPAGE) == PAGES {
+            // A hole: no struct page (`KPF_NOPAGE`), or not one flag on any page of the GiB
+            // (the PCI hole below 4 GiB: memmap present, no memory behind it).
+            if count(NOPAGE) == PAGES || flags.iter().all(|f| f.0 == 0) {
                 out.holes += 1;
                 continue;
             }
