@@ -565,23 +565,110 @@ pub struct ProbeReport {
     /// slat's why-not-huge totals for the data memslot (pages not in 1 GiB leaves, by primary
     /// reason): `(reason, pages)`.
     pub why_totals: Vec<(String, u64)>,
+    /// The dirty-logging phase, when one was asked for.
+    pub dirty: Option<DirtyProbe>,
 }
 
 impl ProbeReport {
-    /// Whether KVM and slat agree leaf for leaf.
+    /// Whether KVM and slat agree leaf for leaf (and, with a dirty-logging phase, at every
+    /// round of it).
     pub fn agree(&self) -> bool {
-        self.kvm == self.slat
+        self.kvm == self.slat && self.dirty.as_ref().is_none_or(DirtyProbe::agree)
     }
 }
 
+/// One step of a dirty-logging probe: the dirty pages each side reports (a harvest: with
+/// [`DirtyLogProtect::GetClears`] it also clears) and the leaves after it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DirtyRound {
+    /// What happened before the harvest.
+    pub step: String,
+    /// Pages in KVM's dirty bitmap.
+    pub kvm_dirty: u64,
+    /// Pages in slat's dirty bitmap.
+    pub slat_dirty: u64,
+    /// Where the bitmaps differ (first gfns on each side), when they do.
+    pub difference: Option<String>,
+    /// KVM's leaves after the step.
+    pub kvm: LeafCounts,
+    /// slat's leaves after the step.
+    pub slat: LeafCounts,
+}
+
+impl DirtyRound {
+    /// Same bitmap, same leaves.
+    pub fn agree(&self) -> bool {
+        self.difference.is_none() && self.kvm == self.slat
+    }
+}
+
+/// The dirty-logging phase of a probe: logging on, partial rewrites and harvests (with manual
+/// protect, a `KVM_CLEAR_DIRTY_LOG` of the first quarter), logging off and a full rewrite.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DirtyProbe {
+    /// How the log was harvested.
+    pub protect: DirtyLogProtect,
+    /// The steps, in order.
+    pub rounds: Vec<DirtyRound>,
+    /// Leaves after logging off (collapsible small leaves zapped): (KVM, slat).
+    pub logging_off: (LeafCounts, LeafCounts),
+    /// Leaves after the sweep ran again with logging off: (KVM, slat).
+    pub rewritten: (LeafCounts, LeafCounts),
+}
+
+impl DirtyProbe {
+    /// Every round and both leaf comparisons agree.
+    pub fn agree(&self) -> bool {
+        self.rounds.iter().all(DirtyRound::agree)
+            && self.logging_off.0 == self.logging_off.1
+            && self.rewritten.0 == self.rewritten.1
+    }
+}
+
+fn dirty_round(o: &Oracle<'_>, step: &str) -> Result<DirtyRound> {
+    let (kvm, slat) = o.harvest()?;
+    let ones = |b: &[u64]| b.iter().map(|w| u64::from(w.count_ones())).sum::<u64>();
+    Ok(DirtyRound {
+        step: step.to_string(),
+        kvm_dirty: ones(&kvm),
+        slat_dirty: ones(&slat),
+        difference: compare_dirty(&kvm, &slat).err(),
+        kvm: o.kvm_counts()?,
+        slat: o.slat_counts(),
+    })
+}
+
+fn dirty_phase(o: &mut Oracle<'_>, protect: DirtyLogProtect, sweep: Sweep, bytes: u64) -> Result<DirtyProbe> {
+    let mut rounds = Vec::new();
+    o.set_dirty_logging(true)?;
+    rounds.push(dirty_round(o, "logging on")?);
+    let half = Sweep { offset: 0, len: bytes / 2, stride: 64 << 10, access: GuestAccess::Write };
+    o.run(half)?;
+    rounds.push(dirty_round(o, "guest wrote every 16th page of the first half")?);
+    if protect != DirtyLogProtect::GetClears {
+        let quarter = ((bytes >> 12) / 4) & !63;
+        let cleared = o.clear_dirty_log(0, &vec![u64::MAX; (quarter / 64) as usize])?;
+        rounds.push(dirty_round(o, &format!("KVM_CLEAR_DIRTY_LOG of the first quarter ({cleared} bits cleared)"))?);
+    }
+    o.run(Sweep { stride: 32 << 10, ..half })?;
+    rounds.push(dirty_round(o, "guest wrote every 8th page of the first half")?);
+    o.set_dirty_logging(false)?;
+    let logging_off = (o.kvm_counts()?, o.slat_counts());
+    o.run(sweep)?;
+    let rewritten = (o.kvm_counts()?, o.slat_counts());
+    Ok(DirtyProbe { protect, rounds, logging_off, rewritten })
+}
+
 /// Run the micro-VM on `backing` (`bytes`, hva `skew` past 2 MiB) with `guest_pages`, sweep it
-/// once, and report KVM's leaves beside slat's prediction and reasons.
+/// once, and report KVM's leaves beside slat's prediction and reasons. With `dirty_log`, then
+/// log the data memslot's dirty pages harvested that way ([`DirtyProbe`]).
 pub fn probe(
     backing: HostBacking,
     bytes: u64,
     skew: u64,
     guest_pages: GuestPageSize,
     sweep: Sweep,
+    dirty_log: Option<DirtyLogProtect>,
 ) -> Result<ProbeReport> {
     crate::vmm::open_kvm()?;
     let setup = backing.make(bytes, skew)?;
@@ -592,7 +679,8 @@ pub fn probe(
     let without = o.slat_counts();
     // Now with KVM's prefetch: a fresh pair (prefetch changes what later faults find).
     drop(o);
-    let mut o = Oracle::new(&system, setup.backing(), guest_pages)?;
+    let mut o =
+        Oracle::with_protect(&system, setup.backing(), guest_pages, dirty_log.unwrap_or(DirtyLogProtect::GetClears))?;
     o.run(sweep)?;
     let slat = o.slat_counts();
     let kvm = o.kvm_counts()?;
@@ -610,6 +698,10 @@ pub fn probe(
                 .map(|r| (r.name().to_string(), pages[r as usize]))
         })
         .collect();
+    let dirty = match dirty_log {
+        Some(protect) => Some(dirty_phase(&mut o, protect, sweep, bytes)?),
+        None => None,
+    };
     Ok(ProbeReport {
         backing,
         bytes,
@@ -623,5 +715,6 @@ pub fn probe(
         run,
         reasons,
         why_totals,
+        dirty,
     })
 }
