@@ -19,6 +19,11 @@
 //!   `kvm_mmu_slot_try_split_huge_pages` returns early without the TDP MMU); turning it off zaps
 //!   collapsible 4 KiB leaves (`kvm_mmu_zap_collapsible_sptes`: [`RecoveryPolicy::Zap`]).
 //!
+//! The oracle drives slat only with the faults the CPU would take: a touched gfn whose slat leaf
+//! already allows the access (a page written since the last re-protection, every page of an
+//! initially-set dirty log before its first clear) is skipped, as the guest's access never
+//! leaves the guest in KVM either.
+//!
 //! One choice is KVM's own and not an MMU rule: **PTE prefetch.** When the shadow MMU installs a
 //! 4 KiB leaf in a *direct* shadow page (the guest maps the gfn with a 2 MiB page that the host or
 //! the memslot keeps at 4 KiB), `direct_pte_prefetch` → `__direct_pte_prefetch` →

@@ -500,3 +500,38 @@ fn manual_clear_dirty_log_initially_set() {
         assert_eq!(counts(&o, &format!("{test}: rewrite after logging")), first);
     })
 }
+
+/// Seed 002's other half: a shmem THP whose PMD mapping is split (a 4K `mprotect` and back).
+/// Unlike anonymous memory (`thp_split_by_partial_mprotect`), splitting a file PMD only zaps it
+/// (`__split_huge_pmd_locked` for a non-anonymous VMA), the folio stays order-9 in the page
+/// cache, and once the VMAs merge again the next fault maps it with a PMD again
+/// (`finish_fault` → `do_set_pmd`). KVM takes its level from the host page table
+/// (`host_pfn_mapping_level`), slat from PAGEMAP_SCAN: both see what the fault rebuilt.
+#[test]
+fn shmem_thp_pmd_split_and_refault() {
+    let test = "shmem_thp_pmd_split_and_refault";
+    let _serial = serial();
+    if !prerequisites(test) {
+        return;
+    }
+    let _knob = ShmemEnabledGuard::set(ShmemEnabled::Advise).unwrap();
+    attempts(test, || {
+        let data = Backing::memfd(DATA, None, ThpAdvice::Hugepage, Placement::aligned(2 << 20)).unwrap();
+        data.populate_write().unwrap();
+        data.mprotect((2 << 20) + 4096, 4096, true).unwrap();
+        data.mprotect((2 << 20) + 4096, 4096, false).unwrap();
+        let pm = slat_linux::pagemap::Pagemap::open(0).unwrap();
+        let regions = slat_linux::scan::scan(pm.file(), data.hva() + (2 << 20), data.hva() + (4 << 20)).unwrap();
+        let present: u64 = regions
+            .iter()
+            .filter(|r| r.categories.contains(slat_linux::scan::Categories::PRESENT))
+            .map(|r| r.len())
+            .sum();
+        assert_eq!(present, 0, "{test}: the split zapped block 1's PMD and left no PTEs");
+        let system = vmm::system_backing().unwrap();
+        let mut o = Oracle::new(&system, &data, GuestPageSize::Size2M).unwrap();
+        o.run(Sweep::write_all(DATA)).unwrap();
+        let c = counts(&o, test);
+        assert_eq!([c.pages_4k, c.pages_2m], [SYSTEM_4K, BLOCKS], "the refault maps block 1 with a PMD again");
+    })
+}
