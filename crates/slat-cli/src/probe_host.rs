@@ -115,8 +115,16 @@ pub fn run(args: &ProbeHostArgs) -> Result<u8, CliError> {
     let access = if args.read { GuestAccess::Read } else { GuestAccess::Write };
     let sweep = Sweep { offset: 0, len: args.size, stride: args.stride, access };
     let dirty_log = args.dirty_log.map(DirtyLogMode::protect);
-    let report = oracle::probe(args.backing, args.size, args.hva_skew, guest_pages, sweep, dirty_log)
-        .map_err(|e| CliError::from_error(&e).context("probe-host"))?;
+    let report = oracle::probe(args.backing, args.size, args.hva_skew, guest_pages, sweep, dirty_log).map_err(|e| {
+        let mut err = CliError::from_error(&e).context("probe-host");
+        // A refused 1G pool: say why the kernel has no free GiB.
+        if let slat_linux::Error::PoolShort { size: "1G", .. } = e {
+            if let Ok(b) = slat_linux::pool::GiganticBlockers::scan() {
+                err.message = format!("{}\n  why: {b}", err.message);
+            }
+        }
+        err
+    })?;
     let text = if args.json {
         serde_json::to_string_pretty(&report).map_err(|e| CliError::input(format!("cannot encode JSON: {e}")))? + "\n"
     } else {

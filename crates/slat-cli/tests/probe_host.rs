@@ -145,3 +145,25 @@ fn manual_dirty_log_rounds_agree() {
     assert!(t.stdout.contains("manual protect, initially set"), "{}", t.stdout);
     assert!(t.stdout.contains("KVM and slat agree at every step"), "{}", t.stdout);
 }
+
+/// A 1G backing the kernel cannot grant at run time: exit 2 with the reason (which GiBs hold
+/// unmovable pages); the pool is as it was.
+#[test]
+fn refused_1g_pool_says_why() {
+    if !kvm_usable("refused_1g_pool_says_why") {
+        return;
+    }
+    let nr = "/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages";
+    let before = std::fs::read_to_string(nr).unwrap_or_default();
+    let o = slat(&["probe-host", "--backing", "memfd-hugetlb-1g", "--size", "1G", "--stride", "2M"]);
+    assert_eq!(std::fs::read_to_string(nr).unwrap_or_default(), before, "1G pool restored");
+    if o.code == 0 {
+        assert!(o.stdout.contains("KVM and slat agree"), "{}", o.stdout);
+        eprintln!("refused_1g_pool_says_why: the kernel granted a 1G page; the case ran instead");
+        return;
+    }
+    assert_eq!(o.code, 2, "{o:?}");
+    assert!(o.stderr.contains("hugetlb pool 1G"), "{}", o.stderr);
+    assert!(o.stderr.contains("1 GiB-aligned ranges of RAM hold no unmovable page"), "{}", o.stderr);
+    assert_no_panic(&o);
+}

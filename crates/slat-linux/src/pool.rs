@@ -82,6 +82,9 @@ fn pool_index(size: HugetlbSize) -> usize {
     }
 }
 
+/// Whether this process already dropped caches and compacted memory for a 1G reservation.
+static COMPACTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// A guard holding `pages` more hugetlb pages of one size in the pool than there were; the pool
 /// goes back to its earlier `nr_hugepages` when the last guard of this process is dropped.
 #[derive(Debug)]
@@ -94,8 +97,9 @@ impl HugetlbReservation {
     /// Grow the pool of `size` so that `pages` more pages are available than before (the
     /// kernel may grant fewer, especially 1G pages at run time: then the change is undone and
     /// [`Error::PoolShort`] says how many it granted; [`GiganticBlockers`] says why). For 1G
-    /// pages a short grant is retried once after dropping clean caches and compacting memory
-    /// (`/proc/sys/vm/drop_caches`, `compact_memory`: actions, nothing to restore). Needs root.
+    /// pages a short grant is retried after dropping clean caches and compacting memory
+    /// (`/proc/sys/vm/drop_caches`, `compact_memory`: actions, nothing to restore), the first
+    /// time in a process only. Needs root.
     pub fn reserve(size: HugetlbSize, pages: u64) -> Result<Self> {
         let mut pools = POOLS.lock().unwrap_or_else(|p| p.into_inner());
         let nr = size.sysfs_dir().join("nr_hugepages");
@@ -105,8 +109,9 @@ impl HugetlbReservation {
         let want = before.total + pages;
         write_u64(&nr, want)?;
         let mut after = PoolState::read(size)?;
-        if after.total < want && size == HugetlbSize::Size1G {
-            // Gigantic pages need a whole free GiB: drop clean caches, compact, try once more.
+        if after.total < want && size == HugetlbSize::Size1G && !COMPACTED.swap(true, Ordering::Relaxed) {
+            // Gigantic pages need a whole free GiB: drop clean caches, compact, try once more
+            // (once per process: dropping every clean cache is felt by everything on the host).
             let _ = fs::write("/proc/sys/vm/drop_caches", "3\n");
             let _ = fs::write("/proc/sys/vm/compact_memory", "1\n");
             write_u64(&nr, want)?;
