@@ -403,13 +403,33 @@ fn harvest_equal(o: &Oracle<'_>, what: &str) -> u64 {
 /// logging off and a rewrite (seed 004: the collapse).
 #[test]
 fn manual_clear_dirty_log() {
-    let test = "manual_clear_dirty_log";
+    manual_clear("manual_clear_dirty_log", HostBacking::AnonThp);
+}
+
+#[test]
+fn manual_clear_dirty_log_hugetlb_2m() {
+    manual_clear("manual_clear_dirty_log_hugetlb_2m", HostBacking::MemfdHugetlb2m);
+}
+
+#[test]
+fn manual_clear_dirty_log_shmem_advise() {
+    manual_clear("manual_clear_dirty_log_shmem_advise", HostBacking::MemfdShmemAdvise);
+}
+
+fn manual_clear(test: &str, backing: HostBacking) {
     let _serial = serial();
     if !prerequisites(test) {
         return;
     }
     attempts(test, || {
-        let setup = HostBacking::AnonThp.make(DATA, 0).unwrap();
+        let setup = match backing.make(DATA, 0) {
+            Ok(s) => s,
+            Err(e @ Error::PoolShort { .. }) => {
+                eprintln!("SKIP {test}: {e}");
+                return;
+            }
+            Err(e) => panic!("{test}: {e}"),
+        };
         let system = vmm::system_backing().unwrap();
         let mut o = match Oracle::with_protect(&system, setup.backing(), GuestPageSize::Size2M, DirtyLogProtect::Manual)
         {
