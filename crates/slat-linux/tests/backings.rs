@@ -277,6 +277,16 @@ fn views_agree(b: &Backing, what: &str) -> u64 {
     // The smaps fallback knows presence and hugetlb sizes only (no THP placement).
     let fallback = HostMap::of_process(0, &[(start, end)], true).unwrap();
     assert_eq!(fallback.split(start, end).present(), b.len(), "{what}: smaps fallback presence");
+    // `slat inspect` on the same range (gpa 1 GiB: congruent): host and stage-2 mix, policy.
+    let spec: slat_linux::inspect::RangeSpec = format!("{start:#x}:{}@{:#x}", b.len(), 1u64 << 30).parse().unwrap();
+    let opts = slat_linux::inspect::Options { ranges: vec![spec], no_debugfs: true, ..Default::default() };
+    let r = slat_linux::inspect::inspect(std::process::id() as i32, &opts).unwrap();
+    let blk = &r.blocks[0];
+    assert_eq!((blk.host.bytes_2m, blk.host.bytes_4k), (huge, b.len() - huge), "{what}: inspect host");
+    assert_eq!((blk.stage2.bytes_2m, blk.stage2.bytes_4k), (huge, b.len() - huge), "{what}: inspect stage 2");
+    if huge > 0 {
+        assert_eq!(blk.policy.allows_thp, Some(true), "{what}: {}", blk.policy.because);
+    }
     let host = LocalMemory::new(vec![b]).unwrap();
     for block in (start..end).step_by(M2 as usize) {
         let page = host.lookup(Hva(block)).unwrap_or_else(|| panic!("{what}: {block:#x} present"));
