@@ -489,3 +489,20 @@ pub fn ensure_debugfs() -> Result<bool> {
         .map_err(|e| Error::io(format!("mount -t debugfs none {DEBUGFS}"), e))?;
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shmem_enabled_selection() {
+        assert_eq!(ShmemEnabled::parse("always within_size advise [never] deny force\n"), Some(ShmemEnabled::Never));
+        assert_eq!(ShmemEnabled::parse("always [within_size] advise never deny force"), Some(ShmemEnabled::WithinSize));
+        assert_eq!(ShmemEnabled::parse("[advise]"), Some(ShmemEnabled::Advise));
+        assert_eq!(ShmemEnabled::parse("always advise never"), None, "nothing selected");
+        assert_eq!(ShmemEnabled::parse("[sometimes]"), None, "unknown value");
+        for v in ShmemEnabled::ALL {
+            assert_eq!(ShmemEnabled::parse(&format!("[{}]", v.name())), Some(v));
+        }
+    }
+}
