@@ -555,3 +555,29 @@ fn shmem_thp_pmd_split_and_refault() {
         assert_eq!([c.pages_4k, c.pages_2m], [SYSTEM_4K, BLOCKS], "the refault maps block 1 with a PMD again");
     })
 }
+
+/// `KVM_CLEAR_DIRTY_LOG` at a first page that is not a multiple of 64 is EINVAL in KVM
+/// (`kvm_clear_dirty_log_protect`, virt/kvm/kvm_main.c) and an error in slat, and neither
+/// clears anything.
+#[test]
+fn clear_dirty_log_rejects_a_misaligned_first_page() {
+    let test = "clear_dirty_log_rejects_a_misaligned_first_page";
+    let _serial = serial();
+    if !prerequisites(test) {
+        return;
+    }
+    let setup = HostBacking::Anon4k.make(DATA, 0).unwrap();
+    let system = vmm::system_backing().unwrap();
+    let mut o = match Oracle::with_protect(&system, setup.backing(), GuestPageSize::Size2M, DirtyLogProtect::Manual) {
+        Ok(o) => o,
+        Err(e @ Error::Unsupported { .. }) => return eprintln!("SKIP {test}: {e}"),
+        Err(e) => panic!("{test}: {e}"),
+    };
+    o.set_dirty_logging(true).unwrap();
+    o.run(Sweep { offset: 0, len: 1 << 20, stride: 4096, access: GuestAccess::Write }).unwrap();
+    let kvm = o.vm().clear_dirty_log(32, &[u64::MAX]).unwrap_err();
+    assert!(kvm.to_string().contains("Invalid argument"), "{kvm}");
+    let slat = o.mmu().clear_dirty_log(vmm::DATA_SLOT, 32, &[u64::MAX]).unwrap_err();
+    eprintln!("{test}: KVM: {kvm}; slat: {slat}");
+    assert_eq!(harvest_equal(&o, "after the refused clears"), 256, "nothing cleared on either side");
+}
