@@ -1,8 +1,7 @@
 //! `slat probe-host`: KVM's leaves beside slat's on a micro-VM; a clear error without /dev/kvm
 //! access.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::process::{Command, Stdio};
 
