@@ -403,29 +403,3 @@ fn regular_file_pmd_mapped_only_with_madvise() {
     }
     drop((plain, advised));
 }
-
-/// The 1 GiB diagnosis is consistent, and when the kernel does grant a run-time 1 GiB page,
-/// the scan taken just before found a GiB free of unmovable pages (else the explanation the
-/// 1G tests print would be wrong).
-#[test]
-fn gigantic_blockers_explain_the_1g_pool() {
-    if !root("gigantic_blockers_explain_the_1g_pool") {
-        return;
-    }
-    let _lock = pool_lock();
-    let before = slat_linux::pool::PoolState::read(HugetlbSize::Size1G).unwrap().total;
-    let b = slat_linux::pool::GiganticBlockers::scan().unwrap();
-    eprintln!("{b}");
-    assert_eq!(b.ranges, b.holes + b.per_range.len() as u64);
-    assert!(b.candidates <= b.per_range.len() as u64);
-    assert!(b.per_range.iter().map(|r| r.4).sum::<u64>() > 0, "some free memory");
-    match HugetlbReservation::reserve(HugetlbSize::Size1G, 1) {
-        Ok(r) => {
-            assert!(b.candidates > 0, "a 1G page was granted although every GiB held unmovable pages: {b}");
-            drop(r);
-        }
-        Err(slat_linux::Error::PoolShort { granted, .. }) => assert_eq!(granted, 0),
-        Err(e) => panic!("1G reservation: {e}"),
-    }
-    assert_eq!(slat_linux::pool::PoolState::read(HugetlbSize::Size1G).unwrap().total, before, "pool restored");
-}
