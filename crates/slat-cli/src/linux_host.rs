@@ -247,8 +247,8 @@ impl ScenarioHost for LinuxHost {
         self.host.audit()
     }
 
-    fn sync(&self, notifier: &dyn MmuNotifier) {
-        self.host.sync(notifier)
+    fn sync(&self, notifier: &dyn MmuNotifier, thorough: bool) {
+        self.host.sync(notifier, thorough)
     }
 
     fn report(&self, slots: &[(u32, u64, u64)]) -> Option<HostReport> {
@@ -289,11 +289,13 @@ impl ScenarioHost for LinuxHost {
             memslots,
             notes: vec![
                 format!(
-                    "{kernel_changes} host mapping changes the kernel made while faulting pages in (e.g. a write to the \
-                     huge zero page) were given to the MMU as invalidations"
+                    "{kernel_changes} huge blocks the kernel changed on its own (a write to the huge zero page while \
+                     faulting, khugepaged or compaction later) were found by comparing with PAGEMAP_SCAN and pagemap \
+                     and given to the MMU as invalidations"
                 ),
-                "changes the kernel makes on its own schedule (khugepaged, compaction) are not seen by this MMU; \
-                 the audits compare every leaf with the kernel's mapping and would report them"
+                "the kernel tells this process nothing when it changes a mapping on its own: such a change is found \
+                 within 10 ms or at the next fault in its block, and a walk in between may see the old translation \
+                 (counted as an isolation violation)"
                     .into(),
             ],
         })

@@ -224,8 +224,26 @@ pub struct RunHost {
     protections: Mutex<Vec<(u64, u64, Protection)>>,
     /// Blocks the kernel changed while faulting pages in, not yet given to the MMU.
     pending: Mutex<Vec<(u64, u64)>>,
+    /// Per slot, per page: the host mapping last seen (see [`page_word`]).
+    known: Vec<Mutex<Vec<u64>>>,
+    /// When every slot was last compared with the kernel's mappings.
+    last_resync: Mutex<std::time::Instant>,
     counters: Counters,
 }
+
+/// A page's host mapping as one word: pfn (or stand-in) above bit 3, then zero, huge, present.
+fn page_word(pfn: u64, categories: Categories) -> u64 {
+    if !categories.contains(Categories::PRESENT) {
+        return 0;
+    }
+    (pfn << 3)
+        | (u64::from(categories.contains(Categories::PFNZERO)) << 2)
+        | (u64::from(categories.contains(Categories::HUGE)) << 1)
+        | 1
+}
+
+/// How often [`RunHost::sync`] compares every slot with the kernel's mappings, at most.
+const RESYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
 
 impl RunHost {
     /// Grow the pools, mount the tmpfs (if any slot needs it) and map every slot, in order.
@@ -268,6 +286,8 @@ impl RunHost {
             pfns: rustix::process::geteuid().is_root(),
             protections: Mutex::new(Vec::new()),
             pending: Mutex::new(Vec::new()),
+            known: Vec::new(),
+            last_resync: Mutex::new(std::time::Instant::now()),
             counters: Counters::default(),
         };
         for req in slots {
@@ -287,6 +307,7 @@ impl RunHost {
                 backing.mprotect(0, req.len, true).map_err(fail)?;
                 host.protections.get_mut().unwrap().push((backing.hva(), backing.hva() + req.len, Protection::Read));
             }
+            host.known.push(Mutex::new(vec![0; (req.len / PAGE) as usize]));
             host.slots.push(Slot { id: req.id, backing, what });
         }
         Ok(host)
@@ -335,6 +356,67 @@ impl RunHost {
         self.slots.iter().find(|s| s.backing.contains(hva))
     }
 
+    fn index_of(&self, slot: &Slot) -> usize {
+        self.slots.iter().position(|s| std::ptr::eq(s, slot)).expect("a slot of this host")
+    }
+
+    /// The host mapping of every page of `[start, end)` as [`page_word`]s.
+    fn snapshot(&self, start: u64, end: u64) -> Vec<u64> {
+        let pages = ((end - start) / PAGE) as usize;
+        let mut cats = vec![Categories(0); pages];
+        for r in self.regions(start, end) {
+            for p in ((r.start.max(start) - start) / PAGE)..((r.end.min(end) - start) / PAGE) {
+                cats[p as usize] = r.categories;
+            }
+        }
+        let pfns = if self.pfns { self.pagemap.read(start, pages).ok() } else { None };
+        (0..pages)
+            .map(|i| {
+                let hva = start + i as u64 * PAGE;
+                let pfn = pfns.as_ref().and_then(|v| v.get(i)).and_then(|e| e.pfn()).filter(|&p| p != 0);
+                page_word(pfn.unwrap_or(hva >> 12), cats[i])
+            })
+            .collect()
+    }
+
+    /// Take the present host mapping of `[start, end)` of `slot` as seen (the MMU was told).
+    fn remember(&self, slot: &Slot, start: u64, end: u64) {
+        let now = self.snapshot(start, end);
+        let first = ((start - slot.backing.hva()) / PAGE) as usize;
+        let mut known = self.known[self.index_of(slot)].lock().unwrap_or_else(|e| e.into_inner());
+        known[first..first + now.len()].copy_from_slice(&now);
+    }
+
+    /// Compare `[start, end)` of `slot` (block aligned) with what was last seen, remember the
+    /// new state, and queue every block where a page seen present before changed (except the
+    /// page at `except`, which the caller is changing on purpose).
+    fn refresh(&self, slot: &Slot, start: u64, end: u64, except: Option<u64>) {
+        let now = self.snapshot(start, end);
+        let base = slot.backing.hva();
+        let block = Self::block(&slot.backing);
+        let mut known = self.known[self.index_of(slot)].lock().unwrap_or_else(|e| e.into_inner());
+        let first = ((start - base) / PAGE) as usize;
+        let mut changed = Vec::new();
+        for (i, &word) in now.iter().enumerate() {
+            let hva = start + i as u64 * PAGE;
+            let old = known[first + i];
+            if old & 1 == 1 && old != word && Some(hva) != except {
+                let b = (hva - base) / block * block + base;
+                if changed.last() != Some(&b) {
+                    changed.push(b);
+                }
+            }
+            known[first + i] = word;
+        }
+        drop(known);
+        let hi = base + slot.backing.len();
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for b in &changed {
+            self.counters.kernel_changes.fetch_add(1, Ordering::Relaxed);
+            pending.push((*b, (b + block).min(hi)));
+        }
+    }
+
     /// The huge-block size a slot's mappings can change in.
     fn block(b: &Backing) -> u64 {
         b.hugetlb().map_or(SIZE_2M, HugetlbSize::bytes)
@@ -369,23 +451,24 @@ impl RunHost {
         Some(HostPage::new(Pfn(pfn), size, writable, slot.backing.kind()))
     }
 
-    /// Per-page `(present, huge, zero)` of the block `[start, start + 512 pages)`.
-    fn block_flags(&self, start: u64, end: u64) -> Vec<u8> {
-        let mut flags = vec![0u8; ((end - start) / PAGE) as usize];
-        for r in self.regions(start, end) {
-            let bits = u8::from(r.categories.contains(Categories::PRESENT))
-                | (u8::from(r.categories.contains(Categories::HUGE)) << 1)
-                | (u8::from(r.categories.contains(Categories::PFNZERO)) << 2);
-            for p in ((r.start.max(start) - start) / PAGE)..((r.end.min(end) - start) / PAGE) {
-                flags[p as usize] = bits;
+    /// Give the MMU the invalidations of blocks the kernel changed on its own (see the
+    /// [module docs](self)): those seen while faulting pages in, and, when `thorough` or at most
+    /// every 10 ms, those found by comparing every slot with the kernel's mappings (khugepaged,
+    /// compaction). Call after every fault the MMU handled, and thoroughly before an audit.
+    pub fn sync(&self, notifier: &dyn MmuNotifier, thorough: bool) {
+        let due = {
+            let mut last = self.last_resync.lock().unwrap_or_else(|e| e.into_inner());
+            let due = thorough || last.elapsed() >= RESYNC_EVERY;
+            if due {
+                *last = std::time::Instant::now();
+            }
+            due
+        };
+        if due {
+            for slot in &self.slots {
+                self.refresh(slot, slot.backing.hva(), slot.backing.hva() + slot.backing.len(), None);
             }
         }
-        flags
-    }
-
-    /// Give the MMU the invalidations of blocks the kernel changed on its own while faulting
-    /// pages in (see the [module docs](self)). Call after every fault the MMU handled.
-    pub fn sync(&self, notifier: &dyn MmuNotifier) {
         let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
         for (start, end) in pending {
             notifier.invalidate_range_start(Hva(start), Hva(end));
@@ -445,6 +528,7 @@ impl RunHost {
         };
         notifier.invalidate_range_end(Hva(start), Hva(end));
         self.counters.invalidations.fetch_add(1, Ordering::Relaxed);
+        self.remember(slot, start, end);
         // MADV_COLLAPSE fails with EAGAIN/EINVAL for blocks it could not collapse; what it did
         // collapse stays, and the report says how much is huge.
         if let Err(e) = r {
@@ -572,9 +656,6 @@ impl HostMemory for RunHost {
         }
         let b = &slot.backing;
         let unit = b.hugetlb().map_or(PAGE, HugetlbSize::bytes);
-        // hugetlb mappings never change size; elsewhere watch the page's huge block.
-        let watch = (b.hugetlb().is_none()).then(|| Self::widen(slot, hva & !(PAGE - 1), PAGE));
-        let before = watch.map(|(s, e)| self.block_flags(s, e));
         let off = (hva - b.hva()) & !(unit - 1);
         let advice = if write { Advice::LinuxPopulateWrite } else { Advice::LinuxPopulateRead };
         self.counters.fault_ins.fetch_add(1, Ordering::Relaxed);
@@ -584,15 +665,10 @@ impl HostMemory for RunHost {
             }
             _ => HostError::Again { hva: Hva(hva) },
         })?;
-        if let (Some((s, e)), Some(before)) = (watch, before) {
-            let after = self.block_flags(s, e);
-            let me = ((hva - s) / PAGE) as usize;
-            let changed = before.iter().zip(&after).enumerate().any(|(i, (x, y))| i != me && x & 1 == 1 && x != y);
-            if changed {
-                self.counters.kernel_changes.fetch_add(1, Ordering::Relaxed);
-                self.pending.lock().unwrap_or_else(|e| e.into_inner()).push((s, e));
-            }
-        }
+        // Whatever else the kernel changed in the page's huge block (a write to the huge zero
+        // page splits or replaces it) is queued for `sync`.
+        let (start, end) = Self::widen(slot, hva & !(PAGE - 1), PAGE);
+        self.refresh(slot, start, end, Some(hva & !(PAGE - 1)));
         self.page(slot, hva).ok_or(HostError::Again { hva: Hva(hva) })
     }
 

@@ -52,9 +52,10 @@ pub trait ScenarioHost: HostMemory + Send + Sync + 'static {
 
     /// Give `notifier` the invalidations of mapping changes the host made on its own since the
     /// last call (a real kernel changes mappings while faulting pages in, and tells this process
-    /// nothing). The engine calls it after every fault the MMU handled. The simulated host calls
-    /// the notifier as it changes mappings, so it has nothing to give.
-    fn sync(&self, _notifier: &dyn MmuNotifier) {}
+    /// nothing). The engine calls it before each batch of accesses and after every fault the MMU
+    /// handled, and `thorough`ly before every audit (a host may check less often otherwise).
+    /// The simulated host calls the notifier as it changes mappings, so it has nothing to give.
+    fn sync(&self, _notifier: &dyn MmuNotifier, _thorough: bool) {}
 
     /// The host's own description of the run's memory, for the report (`None`: nothing beyond
     /// the totals). `slots` are the memslots as `(id, hva, len)`.

@@ -262,6 +262,7 @@ impl<'s, F: Format, H: ScenarioHost> Engine<'s, F, H> {
 
     /// Play a batch of accesses through the hardware; stage-2 faults go to the MMU.
     fn play(&mut self, batch: &[Access]) -> Result<(), SimError> {
+        self.host.sync(&self.mmu, false);
         let logging = !self.written.is_empty();
         let mut i = 0;
         let mut tries = 0u32;
@@ -290,7 +291,7 @@ impl<'s, F: Format, H: ScenarioHost> Engine<'s, F, H> {
                 return Err(SimError::Livelock { gpa: fault.gpa, tries });
             }
             let handled = self.mmu.handle_fault(Gpa(fault.gpa), fault.access);
-            self.host.sync(&self.mmu);
+            self.host.sync(&self.mmu, false);
             match handled {
                 Ok(FaultOutcome::Mapped { .. }) | Ok(FaultOutcome::Retry) => {
                     if logging && fault.access == HwAccess::Write && !fault.on_guest_table {
@@ -393,6 +394,7 @@ impl<'s, F: Format, H: ScenarioHost> Engine<'s, F, H> {
 
     /// Audit the MMU and the host; a failure is counted and recorded, the run goes on.
     pub(crate) fn audit(&mut self, at: &str) {
+        self.host.sync(&self.mmu, true);
         self.counters.audits += 1;
         let mut fail = None;
         if let Err(e) = self.mmu.audit() {
