@@ -4,7 +4,7 @@ use slat_mmu::{Gfn, Gpa, Hva};
 use std::time::Instant;
 
 use slat_pt::format::{Ept4, Format};
-use slat_pt::{Access, FlushBatch, PageSize};
+use slat_pt::{Access, FlushBatch, NoTlb, PageSize};
 
 use crate::contender::Contender;
 use crate::counting::allocations;
@@ -416,9 +416,9 @@ pub fn split(len: u64) -> Sample {
     pool::reset();
     let mut pt = slat_mapped_len(len, PageSize::Size2M);
     let (p, ns, allocs) =
-        timed(|| pt.split_range(0, len, PageSize::Size4K, u64::MAX, &mut |_| {}).expect("split_range"));
+        timed(|| pt.split_range(Gpa(0), len, PageSize::Size4K, u64::MAX, &NoTlb).expect("split_range"));
     assert_eq!((p.resume_at, pt.counts().leaves), (None, [len >> 12, 0, 0]));
-    assert_eq!(pt.translate(len - 1).map(|t| t.pa), Some(TIB + len - 1));
+    assert_eq!(pt.translate(Gpa(len - 1)).map(|t| t.pa), Some(TIB + len - 1));
     let frames = pool::live() as f64;
     drop(pt);
     Sample { ns: ns as f64 / (len >> 12) as f64, allocs: allocs as f64, frames }
@@ -430,7 +430,7 @@ pub fn split_floor(len: u64) -> Sample {
     let pt = slat_mapped_len(len, PageSize::Size4K);
     let ptrs = TablePtrs::collect(&pt, 0, len);
     let ((), ns, allocs) = timed(|| floor::split(&ptrs, TIB, template(0)));
-    assert_eq!(pt.translate(len - 1).map(|t| t.pa), Some(TIB + len - 1));
+    assert_eq!(pt.translate(Gpa(len - 1)).map(|t| t.pa), Some(TIB + len - 1));
     Sample { ns: ns as f64 / (len >> 12) as f64, allocs: allocs as f64, frames: f64::NAN }
 }
 
@@ -440,7 +440,7 @@ pub const DIRTY_STRIDE: u64 = 64;
 fn dirty_some(pt: &Table, len: u64) -> u64 {
     let mut n = 0;
     for page in (0..len >> 12).step_by(DIRTY_STRIDE as usize) {
-        assert!(pt.hw_walk(page << 12, Access::Write).result.is_ok());
+        assert!(pt.hw_walk(Gpa(page << 12), Access::Write).result.is_ok());
         n += 1;
     }
     n
@@ -453,7 +453,7 @@ pub fn harvest(len: u64) -> Sample {
     let mut pt = slat_mapped_len(len, PageSize::Size4K);
     let dirty = dirty_some(&pt, len);
     let mut batch = FlushBatch::new();
-    let (bitmap, ns, allocs) = timed(|| pt.harvest_dirty(0, len >> 12, &mut batch).expect("harvest"));
+    let (bitmap, ns, allocs) = timed(|| pt.harvest_dirty(Gpa(0), len >> 12, &mut batch).expect("harvest"));
     assert_eq!(bitmap.iter().map(|w| w.count_ones() as u64).sum::<u64>(), dirty);
     assert!(!batch.is_empty());
     // SAFETY: no TLB or other walker in the benchmark.
@@ -484,13 +484,13 @@ pub fn recover(len: u64) -> Sample {
     let ((), ns, allocs) = timed(|| {
         let mut batch = FlushBatch::new();
         for b in 0..blocks {
-            pt.collapse(b << 21, PageSize::Size2M, &mut batch, &mut |_| {}).expect("collapse");
+            pt.collapse(Gpa(b << 21), PageSize::Size2M, &mut batch, &NoTlb).expect("collapse");
         }
         // SAFETY: no TLB or other walker in the benchmark.
         unsafe { pt.free_detached(batch.into_detached()) };
     });
     assert_eq!(pt.counts().leaves, [0, blocks, 0]);
-    assert_eq!(pt.translate(len - 1).map(|t| t.pa), Some(TIB + len - 1));
+    assert_eq!(pt.translate(Gpa(len - 1)).map(|t| t.pa), Some(TIB + len - 1));
     let frames = pool::live() as f64;
     drop(pt);
     Sample { ns: ns as f64 / blocks as f64, allocs: allocs as f64, frames }
@@ -503,7 +503,7 @@ pub fn recover_floor(len: u64) -> Sample {
     let ptrs = TablePtrs::collect(&pt, 0, len);
     let (n, ns, allocs) = timed(|| floor::recover(&ptrs, template(1)));
     assert_eq!(n, len >> 21);
-    assert_eq!(pt.translate(len - 1).map(|t| t.pa), Some(TIB + len - 1));
+    assert_eq!(pt.translate(Gpa(len - 1)).map(|t| t.pa), Some(TIB + len - 1));
     // The floor unlinked the 4K tables without freeing them; the pool reset reclaims them.
     std::mem::forget(pt);
     Sample { ns: ns as f64 / (len >> 21) as f64, allocs: allocs as f64, frames: f64::NAN }

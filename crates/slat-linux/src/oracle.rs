@@ -338,7 +338,7 @@ impl<'a> Oracle<'a> {
             for (base, len) in [(0, SYSTEM_BYTES), (DATA_GPA, self.vm.data().len())] {
                 pt.for_each_leaf(Gpa(base), len, |l| {
                     if l.size == size {
-                        out.push(l.gpa >> 12)
+                        out.push(l.gpa.gfn().0)
                     }
                 })
             }

@@ -49,7 +49,7 @@ fn leaf_ranges(mmu: &RealMmu<'_>, b: &Backing, size: PageSize) -> Vec<(u64, u64)
     mmu.with_tables(|pt| {
         pt.for_each_leaf(Gpa(BASE_GFN << 12), b.len(), |l| {
             if l.size == size {
-                let s = b.hva() + (l.gpa - (BASE_GFN << 12));
+                let s = b.hva() + (l.gpa - Gfn(BASE_GFN).gpa());
                 match out.last_mut() {
                     Some(last) if last.1 == s => last.1 = s + size.bytes(),
                     _ => out.push((s, s + size.bytes())),

@@ -6,7 +6,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use slat_pt::{Format, FrameAllocator, Hva, Leaf, PageSize, Perms, PAGE_SIZE};
+use slat_pt::{Format, FrameAllocator, Gpa, Hva, Leaf, PageSize, Perms};
 
 use crate::config::DirtyLogMode;
 use crate::host::HostMemory;
@@ -88,30 +88,34 @@ impl<F: Format, P: Platform> Mmu<F, P> {
         let limit = pt.input_limit();
         let mut check = |l: &Leaf| {
             leaves += 1;
-            let gfn = l.gpa / PAGE_SIZE;
+            let gfn = l.gpa.gfn().0;
             let pages = l.size.pages();
             let Some(slot) = slots.find_gfn(gfn) else {
-                bad(Invariant::Isolation, l.gpa, format!("{} leaf outside every memslot", l.size));
+                bad(Invariant::Isolation, l.gpa.0, format!("{} leaf outside every memslot", l.size));
                 return;
             };
             if gfn + pages > slot.end_gfn() {
-                bad(Invariant::LegalHugeLeaf, l.gpa, format!("{} leaf crosses the end of memslot {}", l.size, slot.id));
+                bad(
+                    Invariant::LegalHugeLeaf,
+                    l.gpa.0,
+                    format!("{} leaf crosses the end of memslot {}", l.size, slot.id),
+                );
             }
             let hva = slot.hva_of(gfn);
             let Some(host) = self.host.lookup(Hva(hva)) else {
-                bad(Invariant::Isolation, l.gpa, format!("host no longer maps hva {hva:#x}"));
+                bad(Invariant::Isolation, l.gpa.0, format!("host no longer maps hva {hva:#x}"));
                 return;
             };
             if host.pfn.hpa() != l.pa {
                 bad(
                     Invariant::Isolation,
-                    l.gpa,
+                    l.gpa.0,
                     format!("leaf maps pa {:#x}, host maps hva {hva:#x} to {:#x}", l.pa, host.pfn.hpa()),
                 );
             }
             let writable = l.attrs.perms.contains(Perms::WRITE);
             if writable && (slot.readonly || !host.writable) {
-                bad(Invariant::Isolation, l.gpa, format!("writable leaf over read-only memory (slot {})", slot.id));
+                bad(Invariant::Isolation, l.gpa.0, format!("writable leaf over read-only memory (slot {})", slot.id));
             }
             if writable
                 && slot.is_logging()
@@ -120,7 +124,7 @@ impl<F: Format, P: Platform> Mmu<F, P> {
             {
                 bad(
                     Invariant::Isolation,
-                    l.gpa,
+                    l.gpa.0,
                     "writable leaf in a dirty-logged slot for a page not in the log".into(),
                 );
             }
@@ -130,32 +134,32 @@ impl<F: Format, P: Platform> Mmu<F, P> {
             if !rules.perms.contains(l.attrs.perms & (Perms::EXEC | Perms::WRITE)) {
                 bad(
                     Invariant::Isolation,
-                    l.gpa,
+                    l.gpa.0,
                     format!("{} leaf has {:?}, the rules allow {:?}", l.size, l.attrs.perms, rules.perms),
                 );
             }
             if l.attrs.mem_type != rules.mem_type {
                 bad(
                     Invariant::Isolation,
-                    l.gpa,
+                    l.gpa.0,
                     format!("{} leaf is {:?}, the rules say {:?}", l.size, l.attrs.mem_type, rules.mem_type),
                 );
             }
             if writable && slot.is_write_tracked(gfn) {
-                bad(Invariant::Isolation, l.gpa, "writable leaf over a write-tracked gfn".into());
+                bad(Invariant::Isolation, l.gpa.0, "writable leaf over a write-tracked gfn".into());
             }
             if l.size == PageSize::Size4K {
                 return;
             }
             // I2: a huge leaf must be legal now.
             if host.size < l.size {
-                bad(Invariant::LegalHugeLeaf, l.gpa, format!("{} leaf but host maps {}", l.size, host.size));
+                bad(Invariant::LegalHugeLeaf, l.gpa.0, format!("{} leaf but host maps {}", l.size, host.size));
             }
             if !slot.congruent(l.size) {
-                bad(Invariant::LegalHugeLeaf, l.gpa, format!("{} leaf but gfn and hva are not congruent", l.size));
+                bad(Invariant::LegalHugeLeaf, l.gpa.0, format!("{} leaf but gfn and hva are not congruent", l.size));
             }
             if l.size > self.config.max_leaf || self.config.cap.is_some_and(|c| l.size > c) {
-                bad(Invariant::LegalHugeLeaf, l.gpa, format!("{} leaf above the configured limit", l.size));
+                bad(Invariant::LegalHugeLeaf, l.gpa.0, format!("{} leaf above the configured limit", l.size));
             }
             // A huge leaf may stay writable in a logged slot only while every page it maps there
             // is already in the log (initially-set mode before the first clear).
@@ -165,21 +169,21 @@ impl<F: Format, P: Platform> Mmu<F, P> {
             {
                 bad(
                     Invariant::LegalHugeLeaf,
-                    l.gpa,
+                    l.gpa.0,
                     format!("writable {} leaf in a dirty-logged slot over pages not in the log", l.size),
                 );
             }
             if self.config.nx.is_some() && l.attrs.perms.contains(Perms::EXEC) {
-                bad(Invariant::LegalHugeLeaf, l.gpa, format!("executable {} leaf with the NX workaround on", l.size));
+                bad(Invariant::LegalHugeLeaf, l.gpa.0, format!("executable {} leaf with the NX workaround on", l.size));
             }
             if slot.disallow_count(gfn, l.size) > 0 {
-                bad(Invariant::LegalHugeLeaf, l.gpa, format!("{} leaf over a write-tracked gfn", l.size));
+                bad(Invariant::LegalHugeLeaf, l.gpa.0, format!("{} leaf over a write-tracked gfn", l.size));
             }
             if slot.mixed(gfn, l.size) {
-                bad(Invariant::LegalHugeLeaf, l.gpa, format!("{} leaf over mixed memory attributes", l.size));
+                bad(Invariant::LegalHugeLeaf, l.gpa.0, format!("{} leaf over mixed memory attributes", l.size));
             }
         };
-        pt.for_each_leaf(0, limit, &mut check);
+        pt.for_each_leaf(Gpa(0), limit, &mut check);
         if v.is_empty() {
             Ok(AuditReport { leaves, table_pages: recount.table_pages })
         } else {

@@ -83,13 +83,17 @@ impl<F: Format, P: Platform> Mmu<F, P> {
         loop {
             let p = {
                 let pt = self.tables.read();
-                pt.split_range_shared(at * PAGE_SIZE, (g1 - at) * PAGE_SIZE, PageSize::Size4K, chunk, &mut |r| {
-                    self.flush_now(r)
-                })?
+                pt.split_range_shared(
+                    Gpa(at * PAGE_SIZE),
+                    (g1 - at) * PAGE_SIZE,
+                    PageSize::Size4K,
+                    chunk,
+                    &self.bbm_tlb(),
+                )?
             };
             Counters::add(&self.counters.eager_splits, p.splits);
             match p.resume_at {
-                Some(next) => at = next / PAGE_SIZE,
+                Some(next) => at = next.gfn().0,
                 None => return Ok(()),
             }
         }
@@ -101,7 +105,7 @@ impl<F: Format, P: Platform> Mmu<F, P> {
     fn protect_for_logging(&self, pt: &mut PageTable<F, P::Frames>, g0: u64, g1: u64, batch: &mut FlushBatch) -> u64 {
         let hw = self.config.dirty_log == DirtyLogMode::HardwareDirty && F::HW_DIRTY;
         let changed = pt
-            .update_leaves(g0 * PAGE_SIZE, (g1 - g0) * PAGE_SIZE, batch, |l| {
+            .update_leaves(Gpa(g0 * PAGE_SIZE), (g1 - g0) * PAGE_SIZE, batch, |l| {
                 let a = l.attrs;
                 if hw && l.size == PageSize::Size4K {
                     return a.dirty.then_some(slat_pt::LeafAttrs { dirty: false, ..a });
@@ -148,7 +152,7 @@ impl<F: Format, P: Platform> Mmu<F, P> {
                 // Fold hardware dirty bits into the log first.
                 let p0 = w0 as u64 * 64;
                 let p1 = (w1 as u64 * 64).min(slot.npages);
-                let bits = pt.harvest_dirty((slot.base_gfn + p0) * PAGE_SIZE, p1 - p0, batch)?;
+                let bits = pt.harvest_dirty(Gpa((slot.base_gfn + p0) * PAGE_SIZE), p1 - p0, batch)?;
                 for (i, bits) in bits.iter().enumerate() {
                     let mut b = *bits;
                     while b != 0 {

@@ -5,7 +5,7 @@
 use crate::platform::Platform;
 use alloc::vec::Vec;
 
-use slat_pt::{Format, Gfn, Hva, PageSize, PAGE_SIZE};
+use slat_pt::{Format, Gfn, Gpa, Hva, PageSize, PAGE_SIZE};
 
 use crate::host::HostMemory;
 use crate::mmu::Mmu;
@@ -36,7 +36,7 @@ impl<F: Format, P: Platform> Mmu<F, P> {
     pub fn explain(&self, gfn: Gfn) -> Explanation {
         let gfn = gfn.0;
         let slot = self.slots.read().find_gfn(gfn).cloned();
-        let mapped = self.tables.read().translate(gfn * PAGE_SIZE).map(|t| t.size);
+        let mapped = self.tables.read().translate(Gpa(gfn * PAGE_SIZE)).map(|t| t.size);
         let Some(slot) = slot else {
             let d = self.decide_none();
             return Explanation { gfn: Gfn(gfn), slot: None, mapped, decision: d, host: None };
@@ -73,12 +73,12 @@ impl<F: Format, P: Platform> Mmu<F, P> {
         for slot in slots.iter() {
             let mut per = [0u64; WhyNotHuge::COUNT];
             let mut last_block: Option<(u64, crate::reason::Decision)> = None;
-            pt.for_each_leaf(slot.base_gfn * PAGE_SIZE, slot.npages * PAGE_SIZE, |l| {
+            pt.for_each_leaf(Gpa(slot.base_gfn * PAGE_SIZE), slot.npages * PAGE_SIZE, |l| {
                 report.mapped_pages += l.size.pages();
                 if l.size == PageSize::Size1G {
                     return;
                 }
-                let gfn = l.gpa / PAGE_SIZE;
+                let gfn = l.gpa.gfn().0;
                 // One decision per 2M block is enough: everything in it shares the answer
                 // except the host mapping, which is looked up at the block's first leaf.
                 let b = gfn & !(PageSize::Size2M.pages() - 1);

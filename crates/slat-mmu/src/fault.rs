@@ -186,7 +186,7 @@ impl<F: Format, P: Platform> Mmu<F, P> {
         // The size of a leaf already covering the block matters only to the lazily-drop path;
         // other faults skip this extra walk.
         let wp_write = logging && write && self.config.dirty_log == DirtyLogMode::WriteProtect;
-        let existing = if wp_write { pt.translate_pa(block * PAGE_SIZE).map(|(_, s)| s) } else { None };
+        let existing = if wp_write { pt.translate_pa(Gpa(block * PAGE_SIZE)).map(|(_, s)| s) } else { None };
         let result = if wp_write && existing > Some(size) {
             // Lazily drop the large leaf: zap it and map only the written page.
             drop(pt);
@@ -263,6 +263,6 @@ impl<F: Format, P: Platform> Mmu<F, P> {
         m: &Mapping,
         batch: &mut FlushBatch,
     ) -> Result<slat_pt::Installed, PtError> {
-        pt.install_with(block * PAGE_SIZE, m, &crate::policy::Refault, batch, &mut |r| self.flush_now(r))
+        pt.install_with(Gpa(block * PAGE_SIZE), m, &crate::policy::Refault, batch, &self.bbm_tlb())
     }
 }

@@ -13,7 +13,8 @@ use alloc::vec::Vec;
 
 use lock_api::RwLock;
 use slat_pt::{
-    Detached, FlushBatch, FlushRange, Format, Gfn, Hva, Leaf, MemType, PageSize, PageTable, Pfn, PtError, PAGE_SIZE,
+    Detached, FlushBatch, FlushRange, Format, Gfn, Gpa, Hva, Leaf, MemType, PageSize, PageTable, Pfn, PtError,
+    PAGE_SIZE,
 };
 
 use crate::config::MmuConfig;
@@ -28,7 +29,7 @@ use crate::nx::NxTracker;
 use crate::platform::Platform;
 use crate::ring::DirtyRings;
 use crate::stats::{Counters, Stats};
-use crate::tlb::{self, Tlb};
+use crate::tlb::{self, CacheMaintenance, Tlb};
 use crate::view::TablesView;
 
 /// Errors of MMU operations other than faults.
@@ -265,12 +266,10 @@ impl<F: Format, P: Platform> Mmu<F, P> {
         }
     }
 
-    /// Break-before-make: invalidate one range now (one request, one flush, one range).
-    pub(crate) fn flush_now(&self, r: FlushRange) {
-        Counters::inc(&self.counters.remote_tlb_flush_requests);
-        Counters::inc(&self.counters.remote_tlb_flush);
-        Counters::inc(&self.counters.remote_tlb_flush_ranges);
-        self.tlb.flush_range(&r);
+    /// The TLB handed to slat-pt for break-before-make: each range it invalidates now counts as
+    /// one request, one flush and one range.
+    pub(crate) fn bbm_tlb(&self) -> BbmTlb<'_, P::Tlb> {
+        BbmTlb { tlb: &self.tlb, counters: &self.counters }
     }
 
     /// Start an exclusive section (see [`Exclusive`]).
@@ -315,7 +314,7 @@ impl<F: Format, P: Platform> Mmu<F, P> {
             if written {
                 host.mark_dirty(Pfn(pfn), l.size.pages());
                 if let Some(s) = logged {
-                    let gfn = l.gpa / PAGE_SIZE;
+                    let gfn = l.gpa.gfn().0;
                     for g in gfn.max(s.base_gfn)..(gfn + l.size.pages()).min(s.end_gfn()) {
                         s.mark_dirty(g);
                     }
@@ -325,7 +324,7 @@ impl<F: Format, P: Platform> Mmu<F, P> {
                 host.mark_accessed(Pfn(pfn), l.size.pages());
             }
         };
-        let r = pt.unmap(g0 * PAGE_SIZE, (g1 - g0) * PAGE_SIZE, batch, Some(&mut visit));
+        let r = pt.unmap(Gpa(g0 * PAGE_SIZE), (g1 - g0) * PAGE_SIZE, batch, Some(&mut visit));
         debug_assert!(r.is_ok(), "zap range is page aligned and inside the space");
         Counters::add(&self.counters.zapped_leaves, zapped);
         // NX-split blocks wholly zapped are no longer split.
@@ -552,7 +551,7 @@ impl<F: Format, P: Platform> MmuNotifier for Mmu<F, P> {
         let pt = self.tables.read();
         let mut young = false;
         for (_, g0, g1) in slots.hva_to_gfns(start, end) {
-            young |= pt.clear_young(g0 * PAGE_SIZE, (g1 - g0) * PAGE_SIZE);
+            young |= pt.clear_young(Gpa(g0 * PAGE_SIZE), (g1 - g0) * PAGE_SIZE);
         }
         young
     }
@@ -561,7 +560,10 @@ impl<F: Format, P: Platform> MmuNotifier for Mmu<F, P> {
         let (start, end) = (start.0, end.0);
         let slots = self.slots.read();
         let pt = self.tables.read();
-        slots.hva_to_gfns(start, end).iter().any(|(_, g0, g1)| pt.test_young(g0 * PAGE_SIZE, (g1 - g0) * PAGE_SIZE))
+        slots
+            .hva_to_gfns(start, end)
+            .iter()
+            .any(|(_, g0, g1)| pt.test_young(Gpa(g0 * PAGE_SIZE), (g1 - g0) * PAGE_SIZE))
     }
 }
 
@@ -583,5 +585,36 @@ impl<F: Format, P: Platform> core::fmt::Debug for Mmu<F, P> {
             .field("config", &self.config)
             .field("stats", &self.stats())
             .finish()
+    }
+}
+
+/// The MMU's [`Tlb`] as slat-pt sees it during an operation: flushes go to the embedder's TLB
+/// and are counted as KVM counts `kvm_flush_remote_tlbs` for a break-before-make.
+pub(crate) struct BbmTlb<'a, T> {
+    tlb: &'a T,
+    counters: &'a Counters,
+}
+
+impl<T: Tlb> Tlb for BbmTlb<'_, T> {
+    fn flush_range(&self, range: &FlushRange) {
+        Counters::inc(&self.counters.remote_tlb_flush_requests);
+        Counters::inc(&self.counters.remote_tlb_flush);
+        Counters::inc(&self.counters.remote_tlb_flush_ranges);
+        self.tlb.flush_range(range);
+    }
+    fn flush_all(&self) {
+        Counters::inc(&self.counters.remote_tlb_flush_requests);
+        Counters::inc(&self.counters.remote_tlb_flush);
+        Counters::inc(&self.counters.remote_tlb_flush_ranges);
+        self.tlb.flush_all();
+    }
+    fn cache_maintenance(&self) -> CacheMaintenance {
+        self.tlb.cache_maintenance()
+    }
+    fn clean_dcache(&self, pa: u64, len: u64) {
+        self.tlb.clean_dcache(pa, len)
+    }
+    fn invalidate_icache(&self, pa: u64, len: u64) {
+        self.tlb.invalidate_icache(pa, len)
     }
 }

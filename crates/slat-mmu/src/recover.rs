@@ -4,7 +4,7 @@
 use crate::platform::Platform;
 use alloc::vec::Vec;
 
-use slat_pt::{FlushBatch, Format, Hva, Mapping, MemType, PageSize, PageTable, Perms, Pfn, PAGE_SIZE};
+use slat_pt::{FlushBatch, Format, Gpa, Hva, Mapping, MemType, PageSize, PageTable, Perms, Pfn, PAGE_SIZE};
 
 use crate::config::RecoveryPolicy;
 use crate::host::{HostMemory, HostPage};
@@ -135,9 +135,9 @@ impl<F: Format, P: Platform> Mmu<F, P> {
             let region_end = (region + gig).min(g1);
             // Small leaves in the rest of this 1G region, by 2M block.
             let (mut any_small, mut blocks_4k) = (false, Vec::new());
-            pt.for_each_leaf(at * PAGE_SIZE, (region_end - at) * PAGE_SIZE, |l| {
+            pt.for_each_leaf(Gpa(at * PAGE_SIZE), (region_end - at) * PAGE_SIZE, |l| {
                 any_small |= l.size < PageSize::Size1G;
-                let b = (l.gpa / PAGE_SIZE) & !(PageSize::Size2M.pages() - 1);
+                let b = (l.gpa.gfn().0) & !(PageSize::Size2M.pages() - 1);
                 if l.size == PageSize::Size4K && blocks_4k.last() != Some(&b) {
                     blocks_4k.push(b);
                 }
@@ -198,13 +198,13 @@ impl<F: Format, P: Platform> Mmu<F, P> {
             return false;
         }
         let mut accessed = false;
-        pt.for_each_leaf(block * PAGE_SIZE, size.bytes(), |l| accessed |= l.attrs.accessed);
+        pt.for_each_leaf(Gpa(block * PAGE_SIZE), size.bytes(), |l| accessed |= l.attrs.accessed);
         let attrs = self.leaf_attrs(slot, block, size, host, LeafUse::Recovery { accessed });
         debug_assert!(
             slot.mem_type(block) == slot.mem_type(block + size.pages() - 1) || attrs.mem_type == MemType::WriteBack
         );
         let m = Mapping { pa: (host.pfn.0 & !(size.pages() - 1)) * PAGE_SIZE, size, attrs };
-        if pt.install_with(block * PAGE_SIZE, &m, &crate::policy::Refault, batch, &mut |r| self.flush_now(r)).is_err() {
+        if pt.install_with(Gpa(block * PAGE_SIZE), &m, &crate::policy::Refault, batch, &self.bbm_tlb()).is_err() {
             return false;
         }
         if attrs.perms.contains(Perms::WRITE) {

@@ -225,8 +225,8 @@ impl RecordingTlb {
         'outer: while a < gpa + len {
             for f in log.iter() {
                 if let Flush::Range(r) = f {
-                    if a >= r.gpa && a < r.gpa + r.len {
-                        a = r.gpa + r.len;
+                    if a >= r.gpa.0 && a < (r.gpa + r.len).0 {
+                        a = (r.gpa + r.len).0;
                         continue 'outer;
                     }
                 }

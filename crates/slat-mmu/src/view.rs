@@ -24,22 +24,22 @@ impl<'a, F: Format, A: FrameAllocator> TablesView<'a, F, A> {
 
     /// The leaf translating `gpa`: output address, size and attributes.
     pub fn translate(&self, gpa: Gpa) -> Option<Translation> {
-        self.pt.translate(gpa.0)
+        self.pt.translate(gpa)
     }
 
     /// Output address and leaf size only (no attribute decode).
     pub fn translate_pa(&self, gpa: Gpa) -> Option<(u64, PageSize)> {
-        self.pt.translate_pa(gpa.0)
+        self.pt.translate_pa(gpa)
     }
 
     /// Every leaf overlapping `gpa..gpa + len`, in address order.
     pub fn leaves(&self, gpa: Gpa, len: u64) -> Vec<Leaf> {
-        self.pt.leaves(gpa.0, len)
+        self.pt.leaves(gpa, len)
     }
 
     /// Call `f` for every leaf overlapping `gpa..gpa + len`, in address order.
     pub fn for_each_leaf(&self, gpa: Gpa, len: u64, f: impl FnMut(&Leaf)) {
-        self.pt.for_each_leaf(gpa.0, len, f)
+        self.pt.for_each_leaf(gpa, len, f)
     }
 
     /// Leaf and table-page counts.
@@ -62,6 +62,6 @@ impl<'a, F: Format, A: FrameAllocator> TablesView<'a, F, A> {
     /// does. For hardware models (the simulator, tests): feature `sim`.
     #[cfg(feature = "sim")]
     pub fn hw_walk(&self, gpa: Gpa, access: Access) -> HwWalk {
-        self.pt.hw_walk(gpa.0, access)
+        self.pt.hw_walk(Gpa(gpa.0), access)
     }
 }

@@ -350,8 +350,8 @@ impl TlbModel {
                     let end = r.gpa + r.len;
                     for (v, tlb) in self.vcpus.iter_mut().enumerate() {
                         let hit: Vec<(u64, u64)> = tlb
-                            .range((r.gpa.saturating_sub(GIB - 1), 0)..(end, 0))
-                            .filter(|(_, e)| e.end() > r.gpa && e.gpa < end)
+                            .range((r.gpa.0.saturating_sub(GIB - 1), 0)..(end.0, 0))
+                            .filter(|(_, e)| e.end() > r.gpa.0 && e.gpa < end.0)
                             .map(|(k, _)| *k)
                             .collect();
                         for k in hit {
@@ -968,24 +968,24 @@ impl Tester {
                 let mut at = e.gpa;
                 let mut bad = None;
                 for (_, n) in by_gpa.range(e.gpa.saturating_sub(GIB - 1)..e.end()) {
-                    let (a, b) = (n.gpa.max(e.gpa), (n.gpa + n.size.bytes()).min(e.end()));
+                    let (a, b) = (n.gpa.max(Gpa(e.gpa)), (n.gpa + n.size.bytes()).min(Gpa(e.end())));
                     if a >= b {
                         continue;
                     }
-                    if a > at {
+                    if a > Gpa(at) {
                         bad = Some(at);
                         break;
                     }
-                    let same_output = n.pa.wrapping_sub(n.gpa) == e.pa.wrapping_sub(e.gpa);
+                    let same_output = n.pa.wrapping_sub(n.gpa.0) == e.pa.wrapping_sub(e.gpa);
                     if !same_output
                         || !n.attrs.perms.contains(e.perms)
                         || n.attrs.mem_type != e.mem_type
                         || (e.dirty && !n.attrs.dirty)
                     {
-                        bad = Some(a);
+                        bad = Some(a.0);
                         break;
                     }
-                    at = b;
+                    at = b.0;
                 }
                 if bad.is_none() && at < e.end() {
                     bad = Some(at);
@@ -1050,20 +1050,20 @@ impl Tester {
         }
         // I3/I4: no vCPU's TLB caches what the tables no longer allow, and whatever an
         // operation removed or narrowed was flushed during it.
-        let by_gpa: BTreeMap<u64, &Leaf> = after.iter().map(|l| (l.gpa, l)).collect();
+        let by_gpa: BTreeMap<u64, &Leaf> = after.iter().map(|l| (l.gpa.0, l)).collect();
         self.tlb.apply(&self.m.tlb().flushes())?;
         self.check_tlbs(&by_gpa)?;
         for old in before {
             let end = old.gpa + old.size.bytes();
             let mut covered = 0;
             let mut kept = true;
-            for (_, n) in by_gpa.range(old.gpa.saturating_sub(GIB - 1)..end) {
+            for (_, n) in by_gpa.range(old.gpa.0.saturating_sub(GIB - 1)..end.0) {
                 let (a, b) = (n.gpa.max(old.gpa), (n.gpa + n.size.bytes()).min(end));
                 if a >= b {
                     continue;
                 }
                 covered += b - a;
-                let same_output = n.pa.wrapping_sub(n.gpa) == old.pa.wrapping_sub(old.gpa);
+                let same_output = n.pa.wrapping_sub(n.gpa.0) == old.pa.wrapping_sub(old.gpa.0);
                 let dirty_cleared = old.attrs.dirty && !n.attrs.dirty;
                 if !same_output
                     || !n.attrs.perms.contains(old.attrs.perms)
@@ -1073,7 +1073,7 @@ impl Tester {
                     kept = false;
                 }
             }
-            if (!kept || covered != old.size.bytes()) && !self.m.tlb().covered(old.gpa, old.size.bytes()) {
+            if (!kept || covered != old.size.bytes()) && !self.m.tlb().covered(old.gpa.0, old.size.bytes()) {
                 return Err(format!(
                     "I3/I4: leaf {:#x} {:?} was removed or narrowed without a flush",
                     old.gpa, old.size
@@ -1107,7 +1107,7 @@ impl Tester {
     }
 
     fn check_leaf(&self, l: &Leaf, eager: bool) -> Check {
-        let gfn = l.gpa / PAGE_SIZE;
+        let gfn = l.gpa.gfn().0;
         let pages = l.size.pages();
         ensure!(gfn % pages == 0, "I2: not size aligned");
         let Some((id, s)) = self.model.slot_of(gfn) else { return Err("I1: leaf outside every slot".into()) };

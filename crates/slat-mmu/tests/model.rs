@@ -363,7 +363,7 @@ impl Tlb for ModelTlb {
     fn flush_range(&self, r: &FlushRange) {
         thread::yield_now();
         if !self.ignore_flushes {
-            self.entries.lock().unwrap().retain(|c| !(c.gpa < r.gpa + r.len && r.gpa < c.gpa + c.size.bytes()));
+            self.entries.lock().unwrap().retain(|c| !(c.gpa < r.gpa.0 + r.len && r.gpa.0 < c.gpa + c.size.bytes()));
         }
     }
 
@@ -763,7 +763,7 @@ fn fault_vs_recovery(policy: RecoveryPolicy) {
     // than the rules allow survives, even without another recovery pass...
     let leaves = mmu.with_tables(|pt| pt.leaves(Gpa(GPA), 2 * BLOCK));
     for l in &leaves {
-        let allowed = mmu.explain(Gfn(l.gpa / PAGE_SIZE)).decision.size;
+        let allowed = mmu.explain(l.gpa.gfn()).decision.size;
         assert_eq!(allowed, PageSize::Size2M);
         assert!(
             l.size >= allowed,
@@ -775,7 +775,7 @@ fn fault_vs_recovery(policy: RecoveryPolicy) {
     // ...in place, both blocks are huge again (nothing zaps them); by zapping, each block is
     // either huge (refaulted by the vCPU) or empty.
     if policy == RecoveryPolicy::InPlace {
-        let sizes: Vec<_> = leaves.iter().map(|l| (l.gpa, l.size)).collect();
+        let sizes: Vec<_> = leaves.iter().map(|l| (l.gpa.0, l.size)).collect();
         assert_eq!(sizes, [(GPA, PageSize::Size2M), (GPA + BLOCK, PageSize::Size2M)]);
     }
     // ...so a final pass finds nothing left to recover.

@@ -239,7 +239,7 @@ fn seed_004_recovery_racing_a_fault_leaves_no_small_leaf() {
         .with_tables(|pt| pt.leaves(Gpa(GIB), 64 * MIB))
         .into_iter()
         .filter(|l| l.size == PageSize::Size4K)
-        .filter(|l| m.explain(Gfn(l.gpa >> 12)).decision.size > PageSize::Size4K)
+        .filter(|l| m.explain(l.gpa.gfn()).decision.size > PageSize::Size4K)
         .collect();
     assert!(small.is_empty(), "4K leaves where huge is legal: {small:?}");
     assert_eq!(leaves(&m), [0, 32, 0]);

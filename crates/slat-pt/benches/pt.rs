@@ -25,7 +25,9 @@ use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, SamplingMode, Throughput};
 use slat_pt::format::{Ept4, Format, Npt, Pte};
 use slat_pt::size::{level_bytes, level_shift, table_index, Level, ENTRIES_PER_TABLE};
-use slat_pt::{FlushBatch, FrameAllocator, LeafAttrs, Mapping, PageSize, PageTable, Perms, SimFrameAllocator};
+use slat_pt::{
+    FlushBatch, FrameAllocator, Gpa, LeafAttrs, Mapping, NoTlb, PageSize, PageTable, Perms, SimFrameAllocator,
+};
 
 const GIB: u64 = 1 << 30;
 const TIB: u64 = 1 << 40;
@@ -74,7 +76,7 @@ fn frames() -> SimFrameAllocator {
 fn mapped<F: Format>(frames: &SimFrameAllocator, shape: Shape) -> Table<'_, F> {
     let mut pt = Table::<F>::new(frames).expect("root frame");
     let mut batch = FlushBatch::new();
-    pt.map(0, shape.len, &shape.mapping(), &mut batch, &mut |_| {}).expect("map");
+    pt.map(Gpa(0), shape.len, &shape.mapping(), &mut batch, &NoTlb).expect("map");
     assert!(batch.is_empty() && batch.detached().is_empty());
     pt
 }
@@ -188,7 +190,7 @@ fn slat_translate<F: Format>(pt: &Table<'_, F>, len: u64) -> u64 {
     let mut acc = 0u64;
     for _ in 0..TRANSLATIONS {
         let gpa = xorshift(&mut x) & (len - 1);
-        acc ^= pt.translate(gpa).map_or(u64::MAX, |t| t.pa);
+        acc ^= pt.translate(Gpa(gpa)).map_or(u64::MAX, |t| t.pa);
     }
     acc
 }
@@ -199,7 +201,7 @@ fn install_range<F: Format>(pt: &Table<'_, F>, start: u64, end: u64, attrs: Leaf
     let mut gpa = start;
     while gpa < end {
         let m = Mapping { pa: gpa + PA_OFFSET, size: PageSize::Size4K, attrs };
-        pt.install(gpa, &m, &mut batch, &mut |_| {}).expect("install");
+        pt.install(Gpa(gpa), &m, &mut batch, &NoTlb).expect("install");
         gpa += PageSize::Size4K.bytes();
     }
     assert!(batch.is_empty() && batch.detached().is_empty());
@@ -216,7 +218,7 @@ fn bench_map<F: Format>(g: &mut BenchmarkGroup<'_, WallTime>, frames: &SimFrameA
             || Table::<F>::new(frames).expect("root frame"),
             |mut pt| {
                 let mut batch = FlushBatch::new();
-                pt.map(0, shape.len, black_box(&m), &mut batch, &mut |_| {}).expect("map");
+                pt.map(Gpa(0), shape.len, black_box(&m), &mut batch, &NoTlb).expect("map");
                 (pt, batch)
             },
             BatchSize::PerIteration,
@@ -226,7 +228,7 @@ fn bench_map<F: Format>(g: &mut BenchmarkGroup<'_, WallTime>, frames: &SimFrameA
     let ptrs = TablePtrs::collect(&pt, shape.size.level(), shape.len);
     // The floor writes the values `map` wrote: the tree must still translate as mapped.
     floor_store::<F>(&ptrs, shape, Some(&m));
-    assert_eq!(pt.translate(shape.len - 1).map(|t| t.pa), Some(PA_OFFSET + shape.len - 1));
+    assert_eq!(pt.translate(Gpa(shape.len - 1)).map(|t| t.pa), Some(PA_OFFSET + shape.len - 1));
     g.bench_function(label::<F>("floor"), |b| b.iter(|| floor_store::<F>(&ptrs, shape, Some(black_box(&m)))));
 }
 
@@ -236,7 +238,7 @@ fn bench_unmap<F: Format>(g: &mut BenchmarkGroup<'_, WallTime>, frames: &SimFram
             || mapped::<F>(frames, shape),
             |mut pt| {
                 let mut batch = FlushBatch::new();
-                pt.unmap(0, black_box(shape.len), &mut batch, None).expect("unmap");
+                pt.unmap(Gpa(0), black_box(shape.len), &mut batch, None).expect("unmap");
                 // SAFETY: no TLB or walker exists in this benchmark.
                 unsafe { pt.free_detached(batch.into_detached()) };
                 pt
@@ -248,7 +250,7 @@ fn bench_unmap<F: Format>(g: &mut BenchmarkGroup<'_, WallTime>, frames: &SimFram
     let ptrs = TablePtrs::collect(&pt, shape.size.level(), shape.len);
     // The floor clears every leaf: nothing may translate afterwards.
     floor_store::<F>(&ptrs, shape, None);
-    assert_eq!((pt.translate(0), pt.translate(shape.len - 1)), (None, None));
+    assert_eq!((pt.translate(Gpa(0)), pt.translate(Gpa(shape.len - 1))), (None, None));
     g.bench_function(label::<F>("floor"), |b| b.iter(|| floor_store::<F>(&ptrs, shape, None)));
 }
 

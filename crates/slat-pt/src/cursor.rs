@@ -259,7 +259,9 @@ mod tests {
     use alloc::vec::Vec;
 
     use super::*;
+    use crate::addr::Gpa;
     use crate::attrs::{LeafAttrs, Perms};
+    use crate::flush::NoTlb;
     use crate::format::{Ept4, Format, Npt};
     use crate::size::PageSize;
     use crate::table::Mapping;
@@ -273,9 +275,9 @@ mod tests {
         // 4K leaves at 0..4M, a 2M leaf at 4M, nothing at 6M..8M, 4K leaves at 1G-8K..1G+8K.
         let k4 = Mapping { pa: 1 << 40, size: PageSize::Size4K, attrs: LeafAttrs::ram(Perms::RW) };
         let m2 = Mapping { pa: 1 << 41, size: PageSize::Size2M, attrs: LeafAttrs::ram(Perms::RW) };
-        pt.map(0, 4 * MIB, &k4, &mut batch, &mut |_| {}).unwrap();
-        pt.map(4 * MIB, 2 * MIB, &m2, &mut batch, &mut |_| {}).unwrap();
-        pt.map((1 << 30) - 8192, 16384, &k4, &mut batch, &mut |_| {}).unwrap();
+        pt.map(Gpa(0), 4 * MIB, &k4, &mut batch, &NoTlb).unwrap();
+        pt.map(Gpa(4 * MIB), 2 * MIB, &m2, &mut batch, &NoTlb).unwrap();
+        pt.map(Gpa((1 << 30) - 8192), 16384, &k4, &mut batch, &NoTlb).unwrap();
         pt
     }
 
@@ -372,7 +374,7 @@ mod tests {
             }
             if Ept4::is_present(raw) {
                 leaves += 1;
-                batch.add(c.base(), c.entry_bytes(), PageSize::Size4K);
+                batch.add(Gpa(c.base()), c.entry_bytes(), PageSize::Size4K);
             }
             c.next();
             if leaves % 64 == 0 && c.yield_point(&mut yielded, &mut batch, &mut give_way) {

@@ -5,7 +5,10 @@
 //! mapped there (so a range TLBI can pick its stride), and the page-table subtrees it detached.
 //! The caller flushes, then frees the subtrees with
 //! [`PageTable::free_detached`](crate::PageTable::free_detached) once no walker can hold them.
-//! Nothing here flushes anything by itself.
+//! Nothing here flushes anything by itself: the caller hands the batch to its [`Tlb`] with
+//! [`apply`]. The few operations that must invalidate *during* the operation (break-before-make
+//! of a live entry, which must be flushed before the new entry is written) take the [`Tlb`]
+//! directly.
 //!
 //! A batch is small and lives on the stack: its first [`INLINE`] ranges and its first [`INLINE`]
 //! detached subtrees are kept inline, so an operation that records no more than that (an unmap
@@ -15,6 +18,7 @@ use core::mem::MaybeUninit;
 
 use alloc::vec::Vec;
 
+use crate::addr::Gpa;
 use crate::size::PageSize;
 
 /// Ranges kept before a batch degrades to "flush everything".
@@ -83,7 +87,7 @@ impl<T> InlineVec<T> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlushRange {
     /// Start (aligned to `size`).
-    pub gpa: u64,
+    pub gpa: Gpa,
     /// Length in bytes (a multiple of `size`).
     pub len: u64,
     /// Smallest leaf size that was mapped in the range.
@@ -107,10 +111,10 @@ pub struct Detached {
 /// Pending TLB invalidations and the subtrees waiting on them.
 ///
 /// ```
-/// use slat_pt::{FlushBatch, PageSize};
+/// use slat_pt::{FlushBatch, Gpa, PageSize};
 /// let mut b = FlushBatch::new();
-/// b.add(0x20_0000, 0x20_0000, PageSize::Size2M);
-/// b.add(0x40_0000, 0x20_0000, PageSize::Size2M); // coalesces with the previous range
+/// b.add(Gpa(0x20_0000), 0x20_0000, PageSize::Size2M);
+/// b.add(Gpa(0x40_0000), 0x20_0000, PageSize::Size2M); // coalesces with the previous range
 /// assert_eq!(b.ranges().len(), 1);
 /// assert!(!b.is_empty());
 /// ```
@@ -146,7 +150,7 @@ impl FlushBatch {
     /// Record `len` bytes at `gpa` that were mapped with leaves of `size` (or smaller tables'
     /// leaves of at least `size`). Adjacent or overlapping ranges of the same size coalesce; past
     /// [`MAX_RANGES`] the batch becomes "flush everything".
-    pub fn add(&mut self, gpa: u64, len: u64, size: PageSize) {
+    pub fn add(&mut self, gpa: Gpa, len: u64, size: PageSize) {
         if self.all || len == 0 {
             return;
         }
@@ -205,7 +209,7 @@ impl FlushBatch {
     }
 
     /// Whether `gpa` is covered by this batch.
-    pub fn covers(&self, gpa: u64) -> bool {
+    pub fn covers(&self, gpa: Gpa) -> bool {
         self.all || self.ranges().iter().any(|r| gpa >= r.gpa && gpa < r.gpa + r.len)
     }
 
@@ -312,5 +316,148 @@ impl Extend<Detached> for DetachedList {
         for d in iter {
             self.push(d);
         }
+    }
+}
+
+/// Cache maintenance a CPU needs before a stage-2 leaf is installed.
+///
+/// arm64 without FEAT_S2FWB must clean the data cache to the point of coherency for memory
+/// the guest may access with its caches off, and without FEAT_DIC must invalidate the
+/// instruction cache before the guest executes newly mapped memory (KVM's
+/// `clean_dcache_guest_page` / `invalidate_icache_guest_page`, for the whole block of a huge
+/// leaf). x86 and RISC-V need neither: [`CacheMaintenance::NOT_NEEDED`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheMaintenance {
+    /// Clean the data cache to PoC for every cacheable leaf installed (arm64 without FWB).
+    pub clean_dcache: bool,
+    /// Invalidate the instruction cache for every executable leaf installed (arm64 without DIC).
+    pub invalidate_icache: bool,
+}
+
+impl CacheMaintenance {
+    /// Coherent caches: x86, RISC-V, arm64 with FEAT_S2FWB and FEAT_DIC.
+    pub const NOT_NEEDED: CacheMaintenance = CacheMaintenance { clean_dcache: false, invalidate_icache: false };
+    /// arm64 without FEAT_S2FWB and without FEAT_DIC.
+    pub const ARM64_NO_FWB_NO_DIC: CacheMaintenance = CacheMaintenance { clean_dcache: true, invalidate_icache: true };
+}
+
+/// Invalidates cached stage-2 translations on every CPU running the guest, and performs the
+/// cache maintenance the CPU needs before a new leaf is installed.
+///
+/// The page table calls [`flush_range`](Self::flush_range) itself only for break-before-make
+/// (a live entry replaced by one of another kind, which must be invalidated between the two
+/// writes); everything else comes back as a [`FlushBatch`] for the caller to [`apply`].
+///
+/// ```
+/// use core::cell::Cell;
+/// use slat_pt::{apply, CacheMaintenance, FlushBatch, FlushRange, Gpa, PageSize, Tlb};
+///
+/// /// Counts invalidations, as a hypervisor's INVEPT / TLBI / HFENCE wrapper would issue them.
+/// #[derive(Default)]
+/// struct Counting(Cell<u32>);
+///
+/// impl Tlb for Counting {
+///     fn flush_range(&self, _range: &FlushRange) {
+///         self.0.set(self.0.get() + 1);
+///     }
+///     fn flush_all(&self) {
+///         self.0.set(self.0.get() + 1);
+///     }
+///     fn cache_maintenance(&self) -> CacheMaintenance {
+///         CacheMaintenance::NOT_NEEDED
+///     }
+///     fn clean_dcache(&self, _pa: u64, _len: u64) {}
+///     fn invalidate_icache(&self, _pa: u64, _len: u64) {}
+/// }
+///
+/// let tlb = Counting::default();
+/// let mut batch = FlushBatch::new();
+/// batch.add(Gpa(0x20_0000), 0x20_0000, PageSize::Size2M);
+/// assert!(apply(&tlb, &batch));
+/// assert_eq!(tlb.0.get(), 1);
+/// ```
+pub trait Tlb {
+    /// Invalidate translations of `range.gpa .. range.gpa + range.len`, which were mapped with
+    /// leaves of at least `range.size`.
+    fn flush_range(&self, range: &FlushRange);
+    /// Invalidate every stage-2 translation of this guest.
+    fn flush_all(&self);
+    /// What this CPU needs before leaves are installed; asked once per fault. Return
+    /// [`CacheMaintenance::NOT_NEEDED`] on x86, RISC-V and arm64 with FEAT_S2FWB + FEAT_DIC.
+    fn cache_maintenance(&self) -> CacheMaintenance;
+    /// Clean the data cache to the point of coherency for host-physical `pa .. pa + len` (the
+    /// whole block of the leaf about to be installed). Called only when
+    /// [`cache_maintenance`](Self::cache_maintenance) asks for it, for cacheable memory.
+    fn clean_dcache(&self, pa: u64, len: u64);
+    /// Invalidate the instruction cache for host-physical `pa .. pa + len` before an executable
+    /// leaf is installed. Called only when [`cache_maintenance`](Self::cache_maintenance) asks
+    /// for it.
+    fn invalidate_icache(&self, pa: u64, len: u64);
+}
+
+/// Apply a batch to a TLB: nothing when the batch is empty, one full flush when it says so,
+/// otherwise one call per range. Returns whether anything was flushed. The batch's detached
+/// subtrees are left for the caller to free now that no walker can reach them.
+pub fn apply<T: Tlb + ?Sized>(tlb: &T, batch: &FlushBatch) -> bool {
+    if batch.is_all() {
+        tlb.flush_all();
+        true
+    } else {
+        for r in batch.ranges() {
+            tlb.flush_range(r);
+        }
+        !batch.ranges().is_empty()
+    }
+}
+
+/// The TLB of a table no CPU walks: a table being built before it is installed, a host-side
+/// model, a benchmark. Every flush is a no-op and no cache maintenance is needed. Never use it
+/// for a table a guest runs on: break-before-make would leave stale translations.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoTlb;
+
+impl Tlb for NoTlb {
+    fn flush_range(&self, _range: &FlushRange) {}
+    fn flush_all(&self) {}
+    fn cache_maintenance(&self) -> CacheMaintenance {
+        CacheMaintenance::NOT_NEEDED
+    }
+    fn clean_dcache(&self, _pa: u64, _len: u64) {}
+    fn invalidate_icache(&self, _pa: u64, _len: u64) {}
+}
+
+impl<T: Tlb + ?Sized> Tlb for &T {
+    fn flush_range(&self, range: &FlushRange) {
+        (**self).flush_range(range)
+    }
+    fn flush_all(&self) {
+        (**self).flush_all()
+    }
+    fn cache_maintenance(&self) -> CacheMaintenance {
+        (**self).cache_maintenance()
+    }
+    fn clean_dcache(&self, pa: u64, len: u64) {
+        (**self).clean_dcache(pa, len)
+    }
+    fn invalidate_icache(&self, pa: u64, len: u64) {
+        (**self).invalidate_icache(pa, len)
+    }
+}
+
+impl<T: Tlb + ?Sized> Tlb for alloc::sync::Arc<T> {
+    fn flush_range(&self, range: &FlushRange) {
+        (**self).flush_range(range)
+    }
+    fn flush_all(&self) {
+        (**self).flush_all()
+    }
+    fn cache_maintenance(&self) -> CacheMaintenance {
+        (**self).cache_maintenance()
+    }
+    fn clean_dcache(&self, pa: u64, len: u64) {
+        (**self).clean_dcache(pa, len)
+    }
+    fn invalidate_icache(&self, pa: u64, len: u64) {
+        (**self).invalidate_icache(pa, len)
     }
 }

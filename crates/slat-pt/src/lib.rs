@@ -19,22 +19,24 @@
 //! `PageTable::hw_walk` (a hardware walk that sets accessed/dirty state).
 //!
 //! ```
-//! use slat_pt::{format::Ept4, FlushBatch, LeafAttrs, Mapping, PageSize, PageTable, Perms, SimFrameAllocator};
+//! use slat_pt::{format::Ept4, FlushBatch, Gpa, LeafAttrs, Mapping, NoTlb, PageSize, PageTable, Perms, SimFrameAllocator};
 //!
 //! let frames = SimFrameAllocator::new(0x100_0000_0000, 64 << 20);
 //! let mut pt = PageTable::<Ept4, _>::new(&frames).unwrap();
 //! // Map 4 MiB of guest-physical memory at 1 GiB with 2 MiB leaves.
 //! let m = Mapping { pa: 0x8000_0000, size: PageSize::Size2M, attrs: LeafAttrs::ram(Perms::RW) };
 //! let mut batch = FlushBatch::new();
-//! pt.map(0x4000_0000, 4 << 20, &m, &mut batch, &mut |_| {}).unwrap();
+//! // The table is not live yet (no CPU walks it), so it needs no TLB: `NoTlb`. On a live table
+//! // the embedder's `Tlb` performs break-before-make where the format requires it.
+//! pt.map(Gpa(0x4000_0000), 4 << 20, &m, &mut batch, &NoTlb).unwrap();
 //! assert!(batch.is_empty()); // nothing was mapped before, so nothing to flush
-//! let t = pt.translate(0x4012_3456).unwrap();
+//! let t = pt.translate(Gpa(0x4012_3456)).unwrap();
 //! assert_eq!((t.pa, t.size), (0x8012_3456, PageSize::Size2M));
 //! assert_eq!(pt.counts().leaves, [0, 2, 0]);
 //!
 //! // Unmapping hands back a flush to perform before the tables can be freed.
-//! pt.unmap(0x4000_0000, 4 << 20, &mut batch, None).unwrap();
-//! assert!(batch.covers(0x4020_0000));
+//! pt.unmap(Gpa(0x4000_0000), 4 << 20, &mut batch, None).unwrap();
+//! assert!(batch.covers(Gpa(0x4020_0000)));
 //! // SAFETY: no TLB or walker in this example holds the detached tables.
 //! unsafe { pt.free_detached(batch.into_detached()) };
 //! ```
@@ -58,7 +60,7 @@ pub mod table;
 
 pub use addr::{Gfn, Gpa, Hva, Pfn};
 pub use attrs::{Access, LeafAttrs, MemType, Perms, SwBits};
-pub use flush::{Detached, DetachedList, FlushBatch, FlushRange};
+pub use flush::{apply, CacheMaintenance, Detached, DetachedList, FlushBatch, FlushRange, NoTlb, Tlb};
 pub use format::{Format, Pte};
 #[cfg(feature = "sim")]
 pub use frame::SimFrameAllocator;

@@ -1,6 +1,7 @@
 //! Simulated hardware walks (feature `sim`): what a CPU does with the tables on a guest access,
 //! for simulators and tests. Not part of the page-table operations an embedder needs.
 
+use crate::addr::Gpa;
 use crate::attrs::{Access, Perms};
 use crate::format::{Format, Pte};
 use crate::frame::FrameAllocator;
@@ -35,7 +36,8 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     /// Walk as the hardware would for `access` at `gpa`: count the entries read, check
     /// permissions, and on success set the accessed (and for a write, dirty) state the way the
     /// format's hardware does.
-    pub fn hw_walk(&self, gpa: u64, access: Access) -> HwWalk {
+    pub fn hw_walk(&self, gpa: Gpa, access: Access) -> HwWalk {
+        let gpa = gpa.0;
         let mut refs = 0;
         let mut c = self.cursor(gpa, gpa.saturating_add(1));
         loop {

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use slat_pt::format::{Arm64S2L0, Arm64S2L1, Ept4, Ept5, Format, Npt, Sv39x4, Sv48x4};
-use slat_pt::{FlushBatch, FrameAllocator, LeafAttrs, Mapping, PageSize, PageTable, Perms, SimFrameAllocator};
+use slat_pt::{
+    FlushBatch, FrameAllocator, Gpa, LeafAttrs, Mapping, NoTlb, PageSize, PageTable, Perms, SimFrameAllocator,
+};
 
 const SPACE: u64 = 4 << 30; // guest-physical space exercised: 4 GiB
 const PA_BASE: u64 = 1 << 36;
@@ -157,13 +159,13 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn check<F: Format>(pt: &PageTable<F, &SimFrameAllocator>, o: &Oracle) {
-    let got: Vec<_> = pt.leaves(0, SPACE).into_iter().map(|l| (l.gpa, (l.size, l.pa, l.attrs.perms))).collect();
+    let got: Vec<_> = pt.leaves(Gpa(0), SPACE).into_iter().map(|l| (l.gpa.0, (l.size, l.pa, l.attrs.perms))).collect();
     let want: Vec<_> = o.leaves.iter().map(|(g, v)| (*g, *v)).collect();
     assert_eq!(got.len(), want.len(), "leaf count differs");
     assert_eq!(got, want);
     for (g, (s, pa, perms)) in o.leaves.iter().take(64) {
         for off in [0, s.bytes() / 2 + 8, s.bytes() - 1] {
-            let t = pt.translate(g + off).expect("oracle leaf translates");
+            let t = pt.translate(Gpa(g + off)).expect("oracle leaf translates");
             assert_eq!((t.pa, t.size, t.attrs.perms), (pa + off, *s, *perms));
         }
     }
@@ -177,26 +179,28 @@ fn run<F: Format>(ops: Vec<Op>) {
         let mut pt = PageTable::<F, _>::new(&frames).unwrap();
         let mut o = Oracle::default();
         let mut batch = FlushBatch::new();
-        let mut bbm = |_| {};
+        let tlb = NoTlb;
         for op in ops {
             match op {
                 Op::Map { gpa, n, pa, size, perms } => {
                     let m = Mapping { pa, size, attrs: LeafAttrs::ram(perms) };
-                    pt.map(gpa, n * size.bytes(), &m, &mut batch, &mut bbm).unwrap();
+                    pt.map(Gpa(gpa), n * size.bytes(), &m, &mut batch, &tlb).unwrap();
                     o.map(gpa, n * size.bytes(), pa, size, perms);
                 }
                 Op::Unmap { gpa, len } => {
-                    pt.unmap(gpa, len, &mut batch, None).unwrap();
+                    pt.unmap(Gpa(gpa), len, &mut batch, None).unwrap();
                     o.unmap(gpa, len);
                 }
                 Op::Protect { gpa, len, perms } => {
                     // Keep software bits consistent with the oracle (which only tracks perms).
-                    pt.update_leaves(gpa, len, &mut batch, |l| Some(LeafAttrs::ram(perms).with_perms(perms).tap(l)))
-                        .unwrap();
+                    pt.update_leaves(Gpa(gpa), len, &mut batch, |l| {
+                        Some(LeafAttrs::ram(perms).with_perms(perms).tap(l))
+                    })
+                    .unwrap();
                     o.protect(gpa, len, perms);
                 }
                 Op::Split { gpa, size } => {
-                    let r = pt.split(gpa, size, &mut bbm);
+                    let r = pt.split(Gpa(gpa), size, &tlb);
                     let has = o.leaves.get(&gpa).is_some_and(|l| l.0 == size);
                     assert_eq!(r.is_ok(), has, "split {gpa:#x} {size}: {r:?}");
                     if has {
@@ -204,7 +208,7 @@ fn run<F: Format>(ops: Vec<Op>) {
                     }
                 }
                 Op::Collapse { gpa, size } => {
-                    let r = pt.collapse(gpa, size, &mut batch, &mut bbm);
+                    let r = pt.collapse(Gpa(gpa), size, &mut batch, &tlb);
                     assert_eq!(r.is_ok(), o.collapsible(gpa, size), "collapse {gpa:#x} {size}: {r:?}");
                     if r.is_ok() {
                         o.collapse(gpa, size);
@@ -213,15 +217,15 @@ fn run<F: Format>(ops: Vec<Op>) {
                 Op::MapThenCollapse { gpa, pa, size } => {
                     let small = size.smaller().unwrap();
                     let m = Mapping { pa, size: small, attrs: LeafAttrs::ram(Perms::RW) };
-                    pt.map(gpa, size.bytes(), &m, &mut batch, &mut bbm).unwrap();
+                    pt.map(Gpa(gpa), size.bytes(), &m, &mut batch, &tlb).unwrap();
                     o.map(gpa, size.bytes(), pa, small, Perms::RW);
-                    pt.collapse(gpa, size, &mut batch, &mut bbm).unwrap();
+                    pt.collapse(Gpa(gpa), size, &mut batch, &tlb).unwrap();
                     o.collapse(gpa, size);
                     // Split then collapse returns the identical leaf.
-                    let before = pt.leaves(gpa, size.bytes());
-                    pt.split(gpa, size, &mut bbm).unwrap();
-                    pt.collapse(gpa, size, &mut batch, &mut bbm).unwrap();
-                    assert_eq!(pt.leaves(gpa, size.bytes()), before);
+                    let before = pt.leaves(Gpa(gpa), size.bytes());
+                    pt.split(Gpa(gpa), size, &tlb).unwrap();
+                    pt.collapse(Gpa(gpa), size, &mut batch, &tlb).unwrap();
+                    assert_eq!(pt.leaves(Gpa(gpa), size.bytes()), before);
                 }
             }
             check(&pt, &o);

@@ -1,7 +1,9 @@
 //! Page-table pages equal the theoretical minimum, and every frame returns to the allocator.
 
 use slat_pt::format::{Arm64S2L1, Ept4, Ept5, Format, Npt, Sv39x4};
-use slat_pt::{FlushBatch, FrameAllocator, LeafAttrs, Mapping, PageSize, PageTable, Perms, SimFrameAllocator};
+use slat_pt::{
+    FlushBatch, FrameAllocator, Gpa, LeafAttrs, Mapping, NoTlb, PageSize, PageTable, Perms, SimFrameAllocator,
+};
 
 const GIB: u64 = 1 << 30;
 
@@ -24,7 +26,7 @@ fn check<F: Format>(gib: u64, size: PageSize) {
         let mut pt = PageTable::<F, _>::new(&frames).unwrap();
         let m = Mapping { pa: 0x40_0000_0000, size, attrs: LeafAttrs::ram(Perms::RW) };
         let mut batch = FlushBatch::new();
-        pt.map(0, gib * GIB, &m, &mut batch, &mut |_| {}).unwrap();
+        pt.map(Gpa(0), gib * GIB, &m, &mut batch, &NoTlb).unwrap();
         assert!(batch.is_empty());
         let root_frames = (F::ROOT_ENTRIES / 512) as u64;
         let want = minimum(gib, size, F::ROOT_LEVEL, root_frames);
@@ -37,11 +39,11 @@ fn check<F: Format>(gib: u64, size: PageSize) {
 
         // Unmap everything: tables the range covers entirely are detached and go back after the
         // flush; the tables above them (which also cover unmapped space) stay, one per level.
-        pt.unmap(0, gib * GIB, &mut batch, None).unwrap();
+        pt.unmap(Gpa(0), gib * GIB, &mut batch, None).unwrap();
         assert_eq!(pt.counts().leaves, [0; 3]);
         assert_eq!(pt.recount(), pt.counts());
         assert!(pt.counts().table_pages < root_frames + F::ROOT_LEVEL as u64);
-        assert!(batch.covers(0) && batch.covers(gib * GIB - 1));
+        assert!(batch.covers(Gpa(0)) && batch.covers(Gpa(gib * GIB - 1)));
         // SAFETY: single-threaded, nothing walks the table.
         unsafe { pt.free_detached(batch.into_detached()) };
         assert_eq!(frames.live_frames() as u64, pt.counts().table_pages);
@@ -75,7 +77,7 @@ fn drop_returns_every_frame_even_with_leaves_mapped() {
         let mut pt = PageTable::<Ept4, _>::new(&frames).unwrap();
         let m = Mapping { pa: 0x4000_0000, size: PageSize::Size4K, attrs: LeafAttrs::ram(Perms::RW) };
         let mut batch = FlushBatch::new();
-        pt.map(0x1234_5000, 77 << 12, &m, &mut batch, &mut |_| {}).unwrap();
+        pt.map(Gpa(0x1234_5000), 77 << 12, &m, &mut batch, &NoTlb).unwrap();
         assert!(frames.live_frames() > 1);
     }
     assert_eq!(frames.live_frames(), 0);
@@ -103,7 +105,7 @@ fn concurrent_installs_agree_with_a_recount() {
                     let gpa = size.align_down(gpa);
                     let m = Mapping { pa: 0x40_0000_0000 + gpa, size, attrs: LeafAttrs::ram(Perms::RW) };
                     loop {
-                        match pt.install(gpa, &m, &mut batch, &mut |_| {}) {
+                        match pt.install(Gpa(gpa), &m, &mut batch, &NoTlb) {
                             Ok(_) => break,
                             Err(slat_pt::PtError::Busy) => std::hint::spin_loop(),
                             Err(e) => panic!("{e}"),
@@ -112,7 +114,7 @@ fn concurrent_installs_agree_with_a_recount() {
                     // Another thread may be replacing the entry (frozen for a moment): like a vCPU,
                     // look again until the walk sees a present leaf.
                     let t = loop {
-                        if let Some(t) = pt.translate(gpa + 8) {
+                        if let Some(t) = pt.translate(Gpa(gpa + 8)) {
                             break t;
                         }
                         std::hint::spin_loop();
@@ -125,8 +127,8 @@ fn concurrent_installs_agree_with_a_recount() {
     });
     assert_eq!(pt.counts(), pt.recount());
     // Every address that was installed still translates to the identity-offset output.
-    for l in pt.leaves(0, 8 << 20) {
-        assert_eq!(l.pa, 0x40_0000_0000 + l.gpa);
+    for l in pt.leaves(Gpa(0), 8 << 20) {
+        assert_eq!(l.pa, 0x40_0000_0000 + l.gpa.0);
     }
     // SAFETY: all threads joined; nothing walks the detached frames.
     unsafe { pt.free_detached(detached.into_inner().unwrap()) };

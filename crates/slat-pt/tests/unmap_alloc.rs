@@ -6,7 +6,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use slat_pt::format::{Ept4, Format, Npt, Sv48x4};
-use slat_pt::{FlushBatch, FrameAllocator, LeafAttrs, Mapping, PageSize, PageTable, Perms, SimFrameAllocator};
+use slat_pt::{
+    FlushBatch, FrameAllocator, Gpa, LeafAttrs, Mapping, NoTlb, PageSize, PageTable, Perms, SimFrameAllocator,
+};
 
 struct Counting;
 static CALLS: AtomicU64 = AtomicU64::new(0);
@@ -38,21 +40,21 @@ fn case<F: Format>(frames: &SimFrameAllocator, len: u64, size: PageSize, per_lea
     let mut pt = PageTable::<F, _>::new(frames).unwrap();
     let m = Mapping { pa: 1 << 40, size, attrs: LeafAttrs::ram(Perms::RW) };
     let mut batch = FlushBatch::new();
-    pt.map(0, len, &m, &mut batch, &mut |_| {}).unwrap();
+    pt.map(Gpa(0), len, &m, &mut batch, &NoTlb).unwrap();
     assert!(batch.is_empty());
     let before = CALLS.load(Ordering::Relaxed);
     if per_leaf {
         for gpa in (0..len).step_by(size.bytes() as usize) {
             let mut batch = FlushBatch::new();
-            pt.unmap(gpa, size.bytes(), &mut batch, None).unwrap();
-            assert!(batch.covers(gpa));
+            pt.unmap(Gpa(gpa), size.bytes(), &mut batch, None).unwrap();
+            assert!(batch.covers(Gpa(gpa)));
             // SAFETY: no TLB or walker in this test.
             unsafe { pt.free_detached(batch.into_detached()) };
         }
     } else {
         let mut batch = FlushBatch::new();
-        pt.unmap(0, len, &mut batch, None).unwrap();
-        assert!(batch.covers(len - 1));
+        pt.unmap(Gpa(0), len, &mut batch, None).unwrap();
+        assert!(batch.covers(Gpa(len - 1)));
         // SAFETY: no TLB or walker in this test.
         unsafe { pt.free_detached(batch.into_detached()) };
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use slat_pt::format::Ept4;
-use slat_pt::{Access, FlushBatch, LeafAttrs, Mapping, PageSize, PageTable, Perms, SimFrameAllocator};
+use slat_pt::{Access, FlushBatch, Gpa, LeafAttrs, Mapping, NoTlb, PageSize, PageTable, Perms, SimFrameAllocator};
 use slat_sim::hw::{AccessOutcome, GuestPaging, GuestRegion, GuestTables, Hardware, HwConfig};
 
 type Stage2 = PageTable<Ept4, Arc<SimFrameAllocator>>;
@@ -22,7 +22,7 @@ const BATCH: usize = 1 << 14;
 fn map(pt: &mut Stage2, gpa: u64, len: u64, hpa: u64, size: PageSize) {
     let m = Mapping { pa: hpa, size, attrs: LeafAttrs::ram(Perms::RW) };
     let mut batch = FlushBatch::new();
-    pt.map(gpa, len, &m, &mut batch, &mut |_| {}).expect("map");
+    pt.map(Gpa(gpa), len, &m, &mut batch, &NoTlb).expect("map");
     assert!(batch.is_empty());
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use hw_common::*;
 use slat_pt::format::Ept4;
-use slat_pt::{Access, FlushBatch, PageSize, Perms, WalkFault};
+use slat_pt::{Access, FlushBatch, Gpa, PageSize, Perms, WalkFault};
 use slat_sim::hw::{AccessOutcome, GuestPaging, GuestRegion, Hardware, HwConfig, ViolationKind};
 
 const GVA: u64 = 0x2000_0000;
@@ -23,7 +23,7 @@ fn setup(config: HwConfig, s2_size: PageSize) -> (Hardware, Stage2<Ept4>) {
 /// Unmap `len` bytes at `gpa` from stage 2 and hand back the flush obligations.
 fn unmap(pt: &mut Stage2<Ept4>, gpa: u64, len: u64) -> FlushBatch {
     let mut batch = FlushBatch::new();
-    pt.unmap(gpa, len, &mut batch, None).unwrap();
+    pt.unmap(Gpa(gpa), len, &mut batch, None).unwrap();
     assert!(!batch.is_empty());
     batch
 }
@@ -37,7 +37,7 @@ fn a_skipped_flush_is_caught_as_a_stale_entry() {
     }
     // The MMU unmaps the leaf but "forgets" to flush: the batch is dropped unapplied.
     let batch = unmap(&mut pt, 0, 2 << 20);
-    assert!(batch.covers(0x5000));
+    assert!(batch.covers(Gpa(0x5000)));
     drop(batch);
     // The stale entry still translates (as real hardware would)...
     let out = hw.access(0, GVA + 0x5008, Access::Read, &pt).unwrap();
@@ -107,8 +107,8 @@ fn a_write_protect_without_flush_is_a_stale_permission() {
     let (mut hw, mut pt) = setup(HwConfig::checked(), PageSize::Size4K);
     hw.access(0, GVA, Access::Write, &pt).unwrap();
     let mut batch = FlushBatch::new();
-    pt.protect(0, 4096, Perms::READ, &mut batch).unwrap();
-    assert!(batch.covers(0));
+    pt.protect(Gpa(0), 4096, Perms::READ, &mut batch).unwrap();
+    assert!(batch.covers(Gpa(0)));
     drop(batch);
     assert!(matches!(hw.access(0, GVA, Access::Write, &pt).unwrap(), AccessOutcome::Hit { .. }));
     assert_eq!(hw.violations()[0].kind, ViolationKind::StalePermission);
@@ -118,7 +118,7 @@ fn a_write_protect_without_flush_is_a_stale_permission() {
 
     // Applied: the write faults with the data access kind.
     let mut batch = FlushBatch::new();
-    pt.protect(0x1000, 4096, Perms::READ, &mut batch).unwrap();
+    pt.protect(Gpa(0x1000), 4096, Perms::READ, &mut batch).unwrap();
     hw.access(0, GVA + 0x1000, Access::Read, &pt).unwrap();
     slat_mmu::tlb::apply(&hw.tlb_handle(), &batch);
     let out = hw.access(0, GVA + 0x1000, Access::Write, &pt).unwrap();
@@ -132,7 +132,7 @@ fn a_dirty_harvest_without_flush_is_a_dirty_hazard() {
     let (mut hw, mut pt) = setup(HwConfig::checked(), PageSize::Size4K);
     hw.access(0, GVA, Access::Write, &pt).unwrap();
     let mut batch = FlushBatch::new();
-    assert_eq!(pt.harvest_dirty(0, 1, &mut batch).unwrap(), vec![1]); // bitmap: page 0 dirty
+    assert_eq!(pt.harvest_dirty(Gpa(0), 1, &mut batch).unwrap(), vec![1]); // bitmap: page 0 dirty
     drop(batch);
     hw.access(0, GVA, Access::Write, &pt).unwrap();
     let s = hw.stats();
@@ -142,11 +142,11 @@ fn a_dirty_harvest_without_flush_is_a_dirty_hazard() {
     // With the flush, the next write walks and sets the dirty state again.
     let mut batch = FlushBatch::new();
     hw.access(0, GVA + 0x1000, Access::Write, &pt).unwrap();
-    assert_eq!(pt.harvest_dirty(0x1000, 1, &mut batch).unwrap(), vec![1]);
+    assert_eq!(pt.harvest_dirty(Gpa(0x1000), 1, &mut batch).unwrap(), vec![1]);
     slat_mmu::tlb::apply(&hw.tlb_handle(), &batch);
     assert!(matches!(hw.access(0, GVA + 0x1000, Access::Write, &pt).unwrap(), AccessOutcome::Walked(_)));
     let mut batch = FlushBatch::new();
-    assert_eq!(pt.harvest_dirty(0x1000, 1, &mut batch).unwrap(), vec![1]);
+    assert_eq!(pt.harvest_dirty(Gpa(0x1000), 1, &mut batch).unwrap(), vec![1]);
     assert_eq!(hw.stats().dirty_violations, 1);
 }
 

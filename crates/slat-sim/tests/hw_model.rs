@@ -7,9 +7,8 @@ mod hw_common;
 use hw_common::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use slat_mmu::Tlb;
 use slat_pt::format::Ept4;
-use slat_pt::{Access, FlushBatch, FlushRange, Mapping, PageSize, Perms};
+use slat_pt::{Access, FlushBatch, Gpa, Mapping, PageSize, Perms};
 use slat_sim::hw::{AccessOutcome, GuestPaging, GuestRegion, GuestTables, Hardware, HwConfig, SimTlb, TlbArrayConfig};
 
 const MB2: u64 = 2 << 20;
@@ -49,11 +48,10 @@ fn mutate(rng: &mut ChaCha8Rng, pt: &mut Stage2<Ept4>, tlb: &SimTlb) {
     let hpa_block = DATA_HPA + rng.gen_range(0..64u64) * MB2;
     let perms = if rng.gen_bool(0.8) { Perms::RWX } else { Perms::READ };
     let mut batch = FlushBatch::new();
-    let mut bbm = |r: FlushRange| tlb.flush_range(&r);
     match rng.gen_range(0..9) {
         0 => {
             let m = Mapping { pa: hpa_block, size: PageSize::Size2M, attrs: fresh(perms) };
-            pt.map(block, MB2, &m, &mut batch, &mut bbm).unwrap();
+            pt.map(Gpa(block), MB2, &m, &mut batch, tlb).unwrap();
         }
         1 | 2 => {
             let page = block + rng.gen_range(0..512u64) * 4096;
@@ -62,28 +60,28 @@ fn mutate(rng: &mut ChaCha8Rng, pt: &mut Stage2<Ept4>, tlb: &SimTlb) {
                 size: PageSize::Size4K,
                 attrs: fresh(perms),
             };
-            pt.map(page, 4096, &m, &mut batch, &mut bbm).unwrap();
+            pt.map(Gpa(page), 4096, &m, &mut batch, tlb).unwrap();
         }
         3 => {
             let len = if rng.gen_bool(0.5) { 4096 } else { MB2 };
-            pt.unmap(block + rng.gen_range(0..512u64) * 4096 / len * len, len, &mut batch, None).unwrap();
+            pt.unmap(Gpa(block + rng.gen_range(0..512u64) * 4096 / len * len), len, &mut batch, None).unwrap();
         }
         4 => {
-            pt.protect(block, MB2, perms, &mut batch).unwrap();
+            pt.protect(Gpa(block), MB2, perms, &mut batch).unwrap();
         }
         5 => {
-            let _ = pt.split(block, PageSize::Size2M, &mut bbm);
+            let _ = pt.split(Gpa(block), PageSize::Size2M, tlb);
         }
         6 => {
-            let _ = pt.collapse(block, PageSize::Size2M, &mut batch, &mut bbm);
+            let _ = pt.collapse(Gpa(block), PageSize::Size2M, &mut batch, tlb);
         }
         7 => {
-            let _ = pt.harvest_dirty(block, 512, &mut batch).unwrap();
+            let _ = pt.harvest_dirty(Gpa(block), 512, &mut batch).unwrap();
         }
         _ => {
             let size = if rng.gen_bool(0.5) { PageSize::Size1G } else { PageSize::Size2M };
             let m = Mapping { pa: 0x40_0000_0000 + rng.gen_range(0..4u64) * (1 << 30), size, attrs: fresh(Perms::RWX) };
-            pt.map(GIG_GPA, 1 << 30, &m, &mut batch, &mut bbm).unwrap();
+            pt.map(Gpa(GIG_GPA), 1 << 30, &m, &mut batch, tlb).unwrap();
         }
     }
     apply(tlb, batch);
@@ -114,7 +112,7 @@ fn run(seed: u64, config: HwConfig) {
                 Access::Write => p.contains(Perms::WRITE),
                 Access::Exec => p.contains(Perms::EXEC),
             };
-            match pt.translate(gt.gpa) {
+            match pt.translate(Gpa(gt.gpa)) {
                 Some(t) if allowed(t.attrs.perms) => {
                     assert_eq!(out.hpa(), Some(t.pa), "gva {gva:#x} gpa {:#x} {kind:?}: {out:?}", gt.gpa);
                     completed += 1;

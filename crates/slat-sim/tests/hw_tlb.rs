@@ -5,7 +5,7 @@ mod hw_common;
 use hw_common::*;
 use slat_mmu::Tlb;
 use slat_pt::format::Ept4;
-use slat_pt::{Access, FlushRange, PageSize, Perms};
+use slat_pt::{Access, FlushRange, Gpa, PageSize, Perms};
 use slat_sim::hw::{
     AccessOutcome, CachedTranslation, GuestPaging, GuestRegion, Hardware, HwConfig, HwError, TlbArrayConfig, TlbLevel,
 };
@@ -155,7 +155,7 @@ fn each_vcpu_has_its_own_tlb_and_flushes_reach_all() {
     }
     let tlb = hw.tlb_handle();
     // Flushing gpa 0..4K (a 4K stage-2 leaf) removes that translation from every vCPU (L1 + STLB).
-    tlb.flush_range(&FlushRange { gpa: 0, len: 4096, size: PageSize::Size4K });
+    tlb.flush_range(&FlushRange { gpa: Gpa(0), len: 4096, size: PageSize::Size4K });
     let s = hw.stats();
     assert_eq!((s.range_flushes, s.entries_invalidated), (1, 6));
     for vcpu in 0..3 {
@@ -179,7 +179,7 @@ fn a_flush_inside_a_huge_stage2_leaf_removes_every_piece_of_it() {
     }
     hw.access(0, GVA + (2 << 20), Access::Read, &pt).unwrap(); // another 2M leaf
     let tlb = hw.tlb_handle();
-    tlb.flush_range(&FlushRange { gpa: 0x5000, len: 4096, size: PageSize::Size4K });
+    tlb.flush_range(&FlushRange { gpa: Gpa(0x5000), len: 4096, size: PageSize::Size4K });
     let left = cached(&mut hw, 0);
     assert!(left.iter().all(|c| c.stage2_gpa == 2 << 20), "{left:?}");
     assert_eq!(hw.stats().entries_invalidated, 16); // 8 pages, L1 + STLB
@@ -191,10 +191,10 @@ fn flushes_apply_before_inspection_and_counting() {
     hw.access(1, GVA, Access::Read, &pt).unwrap();
     let tlb = hw.tlb_handle();
     let handle_clone = tlb.clone();
-    handle_clone.flush_range(&FlushRange { gpa: 0, len: 2 << 20, size: PageSize::Size4K });
+    handle_clone.flush_range(&FlushRange { gpa: Gpa(0), len: 2 << 20, size: PageSize::Size4K });
     assert_eq!(hw.tlb_occupancy(1).unwrap(), 0);
     // An empty range is counted but changes nothing.
-    tlb.flush_range(&FlushRange { gpa: 0, len: 0, size: PageSize::Size4K });
+    tlb.flush_range(&FlushRange { gpa: Gpa(0), len: 0, size: PageSize::Size4K });
     assert_eq!(hw.stats().range_flushes, 2);
 }
 

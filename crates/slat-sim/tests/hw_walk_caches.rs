@@ -5,7 +5,7 @@ mod hw_common;
 use hw_common::*;
 use slat_mmu::Tlb;
 use slat_pt::format::Ept4;
-use slat_pt::{Access, FlushBatch, FlushRange, PageSize, Perms};
+use slat_pt::{Access, FlushBatch, FlushRange, Gpa, PageSize, Perms};
 use slat_sim::hw::{AccessOutcome, GuestPaging, GuestRegion, Hardware, HwConfig, ViolationKind};
 
 const GVA: u64 = 0x40_0000_0000;
@@ -60,12 +60,12 @@ fn stage2_flushes_invalidate_walk_caches() {
     let tlb = hw.tlb_handle();
     refs(&mut hw, 0, GVA, &pt);
     // A data flush leaves walk caches alone.
-    tlb.flush_range(&FlushRange { gpa: 0, len: 4096, size: PageSize::Size4K });
+    tlb.flush_range(&FlushRange { gpa: Gpa(0), len: 4096, size: PageSize::Size4K });
     assert_eq!(refs(&mut hw, 0, GVA + 0x1000, &pt), 5);
     assert_eq!(hw.stats().walk_cache_invalidated, 0);
     // Flushing the guest table area drops every walk-cache entry (3 PSC + 4 nested).
     let area = hw.guest().table_gpa_range();
-    tlb.flush_range(&FlushRange { gpa: area.start, len: area.end - area.start, size: PageSize::Size4K });
+    tlb.flush_range(&FlushRange { gpa: Gpa(area.start), len: area.end - area.start, size: PageSize::Size4K });
     assert_eq!(hw.stats().walk_cache_invalidated, 7);
     assert_eq!(refs(&mut hw, 0, GVA + 0x2000, &pt), 24);
     tlb.flush_all();
@@ -78,7 +78,7 @@ fn a_stale_walk_cache_entry_is_caught() {
     refs(&mut hw, 0, GVA, &pt);
     let pt_page = hw.guest().table_gpa(0, GVA).unwrap();
     let mut batch = FlushBatch::new();
-    pt.unmap(pt_page, 4096, &mut batch, None).unwrap();
+    pt.unmap(Gpa(pt_page), 4096, &mut batch, None).unwrap();
     // Not flushed: the PDE cache still points at the page table's old host page.
     drop(batch);
     hw.access(0, GVA + 0x3000, Access::Read, &pt).unwrap();
@@ -90,7 +90,7 @@ fn a_stale_walk_cache_entry_is_caught() {
     let (mut hw, mut pt) = setup(PageSize::Size4K);
     refs(&mut hw, 0, GVA, &pt);
     let mut batch = FlushBatch::new();
-    pt.unmap(pt_page, 4096, &mut batch, None).unwrap();
+    pt.unmap(Gpa(pt_page), 4096, &mut batch, None).unwrap();
     slat_mmu::tlb::apply(&hw.tlb_handle(), &batch);
     let out = hw.access(0, GVA + 0x3000, Access::Read, &pt).unwrap();
     let AccessOutcome::Stage2Fault(f) = out else { panic!("{out:?}") };

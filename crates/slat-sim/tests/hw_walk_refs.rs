@@ -4,7 +4,7 @@ mod hw_common;
 
 use hw_common::*;
 use slat_pt::format::{Ept4, Ept5, Format, Npt};
-use slat_pt::{Access, PageSize, Perms};
+use slat_pt::{Access, Gpa, PageSize, Perms};
 use slat_sim::hw::{AccessOutcome, GuestPaging, GuestRegion, HwConfig, WalkRecord};
 
 const GVA: u64 = 0x7f12_4000_0000; // 1 GiB aligned, in the lower half of a 48-bit space
@@ -109,7 +109,7 @@ fn walks_set_stage2_accessed_and_dirty() {
     let mut pt = stage2::<Ept4>();
     map_tables(&mut pt, &g, PageSize::Size4K);
     let _ = map(&mut pt, 0, 2 << 20, DATA_HPA, PageSize::Size4K, Perms::RW);
-    let leaf = |pt: &Stage2<Ept4>, gpa: u64| pt.leaves(gpa, 4096)[0].attrs;
+    let leaf = |pt: &Stage2<Ept4>, gpa: u64| pt.leaves(Gpa(gpa), 4096)[0].attrs;
     assert!(!leaf(&pt, 0x1000).accessed);
     let mut hw = hardware(HwConfig::checked(), 1, g.clone());
     hw.access(0, GVA + 0x1000, Access::Read, &pt).unwrap();

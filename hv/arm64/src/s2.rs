@@ -80,8 +80,8 @@ pub struct S2Tlb;
 impl slat_mmu::Tlb for S2Tlb {
     fn flush_range(&self, range: &FlushRange) {
         let step = range.size.bytes();
-        let first = (range.gpa & !(step - 1)) + hv_common::flush::SHIFT_LEAVES * step;
-        let count = (range.gpa + range.len - first).div_ceil(step);
+        let first = (range.gpa.0 & !(step - 1)) + hv_common::flush::SHIFT_LEAVES * step;
+        let count = (range.gpa.0 + range.len - first).div_ceil(step);
         if count > MAX_TLBI_BY_ADDRESS {
             return self.flush_all();
         }

@@ -345,7 +345,7 @@ fn same_block(r: &mut Report, host: &'static BareHost, arena: (u64, u64)) {
             && host.read(HVA_2M + (g1 - SLOT_2M.1)) == 0x5A00_0000 | round;
         landed += ok as u32;
         let leaves = mmu.with_tables(|pt| pt.leaves(slat_mmu::Gpa(SLOT_2M.1), SLOT_2M.2));
-        one_leaf += (leaves.len() == 1 && leaves[0].size == PageSize::Size2M && leaves[0].gpa == block) as u32;
+        one_leaf += (leaves.len() == 1 && leaves[0].size == PageSize::Size2M && leaves[0].gpa.0 == block) as u32;
     }
     host.set_slow_fault_in(0);
     check!(

@@ -62,8 +62,8 @@ pub struct GTlb;
 impl slat_mmu::Tlb for GTlb {
     fn flush_range(&self, range: &FlushRange) {
         let step = range.size.bytes();
-        let first = range.gpa & !(step - 1);
-        let count = (range.gpa + range.len - first).div_ceil(step);
+        let first = range.gpa.0 & !(step - 1);
+        let count = (range.gpa.0 + range.len - first).div_ceil(step);
         if count > MAX_FENCES_BY_ADDRESS {
             return self.flush_all();
         }

@@ -1,7 +1,7 @@
 //! slat-pt: `PageTable<Ept4, _>` over the pool.
 
 use slat_pt::format::Ept4;
-use slat_pt::{FlushBatch, LeafAttrs, Mapping, PageSize, PageTable, Perms};
+use slat_pt::{FlushBatch, Gpa, LeafAttrs, Mapping, NoTlb, PageSize, PageTable, Perms};
 
 use crate::contender::Contender;
 use crate::pool::SlatFrames;
@@ -37,7 +37,7 @@ impl Contender for Slat {
     fn map_range(&mut self, gpa: u64, len: u64, pa: u64, size: PageSize) {
         let mut batch = FlushBatch::new();
         let m = Mapping { pa, size, attrs: attrs() };
-        self.0.map(gpa, len, &m, &mut batch, &mut |_| {}).expect("slat map");
+        self.0.map(Gpa(gpa), len, &m, &mut batch, &NoTlb).expect("slat map");
         assert!(batch.is_empty());
         finish(&self.0, batch);
     }
@@ -47,14 +47,14 @@ impl Contender for Slat {
         let step = size.bytes();
         for i in 0..n {
             let m = Mapping { pa: pa + i * step, size, attrs: attrs() };
-            self.0.install(gpa + i * step, &m, &mut batch, &mut |_| {}).expect("slat install");
+            self.0.install(Gpa(gpa + i * step), &m, &mut batch, &NoTlb).expect("slat install");
         }
         finish(&self.0, batch);
     }
     #[inline(never)]
     fn unmap_range(&mut self, gpa: u64, len: u64, _size: PageSize) {
         let mut batch = FlushBatch::new();
-        self.0.unmap(gpa, len, &mut batch, None).expect("slat unmap");
+        self.0.unmap(Gpa(gpa), len, &mut batch, None).expect("slat unmap");
         finish(&self.0, batch);
     }
     #[inline(never)]
@@ -62,13 +62,13 @@ impl Contender for Slat {
         let step = size.bytes();
         for i in 0..n {
             let mut batch = FlushBatch::new();
-            self.0.unmap(gpa + i * step, step, &mut batch, None).expect("slat unmap");
+            self.0.unmap(Gpa(gpa + i * step), step, &mut batch, None).expect("slat unmap");
             finish(&self.0, batch);
         }
     }
     #[inline]
     fn translate(&self, gpa: u64) -> Option<u64> {
-        self.0.translate(gpa).map(|t| t.pa)
+        self.0.translate(Gpa(gpa)).map(|t| t.pa)
     }
 }
 
@@ -95,7 +95,7 @@ impl Contender for SlatMapOne {
         for i in 0..n {
             let mut batch = FlushBatch::new();
             let m = Mapping { pa: pa + i * step, size, attrs: attrs() };
-            self.0.map(gpa + i * step, step, &m, &mut batch, &mut |_| {}).expect("slat map");
+            self.0.map(Gpa(gpa + i * step), step, &m, &mut batch, &NoTlb).expect("slat map");
             finish(&self.0, batch);
         }
     }
@@ -106,7 +106,7 @@ impl Contender for SlatMapOne {
         unreachable!("no per-leaf unmap row for slat per-leaf map")
     }
     fn translate(&self, gpa: u64) -> Option<u64> {
-        self.0.translate(gpa).map(|t| t.pa)
+        self.0.translate(Gpa(gpa)).map(|t| t.pa)
     }
 }
 
@@ -114,7 +114,7 @@ impl Slat {
     fn map_range_on(pt: &mut Table, gpa: u64, len: u64, pa: u64, size: PageSize) {
         let mut batch = FlushBatch::new();
         let m = Mapping { pa, size, attrs: attrs() };
-        pt.map(gpa, len, &m, &mut batch, &mut |_| {}).expect("slat map");
+        pt.map(Gpa(gpa), len, &m, &mut batch, &NoTlb).expect("slat map");
         finish(pt, batch);
     }
 }

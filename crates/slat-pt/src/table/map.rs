@@ -2,8 +2,9 @@
 //! the fault path's one leaf).
 
 use super::{Delta, Installed, Mapping, PageTable, PtError, Retire};
+use crate::addr::Gpa;
 use crate::attrs::{LeafAttrs, Perms};
-use crate::flush::{FlushBatch, FlushRange};
+use crate::flush::{FlushBatch, FlushRange, Tlb};
 use crate::format::{Format, Pte};
 use crate::frame::FrameAllocator;
 use crate::node::Slot;
@@ -53,7 +54,7 @@ impl<T: Fn(&LeafAttrs, &LeafAttrs) -> LeafAttrs> RefaultRule for T {
 impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     /// Map `len` bytes at `gpa` to `m.pa..` with leaves of `m.size`, replacing whatever was
     /// there. Huge leaves in the way are split (same translation) first; tables in the way of a
-    /// huge leaf are detached. Obligations go into `batch`; `bbm` is called for immediate
+    /// huge leaf are detached. Obligations go into `batch`; `tlb` is called for immediate
     /// invalidations on break-before-make formats.
     ///
     /// # Errors
@@ -62,16 +63,17 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     /// part-way (what was done is consistent and its obligations are in `batch`).
     pub fn map(
         &mut self,
-        gpa: u64,
+        gpa: Gpa,
         len: u64,
         m: &Mapping,
         batch: &mut FlushBatch,
-        bbm: &mut dyn FnMut(FlushRange),
+        tlb: &dyn Tlb,
     ) -> Result<(), PtError> {
+        let gpa = gpa.0;
         self.check_mapping(m)?;
         self.check_range(gpa, len, m.size)?;
         let mut d = Delta::default();
-        let r = self.map_walk(gpa, gpa + len, m, &mut Retire { batch, d: &mut d, visit: None, freeze: false }, bbm);
+        let r = self.map_walk(gpa, gpa + len, m, &mut Retire { batch, d: &mut d, visit: None, freeze: false }, tlb);
         self.apply(gpa, &d);
         r
     }
@@ -85,7 +87,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         end: u64,
         m: &Mapping,
         r: &mut Retire<'_, '_>,
-        bbm: &mut dyn FnMut(FlushRange),
+        tlb: &dyn Tlb,
     ) -> Result<(), PtError> {
         let target = m.size.level();
         let offset = m.pa.wrapping_sub(start);
@@ -113,7 +115,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
                         let (old, new) = (slot.load_relaxed(), F::with_addr(level, &tmpl, pa));
                         if F::is_present(old) {
                             added += !F::is_leaf(level, old) as usize;
-                            Self::replace_live(slot, old, new, gpa, bbm);
+                            Self::replace_live(slot, old, new, gpa, tlb);
                             self.retire(level, gpa, old, r);
                         } else {
                             slot.store(new);
@@ -137,7 +139,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
                 c.down_new(child, true);
             } else if F::is_leaf(level, old) {
                 let (child, entry) = self.build_split(level, old)?;
-                Self::replace_live(slot, old, entry, c.base(), bbm);
+                Self::replace_live(slot, old, entry, c.base(), tlb);
                 r.d.split(level);
                 Self::count_exclusive(&c, -1);
                 c.down_new(child, false);
@@ -154,14 +156,8 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     /// # Errors
     /// As [`install_with`](Self::install_with).
     #[inline]
-    pub fn install(
-        &self,
-        gpa: u64,
-        m: &Mapping,
-        batch: &mut FlushBatch,
-        bbm: &mut dyn FnMut(FlushRange),
-    ) -> Result<Installed, PtError> {
-        self.install_with(gpa, m, &WidenOnly, batch, bbm)
+    pub fn install(&self, gpa: Gpa, m: &Mapping, batch: &mut FlushBatch, tlb: &dyn Tlb) -> Result<Installed, PtError> {
+        self.install_with(gpa, m, &WidenOnly, batch, tlb)
     }
 
     /// Install one leaf from the fault path, concurrently with other shared operations.
@@ -176,12 +172,13 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     /// [`PtError::OutOfFrames`]; the errors of a bad request as for [`map`](Self::map).
     pub fn install_with(
         &self,
-        gpa: u64,
+        gpa: Gpa,
         m: &Mapping,
         rule: &impl RefaultRule,
         batch: &mut FlushBatch,
-        bbm: &mut dyn FnMut(FlushRange),
+        tlb: &dyn Tlb,
     ) -> Result<Installed, PtError> {
+        let gpa = gpa.0;
         self.check_mapping(m)?;
         let base = m.size.align_down(gpa);
         self.check_range(base, m.size.bytes(), m.size)?;
@@ -213,7 +210,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
                     if !self.refault(Place { slot, level, base, old, new }, m, rule, batch) {
                         continue;
                     }
-                } else if self.install_over(Place { slot, level, base, old, new }, m.size, batch, bbm, &mut d) {
+                } else if self.install_over(Place { slot, level, base, old, new }, m.size, batch, tlb, &mut d) {
                     out.new_leaf = true;
                     out.replaced_table = !F::is_leaf(level, old);
                     if out.replaced_table {
@@ -251,7 +248,11 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
                 }
                 if F::BREAK_BEFORE_MAKE {
                     let sz = level_bytes(level);
-                    bbm(FlushRange { gpa: base & !(sz - 1), len: sz, size: PageSize::from_level(level).unwrap() });
+                    tlb.flush_range(&FlushRange {
+                        gpa: Gpa(base & !(sz - 1)),
+                        len: sz,
+                        size: PageSize::from_level(level).unwrap(),
+                    });
                     slot.store(entry);
                 }
                 d.split(level);
@@ -297,7 +298,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
                 return false;
             }
             if was.is_some_and(|was| m.attrs.mem_type != was.mem_type) {
-                batch.add(p.base, m.size.bytes(), m.size);
+                batch.add(Gpa(p.base), m.size.bytes(), m.size);
             }
         }
         true
@@ -308,14 +309,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     /// False: the entry changed, read it again.
     #[cold]
     #[inline(never)]
-    fn install_over(
-        &self,
-        p: Place<'_>,
-        size: PageSize,
-        batch: &mut FlushBatch,
-        bbm: &mut dyn FnMut(FlushRange),
-        d: &mut Delta,
-    ) -> bool {
+    fn install_over(&self, p: Place<'_>, size: PageSize, batch: &mut FlushBatch, tlb: &dyn Tlb, d: &mut Delta) -> bool {
         if p.slot.cas(p.old, F::FROZEN).is_err() {
             return false;
         }
@@ -323,10 +317,10 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         self.retire(p.level, p.base, p.old, &mut Retire { batch: &mut local, d, visit: None, freeze: true });
         if F::BREAK_BEFORE_MAKE {
             if local.is_all() {
-                bbm(FlushRange { gpa: p.base, len: size.bytes(), size: PageSize::Size4K });
+                tlb.flush_range(&FlushRange { gpa: Gpa(p.base), len: size.bytes(), size: PageSize::Size4K });
             }
             for r in local.ranges() {
-                bbm(*r);
+                tlb.flush_range(r);
             }
             for det in local.take_detached() {
                 batch.push_detached(det);

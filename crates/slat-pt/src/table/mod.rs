@@ -26,7 +26,7 @@
 //! into the batch as a [`Detached`] frame, to be released with [`PageTable::free_detached`] after
 //! the flush and after every software walker that could hold it has left. Where the format needs
 //! break-before-make ([`Format::BREAK_BEFORE_MAKE`]), a size or output change of a live entry
-//! writes the invalid (frozen) entry, calls the caller's `bbm` hook to invalidate the TLB *now*,
+//! writes the invalid (frozen) entry, calls the caller's [`Tlb`](crate::Tlb) to invalidate the entry *now*,
 //! then writes the new entry; formats without that rule replace the entry in place and defer the
 //! flush to the batch (x86 tolerates the old and new translation coexisting until then, because
 //! both translate to the same page).
@@ -58,9 +58,10 @@ use core::marker::PhantomData;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use crate::addr::Gpa;
 use crate::attrs::LeafAttrs;
 use crate::cursor::Cursor;
-use crate::flush::{Detached, FlushRange};
+use crate::flush::{Detached, FlushRange, Tlb};
 use crate::format::{Format, Pte};
 use crate::frame::FrameAllocator;
 use crate::node::{Node, Slot};
@@ -71,6 +72,7 @@ pub(crate) use unmap::Retire;
 
 /// Errors of page-table operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PtError {
     /// An address or length is not aligned to the leaf size.
     #[error("address or length {value:#x} is not aligned to {size}")]
@@ -123,6 +125,7 @@ pub enum PtError {
 
 /// Why a table could not be collapsed into one leaf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CollapseError {
     /// The entry is not a table (already a leaf, or nothing mapped).
     #[error("no table to collapse at {gpa:#x}")]
@@ -168,7 +171,7 @@ pub enum CollapseError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Leaf {
     /// Guest-physical address of the leaf's first byte.
-    pub gpa: u64,
+    pub gpa: Gpa,
     /// Leaf size.
     pub size: PageSize,
     /// Output address of the leaf's first byte.
@@ -234,7 +237,7 @@ pub struct Installed {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SplitProgress {
     /// Where to resume, or `None` when the whole range is split.
-    pub resume_at: Option<u64>,
+    pub resume_at: Option<Gpa>,
     /// Leaves split.
     pub splits: u64,
     /// Page-table pages allocated.
@@ -548,11 +551,15 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
 
     /// Write `new` over the live entry at `slot` (old value `old`), honouring
     /// break-before-make when the format needs it.
-    fn replace_live(slot: Slot<'_>, old: u64, new: u64, gpa: u64, bbm: &mut dyn FnMut(FlushRange)) {
+    fn replace_live(slot: Slot<'_>, old: u64, new: u64, gpa: u64, tlb: &dyn Tlb) {
         if F::BREAK_BEFORE_MAKE && F::is_present(old) {
             let level = slot.level();
             slot.store(F::FROZEN);
-            bbm(FlushRange { gpa, len: level_bytes(level), size: Self::min_size_hint(level, old) });
+            tlb.flush_range(&FlushRange {
+                gpa: Gpa(gpa),
+                len: level_bytes(level),
+                size: Self::min_size_hint(level, old),
+            });
         }
         slot.store(new);
     }
@@ -669,7 +676,7 @@ mod tests {
 
     use super::*;
     use crate::attrs::{LeafAttrs, Perms};
-    use crate::flush::{DetachedList, FlushBatch};
+    use crate::flush::{DetachedList, FlushBatch, NoTlb};
     use crate::format::{Arm64S2L0, Ept4, Npt, Sv48x4};
     use crate::SimFrameAllocator;
 
@@ -691,26 +698,26 @@ mod tests {
         let frames = SimFrameAllocator::new(1 << 44, 256 * MIB);
         let mut pt = PageTable::<F, _>::new(&frames).unwrap();
         let mut b = FlushBatch::new();
-        let bbm = &mut |_| {};
-        pt.map(0, 6 * MIB, &m(1 << 40, PageSize::Size4K), &mut b, bbm).unwrap();
+        let tlb = &NoTlb;
+        pt.map(Gpa(0), 6 * MIB, &m(1 << 40, PageSize::Size4K), &mut b, tlb).unwrap();
         check(&pt, "map 4K");
-        pt.map(8 * MIB, 4 * MIB, &m(1 << 41, PageSize::Size2M), &mut b, bbm).unwrap();
-        pt.map(1 << 30, 1 << 30, &m(1 << 42, PageSize::Size1G), &mut b, bbm).unwrap();
+        pt.map(Gpa(8 * MIB), 4 * MIB, &m(1 << 41, PageSize::Size2M), &mut b, tlb).unwrap();
+        pt.map(Gpa(1 << 30), 1 << 30, &m(1 << 42, PageSize::Size1G), &mut b, tlb).unwrap();
         check(&pt, "map 2M/1G");
-        pt.split(8 * MIB, PageSize::Size2M, bbm).unwrap();
-        pt.split_range(1 << 30, 4 * MIB, PageSize::Size4K, u64::MAX, bbm).unwrap();
+        pt.split(Gpa(8 * MIB), PageSize::Size2M, tlb).unwrap();
+        pt.split_range(Gpa(1 << 30), 4 * MIB, PageSize::Size4K, u64::MAX, tlb).unwrap();
         check(&pt, "split");
-        pt.unmap(4096, 8192, &mut b, None).unwrap();
-        pt.unmap(2 * MIB, 2 * MIB, &mut b, None).unwrap();
-        pt.unmap(8 * MIB + 4096, 4096, &mut b, None).unwrap();
+        pt.unmap(Gpa(4096), 8192, &mut b, None).unwrap();
+        pt.unmap(Gpa(2 * MIB), 2 * MIB, &mut b, None).unwrap();
+        pt.unmap(Gpa(8 * MIB + 4096), 4096, &mut b, None).unwrap();
         check(&pt, "unmap");
         // A 2M leaf over a partly filled 4K table, and 4K leaves over a 2M leaf.
-        pt.map(0, 2 * MIB, &m(1 << 43, PageSize::Size2M), &mut b, bbm).unwrap();
-        pt.map(10 * MIB, 8192, &m(1 << 43, PageSize::Size4K), &mut b, bbm).unwrap();
+        pt.map(Gpa(0), 2 * MIB, &m(1 << 43, PageSize::Size2M), &mut b, tlb).unwrap();
+        pt.map(Gpa(10 * MIB), 8192, &m(1 << 43, PageSize::Size4K), &mut b, tlb).unwrap();
         check(&pt, "remap");
-        pt.collapse(1 << 30, PageSize::Size2M, &mut b, bbm).unwrap();
+        pt.collapse(Gpa(1 << 30), PageSize::Size2M, &mut b, tlb).unwrap();
         check(&pt, "collapse");
-        pt.unmap(0, 2 << 30, &mut b, None).unwrap();
+        pt.unmap(Gpa(0), 2 << 30, &mut b, None).unwrap();
         check(&pt, "unmap all");
         assert_eq!(pt.counts().leaves, [0, 0, 0]);
         // SAFETY: no TLB or walker in this test.
@@ -743,14 +750,14 @@ mod tests {
                         for i in 0..1024u64 {
                             // Interleaved pages of the same blocks.
                             let gpa = (i * 2 + t) * 4096;
-                            let r = pt.install(gpa, &m((1 << 40) + gpa, PageSize::Size4K), &mut b, &mut |_| {});
+                            let r = pt.install(Gpa(gpa), &m((1 << 40) + gpa, PageSize::Size4K), &mut b, &NoTlb);
                             assert!(matches!(r, Ok(_) | Err(PtError::Busy)), "{r:?}");
                         }
                         if t == 1 {
                             // Replace a block's table with a 2M leaf, then split it again.
                             let blk = (round % 4) * 2 * MIB;
-                            let _ = pt.install(blk, &m((1 << 40) + blk, PageSize::Size2M), &mut b, &mut |_| {});
-                            pt.split_range_shared(blk, 2 * MIB, PageSize::Size4K, u64::MAX, &mut |_| {}).unwrap();
+                            let _ = pt.install(Gpa(blk), &m((1 << 40) + blk, PageSize::Size2M), &mut b, &NoTlb);
+                            pt.split_range_shared(Gpa(blk), 2 * MIB, PageSize::Size4K, u64::MAX, &NoTlb).unwrap();
                         }
                     }
                     parked.lock().extend(b.into_detached());
@@ -778,13 +785,13 @@ mod tests {
         let frames = SimFrameAllocator::new(1 << 44, 64 * MIB);
         let mut pt = PageTable::<F, _>::new(&frames).unwrap();
         let mut b = FlushBatch::new();
-        pt.map(0, 4 * MIB, &m(1 << 40, PageSize::Size4K), &mut b, &mut |_| {}).unwrap();
+        pt.map(Gpa(0), 4 * MIB, &m(1 << 40, PageSize::Size4K), &mut b, &NoTlb).unwrap();
         let mut c = pt.cursor(4096, 8192);
         let leaf = PageTable::<F, &SimFrameAllocator>::descend_to(&mut c, 0).unwrap();
         leaf.store(0);
         let miscounted = F::TABLE_LEAVES_SHIFT.is_some() as u64;
         assert_eq!(pt.recount().miscounted_tables, miscounted, "{}", F::NAME);
-        pt.unmap(0, 2 * MIB, &mut b, None).unwrap();
+        pt.unmap(Gpa(0), 2 * MIB, &mut b, None).unwrap();
         let expect = if F::TABLE_LEAVES_SHIFT.is_some() { 512 } else { 513 };
         assert_eq!(pt.counts().leaves[0], expect, "{}", F::NAME);
         // SAFETY: no TLB or walker in this test.

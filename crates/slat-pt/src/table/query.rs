@@ -5,6 +5,7 @@
 use alloc::vec::Vec;
 
 use super::{Counts, Leaf, PageTable, Translation};
+use crate::addr::Gpa;
 use crate::format::{Format, Pte};
 use crate::frame::FrameAllocator;
 use crate::size::{Level, PageSize, ENTRIES_PER_TABLE};
@@ -36,7 +37,8 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     /// Inlined, so a caller that reads only `pa` and `size` lets the compiler drop the attribute
     /// decode; [`translate_pa`](Self::translate_pa) never decodes them.
     #[inline(always)]
-    pub fn translate(&self, gpa: u64) -> Option<Translation> {
+    pub fn translate(&self, gpa: Gpa) -> Option<Translation> {
+        let gpa = gpa.0;
         let (raw, level) = self.walk_leaf(gpa)?;
         let Pte::Leaf { pa, attrs } = F::decode(level, raw) else { return None };
         let size = PageSize::from_level(level)?;
@@ -47,7 +49,8 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     /// walk as [`translate`](Self::translate) (and the same answer for `pa` and `size`) without
     /// decoding the leaf's attributes.
     #[inline(always)]
-    pub fn translate_pa(&self, gpa: u64) -> Option<(u64, PageSize)> {
+    pub fn translate_pa(&self, gpa: Gpa) -> Option<(u64, PageSize)> {
+        let gpa = gpa.0;
         let (raw, level) = self.walk_leaf(gpa)?;
         // Decode only to keep `translate`'s answer for entries that do not decode as a leaf
         // (arm64 reserved descriptors); the attributes are unused.
@@ -57,17 +60,18 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     }
 
     /// Call `f` for every leaf overlapping `gpa..gpa+len`, in address order.
-    pub fn for_each_leaf(&self, gpa: u64, len: u64, mut f: impl FnMut(&Leaf)) {
+    pub fn for_each_leaf(&self, gpa: Gpa, len: u64, mut f: impl FnMut(&Leaf)) {
+        let gpa = gpa.0;
         let end = gpa.saturating_add(len).min(self.input_limit());
         self.for_each_leaf_slot(gpa, end, |lgpa, level, _, raw| {
             if let Pte::Leaf { pa, attrs } = F::decode(level, raw) {
-                f(&Leaf { gpa: lgpa, size: PageSize::from_level(level).unwrap(), pa, attrs });
+                f(&Leaf { gpa: Gpa(lgpa), size: PageSize::from_level(level).unwrap(), pa, attrs });
             }
         });
     }
 
     /// Every leaf overlapping the range, collected.
-    pub fn leaves(&self, gpa: u64, len: u64) -> Vec<Leaf> {
+    pub fn leaves(&self, gpa: Gpa, len: u64) -> Vec<Leaf> {
         let mut v = Vec::new();
         self.for_each_leaf(gpa, len, |l| v.push(*l));
         v

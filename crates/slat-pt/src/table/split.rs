@@ -3,8 +3,9 @@
 //! [`PageTable::collapse`] (a full, contiguous, uniform table into one huge leaf).
 
 use super::{CollapseError, Delta, PageTable, PtError, Retire, SplitProgress};
+use crate::addr::Gpa;
 use crate::attrs::LeafAttrs;
-use crate::flush::{FlushBatch, FlushRange};
+use crate::flush::{FlushBatch, FlushRange, Tlb};
 use crate::format::{Format, Pte};
 use crate::frame::FrameAllocator;
 use crate::size::{level_bytes, PageSize};
@@ -16,7 +17,8 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     /// # Errors
     /// [`PtError::NoLeaf`] when no `size` leaf maps `gpa`; [`PtError::LeafNotAllowed`] for 4K;
     /// [`PtError::OutOfFrames`].
-    pub fn split(&mut self, gpa: u64, size: PageSize, bbm: &mut dyn FnMut(FlushRange)) -> Result<(), PtError> {
+    pub fn split(&mut self, gpa: Gpa, size: PageSize, tlb: &dyn Tlb) -> Result<(), PtError> {
+        let gpa = gpa.0;
         let base = size.align_down(gpa);
         self.check_range(base, size.bytes(), size)?;
         let level = size.level();
@@ -30,7 +32,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
             return Err(PtError::NoLeaf { gpa, size });
         }
         let (_, entry) = self.build_split(level, old)?;
-        Self::replace_live(slot, old, entry, base, bbm);
+        Self::replace_live(slot, old, entry, base, tlb);
         Self::count_exclusive(&c, -1);
         let mut d = Delta::default();
         d.split(level);
@@ -47,15 +49,15 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     /// [`PtError::OutOfFrames`] part-way (what was split stays split).
     pub fn split_range(
         &mut self,
-        gpa: u64,
+        gpa: Gpa,
         len: u64,
         target: PageSize,
         max_tables: u64,
-        bbm: &mut dyn FnMut(FlushRange),
+        tlb: &dyn Tlb,
     ) -> Result<SplitProgress, PtError> {
         // Exclusive access: no other thread freezes entries or races the compare-and-swaps, so
         // the shared walk does exactly the exclusive split.
-        self.split_range_shared(gpa, len, target, max_tables, bbm)
+        self.split_range_shared(gpa, len, target, max_tables, tlb)
     }
 
     /// [`split_range`](Self::split_range) for the shared lock: every split is a
@@ -69,12 +71,13 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     /// As [`split_range`](Self::split_range).
     pub fn split_range_shared(
         &self,
-        gpa: u64,
+        gpa: Gpa,
         len: u64,
         target: PageSize,
         max_tables: u64,
-        bbm: &mut dyn FnMut(FlushRange),
+        tlb: &dyn Tlb,
     ) -> Result<SplitProgress, PtError> {
+        let gpa = gpa.0;
         self.check_range(gpa, len, PageSize::Size4K)?;
         let target = target.level();
         let mut p = SplitProgress::default();
@@ -92,7 +95,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
             let slot = c.slot();
             let cur = slot.load();
             if cur == F::FROZEN {
-                p.resume_at = Some(c.done());
+                p.resume_at = Some(Gpa(c.done()));
                 break Ok(());
             }
             if !F::is_present(cur) {
@@ -101,7 +104,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
             }
             if F::is_leaf(level, cur) {
                 if p.tables_allocated >= max_tables {
-                    p.resume_at = Some(c.done());
+                    p.resume_at = Some(Gpa(c.done()));
                     break Ok(());
                 }
                 let (child, entry) = match self.build_split(level, cur) {
@@ -116,7 +119,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
                 }
                 if F::BREAK_BEFORE_MAKE {
                     let size = PageSize::from_level(level).unwrap();
-                    bbm(FlushRange { gpa: c.base(), len: size.bytes(), size });
+                    tlb.flush_range(&FlushRange { gpa: Gpa(c.base()), len: size.bytes(), size });
                     slot.store(entry);
                 }
                 d.split(level);
@@ -142,11 +145,12 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     /// A [`CollapseError`] naming the first child that prevents it (nothing changed).
     pub fn collapse(
         &mut self,
-        gpa: u64,
+        gpa: Gpa,
         size: PageSize,
         batch: &mut FlushBatch,
-        bbm: &mut dyn FnMut(FlushRange),
+        tlb: &dyn Tlb,
     ) -> Result<(), CollapseError> {
+        let gpa = gpa.0;
         let level = size.level();
         let base = size.align_down(gpa);
         if level == 0
@@ -183,7 +187,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         }
         let (pa0, a0) = first.expect("512 children checked");
         let new = F::leaf(level, pa0, &LeafAttrs { accessed, dirty, ..a0 });
-        Self::replace_live(slot, old, new, base, bbm);
+        Self::replace_live(slot, old, new, base, tlb);
         Self::count_exclusive(&c, 1);
         let mut d = Delta::default();
         d.leaves[level as usize] += 1;

@@ -2,6 +2,7 @@
 //! old content that every replacing operation shares.
 
 use super::{Delta, Leaf, PageTable, PtError};
+use crate::addr::Gpa;
 use crate::cursor::Cursor;
 use crate::flush::{Detached, FlushBatch};
 use crate::format::{Format, Pte};
@@ -37,11 +38,12 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     /// [`PtError::Misaligned`] or [`PtError::OutOfRange`] for a bad range (nothing changed).
     pub fn unmap(
         &mut self,
-        gpa: u64,
+        gpa: Gpa,
         len: u64,
         batch: &mut FlushBatch,
         visit: Option<&mut dyn FnMut(&Leaf)>,
     ) -> Result<(), PtError> {
+        let gpa = gpa.0;
         self.check_range(gpa, len, PageSize::Size4K)?;
         let mut d = Delta::default();
         let mut r = Retire { batch, d: &mut d, visit, freeze: false };
@@ -101,9 +103,9 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         if F::is_leaf(level, old) {
             r.d.leaves[level as usize] -= 1;
             if let (Some(v), Pte::Leaf { pa, attrs }) = (r.visit.as_deref_mut(), F::decode(level, old)) {
-                v(&Leaf { gpa, size: PageSize::from_level(level).unwrap(), pa, attrs });
+                v(&Leaf { gpa: Gpa(gpa), size: PageSize::from_level(level).unwrap(), pa, attrs });
             }
-            r.batch.add(gpa, size, PageSize::from_level(level).unwrap());
+            r.batch.add(Gpa(gpa), size, PageSize::from_level(level).unwrap());
             return;
         }
         let (child, pa) = (self.child_node(level, old), F::addr(level, old));
@@ -119,7 +121,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
             r.batch.push_detached(Detached { pa, level: level - 1, childless: !children });
             min
         };
-        r.batch.add(gpa, size, PageSize::from_level(min).unwrap_or(PageSize::Size1G));
+        r.batch.add(Gpa(gpa), size, PageSize::from_level(min).unwrap_or(PageSize::Size1G));
     }
 
     /// Detach the subtree under `table` (at `pa`, covering from `gpa`) entry by entry: count what was
@@ -149,7 +151,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
                 r.d.leaves[level as usize] -= 1;
                 min = min.min(level);
                 if let (Some(v), Pte::Leaf { pa, attrs }) = (r.visit.as_deref_mut(), F::decode(level, old)) {
-                    v(&Leaf { gpa: c.base(), size: PageSize::from_level(level).unwrap(), pa, attrs });
+                    v(&Leaf { gpa: Gpa(c.base()), size: PageSize::from_level(level).unwrap(), pa, attrs });
                 }
             }
             c.next();

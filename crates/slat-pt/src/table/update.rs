@@ -5,6 +5,7 @@
 use alloc::vec::Vec;
 
 use super::{Leaf, PageTable, PtError};
+use crate::addr::Gpa;
 use crate::attrs::{LeafAttrs, Perms};
 use crate::flush::FlushBatch;
 use crate::format::{Format, Pte};
@@ -21,24 +22,25 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     /// [`PtError::Misaligned`] or [`PtError::OutOfRange`] for a bad range (nothing changed).
     pub fn update_leaves(
         &mut self,
-        gpa: u64,
+        gpa: Gpa,
         len: u64,
         batch: &mut FlushBatch,
         mut f: impl FnMut(&Leaf) -> Option<LeafAttrs>,
     ) -> Result<u64, PtError> {
+        let gpa = gpa.0;
         self.check_range(gpa, len, PageSize::Size4K)?;
         let mut changed = 0;
         self.for_each_leaf_slot(gpa, gpa + len, |lgpa, level, slot, old| {
             let Pte::Leaf { pa, attrs } = F::decode(level, old) else { return };
             let size = PageSize::from_level(level).unwrap();
-            let Some(new) = f(&Leaf { gpa: lgpa, size, pa, attrs }) else { return };
+            let Some(new) = f(&Leaf { gpa: Gpa(lgpa), size, pa, attrs }) else { return };
             if new != attrs {
                 slot.store(F::leaf(level, pa, &new));
                 changed += 1;
                 let narrowed =
                     !new.perms.contains(attrs.perms) || new.mem_type != attrs.mem_type || (attrs.dirty && !new.dirty);
                 if narrowed {
-                    batch.add(lgpa, size.bytes(), size);
+                    batch.add(Gpa(lgpa), size.bytes(), size);
                 }
             }
         });
@@ -49,7 +51,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     ///
     /// # Errors
     /// As [`update_leaves`](Self::update_leaves).
-    pub fn protect(&mut self, gpa: u64, len: u64, perms: Perms, batch: &mut FlushBatch) -> Result<u64, PtError> {
+    pub fn protect(&mut self, gpa: Gpa, len: u64, perms: Perms, batch: &mut FlushBatch) -> Result<u64, PtError> {
         self.update_leaves(gpa, len, batch, |l| Some(l.attrs.with_perms(perms)))
     }
 
@@ -61,7 +63,8 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     ///
     /// # Errors
     /// [`PtError::Misaligned`] or [`PtError::OutOfRange`] for a bad range (nothing changed).
-    pub fn harvest_dirty(&mut self, gpa: u64, npages: u64, batch: &mut FlushBatch) -> Result<Vec<u64>, PtError> {
+    pub fn harvest_dirty(&mut self, gpa: Gpa, npages: u64, batch: &mut FlushBatch) -> Result<Vec<u64>, PtError> {
+        let gpa = gpa.0;
         let len = npages * PAGE_SIZE;
         self.check_range(gpa, len, PageSize::Size4K)?;
         let mut bitmap = alloc::vec![0u64; npages.div_ceil(64) as usize];
@@ -77,14 +80,15 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
             }
             if lgpa >= gpa && lgpa + size <= end {
                 slot.store(F::clear_dirty(old));
-                batch.add(lgpa, size, PageSize::from_level(level).unwrap());
+                batch.add(Gpa(lgpa), size, PageSize::from_level(level).unwrap());
             }
         });
         Ok(bitmap)
     }
 
     /// Whether any leaf overlapping the range has its accessed flag set.
-    pub fn test_young(&self, gpa: u64, len: u64) -> bool {
+    pub fn test_young(&self, gpa: Gpa, len: u64) -> bool {
+        let gpa = gpa.0;
         let mut young = false;
         let end = gpa.saturating_add(len).min(self.input_limit());
         self.for_each_leaf_slot(gpa, end, |_, _, _, raw| young |= F::is_accessed(raw));
@@ -94,7 +98,8 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
     /// Clear the accessed flag of every leaf overlapping the range; returns whether any was set.
     /// No flush is recorded: a stale accessed state in the TLB only delays aging. Shared: each
     /// clear is a compare-and-swap from the value just read.
-    pub fn clear_young(&self, gpa: u64, len: u64) -> bool {
+    pub fn clear_young(&self, gpa: Gpa, len: u64) -> bool {
+        let gpa = gpa.0;
         let mut young = false;
         let end = gpa.saturating_add(len).min(self.input_limit());
         let mut c = self.cursor(gpa, end);

@@ -20,7 +20,7 @@ impl SimHost {
                 .into_iter()
                 .map(|l| {
                     let young = st.flags.test_and_clear_accessed(l.pa / PAGE, l.size.pages(), clear);
-                    (l.gpa, l.gpa + l.size.bytes(), young)
+                    (l.hva, l.hva + l.size.bytes(), young)
                 })
                 .collect()
         };

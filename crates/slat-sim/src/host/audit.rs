@@ -52,19 +52,19 @@ impl HostState {
         });
         for (v, ws, we) in windows {
             for l in self.pt.leaves(ws, we) {
-                if l.gpa < ws && ws != v.start {
+                if l.hva < ws && ws != v.start {
                     continue;
                 }
-                let end = l.gpa + l.size.bytes();
-                if l.gpa < v.start || end > v.end {
+                let end = l.hva + l.size.bytes();
+                if l.hva < v.start || end > v.end {
                     return fail(format!(
                         "{} leaf at hva {:#x} crosses VMA {:#x}..{:#x}",
-                        l.size, l.gpa, v.start, v.end
+                        l.size, l.hva, v.start, v.end
                     ));
                 }
                 leaves_seen[l.size.level() as usize] += 1;
                 let pfn = l.pa / PAGE;
-                let index = v.index_of(l.gpa);
+                let index = v.index_of(l.hva);
                 let expected = match v.backing {
                     Backing::Dax { .. } => Some(v.device_pfn + index),
                     Backing::PfnMap { .. } => Some(index),
@@ -72,14 +72,14 @@ impl HostState {
                     _ => v.object.and_then(|o| self.objects.get(&o)).and_then(|o| o.pfn_of(index)),
                 };
                 if expected != Some(pfn) {
-                    return fail(format!("leaf at hva {:#x} maps pfn {pfn:#x}, expected {expected:?}", l.gpa));
+                    return fail(format!("leaf at hva {:#x} maps pfn {pfn:#x}, expected {expected:?}", l.hva));
                 }
                 if let Some((head, f)) = self.folios.find(pfn) {
                     if l.size != PageSize::Size4K && (head != pfn || f.pages() < l.size.pages()) {
-                        return fail(format!("{} leaf at hva {:#x} does not map a whole folio", l.size, l.gpa));
+                        return fail(format!("{} leaf at hva {:#x} does not map a whole folio", l.size, l.hva));
                     }
-                    if f.owner == Owner::Ksm && !self.folios.ksm_hvas(head).is_some_and(|h| h.contains(&l.gpa)) {
-                        return fail(format!("KSM page {pfn:#x} does not know hva {:#x}", l.gpa));
+                    if f.owner == Owner::Ksm && !self.folios.ksm_hvas(head).is_some_and(|h| h.contains(&l.hva)) {
+                        return fail(format!("KSM page {pfn:#x} does not know hva {:#x}", l.hva));
                     }
                     match l.size {
                         PageSize::Size4K => {

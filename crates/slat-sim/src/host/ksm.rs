@@ -26,10 +26,10 @@ impl HostState {
     fn mergeable_pages(&self, start: u64, end: u64) -> Vec<u64> {
         let mut out = Vec::new();
         for l in self.pt.leaves(start, end) {
-            let first = l.gpa.max(start);
-            let last = (l.gpa + l.size.bytes()).min(end);
+            let first = l.hva.max(start);
+            let last = (l.hva + l.size.bytes()).min(end);
             for hva in (first..last).step_by(PAGE as usize) {
-                if !self.is_ksm_pfn((l.pa + (hva - l.gpa)) / PAGE) {
+                if !self.is_ksm_pfn((l.pa + (hva - l.hva)) / PAGE) {
                     out.push(hva);
                 }
             }

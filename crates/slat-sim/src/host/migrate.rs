@@ -69,7 +69,7 @@ impl HostState {
         let Some(f) = self.folios.get(head) else { return Ok(()) };
         let leaves = self.folio_leaves(head);
         for l in &leaves {
-            self.pt.unmap(l.gpa, l.gpa + l.size.bytes(), &mut self.folios)?;
+            self.pt.unmap(l.hva, l.hva + l.size.bytes(), &mut self.folios)?;
         }
         self.folios.insert(new, Folio::new(f.order, f.kind, f.owner));
         self.flags.copy(head, new, f.pages());
@@ -80,7 +80,7 @@ impl HostState {
             }
         }
         for l in &leaves {
-            self.pt.map(l.gpa, l.size, new + (l.pa / PAGE - head), l.attrs, &mut self.folios)?;
+            self.pt.map(l.hva, l.size, new + (l.pa / PAGE - head), l.attrs, &mut self.folios)?;
         }
         self.free_folio(head);
         self.stats.migrations += 1;
@@ -146,8 +146,8 @@ impl SimHost {
             };
             let leaves = st.folio_leaves(head);
             let range = (!leaves.is_empty()).then(|| HvaRange {
-                start: leaves.iter().map(|l| l.gpa).min().unwrap_or(0),
-                end: leaves.iter().map(|l| l.gpa + l.size.bytes()).max().unwrap_or(0),
+                start: leaves.iter().map(|l| l.hva).min().unwrap_or(0),
+                end: leaves.iter().map(|l| l.hva + l.size.bytes()).max().unwrap_or(0),
             });
             (new, range)
         };

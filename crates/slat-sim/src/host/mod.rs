@@ -159,7 +159,7 @@ impl SimHost {
             .leaves(hva, hva.saturating_add(len))
             .into_iter()
             .map(|l| HostLeaf {
-                hva: l.gpa,
+                hva: l.hva,
                 size: l.size,
                 pfn: l.pa / PAGE,
                 writable: l.attrs.perms.contains(slat_pt::Perms::WRITE),

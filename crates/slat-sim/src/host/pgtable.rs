@@ -13,11 +13,32 @@ use std::sync::Arc;
 
 use slat_pt::format::Npt;
 use slat_pt::{
-    Counts, FlushBatch, Leaf, LeafAttrs, Mapping, PageSize, PageTable, Perms, PtError, SimFrameAllocator, Translation,
+    Counts, FlushBatch, Gpa, Leaf, LeafAttrs, Mapping, NoTlb, PageSize, PageTable, Perms, PtError, SimFrameAllocator,
+    Translation,
 };
 
 use super::config::{PAGE, SIZE_1G, SIZE_2M};
 use super::folio::Folios;
+
+/// A leaf of the VMM's page tables: slat-pt's [`Leaf`], whose input address is a host virtual
+/// address here (slat-pt calls every input address a gpa).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct VmmLeaf {
+    /// Host virtual address of the leaf's first byte.
+    pub hva: u64,
+    /// Leaf size (PTE, PMD or PUD).
+    pub size: PageSize,
+    /// Physical address of the leaf's first byte.
+    pub pa: u64,
+    /// Attributes.
+    pub attrs: LeafAttrs,
+}
+
+impl From<&Leaf> for VmmLeaf {
+    fn from(l: &Leaf) -> Self {
+        VmmLeaf { hva: l.gpa.0, size: l.size, pa: l.pa, attrs: l.attrs }
+    }
+}
 
 pub(crate) struct VmmPageTable {
     pt: PageTable<Npt, Arc<SimFrameAllocator>>,
@@ -43,12 +64,14 @@ impl VmmPageTable {
     }
 
     pub fn translate(&self, hva: u64) -> Option<Translation> {
-        self.pt.translate(hva)
+        self.pt.translate(Gpa(hva))
     }
 
     /// Leaves overlapping `start..end`, in address order.
-    pub fn leaves(&self, start: u64, end: u64) -> Vec<Leaf> {
-        self.pt.leaves(start, end.saturating_sub(start))
+    pub fn leaves(&self, start: u64, end: u64) -> Vec<VmmLeaf> {
+        let mut v = Vec::new();
+        self.pt.for_each_leaf(Gpa(start), end.saturating_sub(start), |l| v.push(VmmLeaf::from(l)));
+        v
     }
 
     /// 4 KiB pages mapped inside the `size` block at `block` (aligned).
@@ -82,7 +105,8 @@ impl VmmPageTable {
         }
         let mut batch = FlushBatch::new();
         let m = Mapping { pa: pfn * PAGE, size, attrs };
-        let r = self.pt.map(hva, size.bytes(), &m, &mut batch, &mut |_| {});
+        // No TLB caches the host tables (see `retire`), so nothing to invalidate.
+        let r = self.pt.map(Gpa(hva), size.bytes(), &m, &mut batch, &NoTlb);
         self.retire(batch);
         r?;
         if size != PageSize::Size1G {
@@ -93,19 +117,20 @@ impl VmmPageTable {
     }
 
     /// Remove every leaf overlapping `start..end` (whole leaves); returns them.
-    pub fn unmap(&mut self, start: u64, end: u64, folios: &mut Folios) -> Result<Vec<Leaf>, PtError> {
+    pub fn unmap(&mut self, start: u64, end: u64, folios: &mut Folios) -> Result<Vec<VmmLeaf>, PtError> {
         if start >= end {
             return Ok(Vec::new());
         }
         let mut removed = Vec::new();
         let mut batch = FlushBatch::new();
-        let r = self.pt.unmap(start, end - start, &mut batch, Some(&mut |l: &slat_pt::Leaf| removed.push(*l)));
+        let r =
+            self.pt.unmap(Gpa(start), end - start, &mut batch, Some(&mut |l: &Leaf| removed.push(VmmLeaf::from(l))));
         self.retire(batch);
         r?;
-        removed.sort_by_key(|l| l.gpa);
+        removed.sort_by_key(|l| l.hva);
         for l in &removed {
             if l.size != PageSize::Size1G {
-                let block = l.gpa & !(SIZE_2M - 1);
+                let block = l.hva & !(SIZE_2M - 1);
                 if let Some(n) = self.cover_2m.get_mut(&block) {
                     *n = n.saturating_sub(l.size.pages());
                     if *n == 0 {
@@ -124,7 +149,7 @@ impl VmmPageTable {
         if t.size != PageSize::Size2M {
             return Err(PtError::NoLeaf { gpa: hva, size: PageSize::Size2M });
         }
-        self.pt.split(hva, PageSize::Size2M, &mut |_| {})?;
+        self.pt.split(Gpa(hva), PageSize::Size2M, &NoTlb)?;
         let head = (t.pa & !(SIZE_2M - 1)) / PAGE;
         if let Some((_, mut f)) = folios.find_mut(head) {
             f.pmd_mapped = f.pmd_mapped.saturating_sub(1);
@@ -135,9 +160,16 @@ impl VmmPageTable {
 
     /// Set the permissions of the leaves overlapping `start..end` to what `f` returns (`None`
     /// leaves a leaf alone). Returns the number of leaves changed.
-    pub fn protect(&mut self, start: u64, end: u64, mut f: impl FnMut(&Leaf) -> Option<Perms>) -> Result<u64, PtError> {
+    pub fn protect(
+        &mut self,
+        start: u64,
+        end: u64,
+        mut f: impl FnMut(&VmmLeaf) -> Option<Perms>,
+    ) -> Result<u64, PtError> {
         let mut batch = FlushBatch::new();
-        let r = self.pt.update_leaves(start, end - start, &mut batch, |l| f(l).map(|p| l.attrs.with_perms(p)));
+        let r = self.pt.update_leaves(Gpa(start), end - start, &mut batch, |l| {
+            f(&VmmLeaf::from(l)).map(|p| l.attrs.with_perms(p))
+        });
         self.retire(batch);
         r
     }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use slat_mmu::BackingKind;
-use slat_pt::{Leaf, LeafAttrs, MemType, PageSize, Perms, PtError, SimFrameAllocator};
+use slat_pt::{LeafAttrs, MemType, PageSize, Perms, PtError, SimFrameAllocator};
 
 use super::buddy::{BuddyAllocator, PMD_ORDER, PUD_ORDER};
 use super::config::{HostConfig, HostConfigError, PAGE, SIZE_1G};
@@ -22,7 +22,7 @@ use super::events::{EventReport, HvaRange};
 use super::folio::{Folio, FolioKind, Folios, Owner};
 use super::hugetlb::{hugetlb_order, HugetlbPools};
 use super::object::{MemObject, ObjectId};
-use super::pgtable::VmmPageTable;
+use super::pgtable::{VmmLeaf, VmmPageTable};
 use super::phys::{choose_pins, PageFlags};
 use super::stats::HostStats;
 use super::vma::{Backing, Vma, VmaTree};
@@ -251,12 +251,12 @@ impl HostState {
 
     /// Bookkeeping after `leaves` were removed from the page tables: KSM pages forget the
     /// address and are freed when nothing maps them any more.
-    pub fn after_unmap(&mut self, leaves: &[Leaf]) {
+    pub fn after_unmap(&mut self, leaves: &[VmmLeaf]) {
         for l in leaves {
             let Some((head, f)) = self.folios.find(l.pa / PAGE) else { continue };
             if f.owner == Owner::Ksm {
                 let hvas = self.folios.ksm_hvas_mut(head);
-                hvas.remove(&l.gpa);
+                hvas.remove(&l.hva);
                 if hvas.is_empty() && f.pte_mapped == 0 {
                     self.free_folio(head);
                 }
@@ -272,10 +272,10 @@ impl HostState {
     }
 
     /// The VMM leaves mapping any page of the folio at `head`.
-    pub fn folio_leaves(&self, head: u64) -> Vec<Leaf> {
+    pub fn folio_leaves(&self, head: u64) -> Vec<VmmLeaf> {
         let Some(f) = self.folios.get(head) else { return Vec::new() };
         let (lo, hi) = (head, head + f.pages());
-        let ours = |l: &Leaf| l.pa / PAGE >= lo && l.pa / PAGE < hi;
+        let ours = |l: &VmmLeaf| l.pa / PAGE >= lo && l.pa / PAGE < hi;
         match f.owner {
             Owner::Object { object, index } => {
                 let (i0, i1) = (index, index + f.pages());
@@ -361,8 +361,8 @@ impl HostState {
     /// invalidates the whole mapping, as Linux does when it splits one).
     pub fn expand(&self, start: u64, end: u64) -> HvaRange {
         let leaves = self.pt.leaves(start, end);
-        let lo = leaves.first().map_or(start, |l| l.gpa.min(start));
-        let hi = leaves.last().map_or(end, |l| (l.gpa + l.size.bytes()).max(end));
+        let lo = leaves.first().map_or(start, |l| l.hva.min(start));
+        let hi = leaves.last().map_or(end, |l| (l.hva + l.size.bytes()).max(end));
         HvaRange { start: lo, end: hi }
     }
 

@@ -116,13 +116,13 @@ impl SimTlb {
 impl Tlb for SimTlb {
     fn flush_range(&self, range: &FlushRange) {
         self.log.range_flushes.fetch_add(1, Ordering::Relaxed);
-        let end = range.gpa.saturating_add(range.len);
+        let end = range.gpa.0.saturating_add(range.len);
         if range.len == 0 {
             return;
         }
         self.log.log(|p| {
             if !p.all {
-                p.ranges.push((range.gpa, end));
+                p.ranges.push((range.gpa.0, end));
             }
         });
     }

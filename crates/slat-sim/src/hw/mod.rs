@@ -29,7 +29,7 @@
 //! let mut batch = FlushBatch::new();
 //! for (gpa, hpa) in [(0, 0x8000_0000u64), (0x4000_0000, 0x9000_0000)] {
 //!     let m = Mapping { pa: hpa, size: PageSize::Size2M, attrs: LeafAttrs::ram(Perms::RW) };
-//!     s2.map(gpa, 2 << 20, &m, &mut batch, &mut |_| {}).unwrap();
+//!     s2.map(gpa, 2 << 20, &m, &mut batch, &NoTlb).unwrap();
 //! }
 //! slat_mmu::tlb::apply(&hw.tlb_handle(), &batch);
 //!
@@ -52,7 +52,7 @@ mod walk_cache;
 
 use std::sync::Arc;
 
-use slat_pt::{Access, Format, FrameAllocator, HwWalk, PageSize, PageTable, Perms, Translation, WalkFault};
+use slat_pt::{Access, Format, FrameAllocator, Gpa, HwWalk, PageSize, PageTable, Perms, Translation, WalkFault};
 
 /// The stage-2 tables as the hardware model sees them: a bare [`PageTable`], or an MMU's
 /// [`TablesView`](slat_mmu::TablesView).
@@ -68,10 +68,10 @@ pub trait Stage2 {
 impl<F: Format, A: FrameAllocator> Stage2 for PageTable<F, A> {
     const HW_DIRTY: bool = F::HW_DIRTY;
     fn hw_walk(&self, gpa: u64, access: Access) -> HwWalk {
-        PageTable::hw_walk(self, gpa, access)
+        PageTable::hw_walk(self, Gpa(gpa), access)
     }
     fn translate(&self, gpa: u64) -> Option<Translation> {
-        PageTable::translate(self, gpa)
+        PageTable::translate(self, Gpa(gpa))
     }
 }
 

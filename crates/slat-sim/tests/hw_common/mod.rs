@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use slat_pt::format::Format;
-use slat_pt::{FlushBatch, LeafAttrs, Mapping, PageSize, PageTable, Perms, SimFrameAllocator};
+use slat_pt::{FlushBatch, Gpa, LeafAttrs, Mapping, NoTlb, PageSize, PageTable, Perms, SimFrameAllocator};
 use slat_sim::hw::{GuestPaging, GuestRegion, GuestTables, Hardware, HwConfig};
 
 /// Where guest page-table pages live (gpa).
@@ -33,7 +33,7 @@ pub fn fresh(perms: Perms) -> LeafAttrs {
 pub fn map<F: Format>(pt: &mut Stage2<F>, gpa: u64, len: u64, hpa: u64, size: PageSize, perms: Perms) -> FlushBatch {
     let m = Mapping { pa: hpa, size, attrs: fresh(perms) };
     let mut batch = FlushBatch::new();
-    pt.map(gpa, len, &m, &mut batch, &mut |_| {}).unwrap();
+    pt.map(Gpa(gpa), len, &m, &mut batch, &NoTlb).unwrap();
     batch
 }
 
