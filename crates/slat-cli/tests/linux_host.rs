@@ -77,6 +77,10 @@ fn linux_run_refuses_too_much_real_memory() {
     for needle in ["memslot[1].size", "\"16M\"", "over the limit of 40 MiB", "--max-real-memory"] {
         assert!(out.stderr.contains(needle), "stderr lacks {needle:?}: {}", out.stderr);
     }
+    // Pool pages count too, before any is reserved.
+    let out =
+        slat(&["run", &scenario("linux-backings.toml"), "--set", "host.hugetlb_2m=500", "--set", "host.memory=2G"]);
+    assert_input_error(&out, "host.hugetlb_2m = 500: a linux-host run maps real memory");
 }
 
 #[test]

@@ -58,8 +58,9 @@ fn why_not(kind: EventKind) -> &'static str {
     }
 }
 
-/// Real memory the memslots of a scenario map: each slot plus its `hva_offset`, rounded up to
-/// its backing's page size (the same mapping the simulated host makes).
+/// Real memory a memslot maps: the slot plus its `hva_offset`, rounded up to its backing's page
+/// size (the same mapping the simulated host makes). The real-memory limit counts hugetlbfs
+/// slots through the pool pages reserved for them (`host.hugetlb_2m` / `_1g`).
 pub fn real_memory(m: &Memslot) -> u64 {
     let granule = m.backing.hugetlb_page().map_or(PageSize::Size4K.bytes(), PageSize::bytes);
     (m.size.get() + m.hva_offset.get()).next_multiple_of(granule)
@@ -72,6 +73,17 @@ pub(crate) fn check(s: &Scenario, limits: &Limits, loc: &Locator<'_>) -> Result<
     }
     let host = DocPath::root().key("host");
     let invalid = |path: DocPath, message: String| loc.error(&path, ErrorKind::Invalid, message);
+    let too_large = |path: DocPath, what: &str, total: u64| {
+        loc.error(
+            &path,
+            ErrorKind::TooLarge,
+            format!(
+                "a linux-host run maps real memory: {what} need {}, over the limit of {} (raise it with --max-real-memory)",
+                human_bytes(total),
+                human_bytes(limits.real_memory)
+            ),
+        )
+    };
     // Simulator-only knobs: the real host's state is what it is.
     let knobs = [
         ("fragmentation", s.host.fragmentation != 0.0, "0"),
@@ -102,18 +114,21 @@ pub(crate) fn check(s: &Scenario, limits: &Limits, loc: &Locator<'_>) -> Result<
                 ),
             ));
         }
-        total += real_memory(m);
+        // hugetlbfs slots take their memory from the pools, counted below.
+        if m.backing.hugetlb_page().is_none() {
+            total += real_memory(m);
+        }
         if total > limits.real_memory {
-            return Err(loc.error(
-                &slot.key("size"),
-                ErrorKind::TooLarge,
-                format!(
-                    "a linux-host run maps real memory: the memslots up to this one need {}, over the limit of {} \
-                     (raise it with --max-real-memory)",
-                    human_bytes(total),
-                    human_bytes(limits.real_memory)
-                ),
-            ));
+            return Err(too_large(slot.key("size"), "the memslots up to this one", total));
+        }
+    }
+    // The pools are grown by these pages for the run, whether or not the slots use them all.
+    for (key, pages, ps) in
+        [("hugetlb_2m", s.host.hugetlb_2m, PageSize::Size2M), ("hugetlb_1g", s.host.hugetlb_1g, PageSize::Size1G)]
+    {
+        total = total.saturating_add(pages.saturating_mul(ps.bytes()));
+        if total > limits.real_memory {
+            return Err(too_large(host.key(key), "the memslots and the hugetlb pages reserved", total));
         }
     }
     for e in &s.events {
