@@ -687,3 +687,94 @@ impl HostMemory for RunHost {
     /// The kernel ages this process's pages itself; nothing to record.
     fn mark_accessed(&self, _pfn: Pfn, _pages: u64) {}
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use slat_mmu::{HostMemory, Hva, MmuNotifier};
+    use slat_pt::PageSize;
+
+    use super::*;
+
+    /// Records the ranges invalidated.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(u64, u64)>>);
+
+    impl MmuNotifier for Recorder {
+        fn invalidate_range_start(&self, start: Hva, end: Hva) {
+            self.0.lock().unwrap().push((start.0, end.0));
+        }
+        fn invalidate_range_end(&self, _: Hva, _: Hva) {}
+        fn clear_young(&self, _: Hva, _: Hva) -> bool {
+            false
+        }
+        fn test_young(&self, _: Hva, _: Hva) -> bool {
+            false
+        }
+    }
+
+    fn thp_available() -> bool {
+        let mode = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+        scan::supported() && !mode.contains("[never]")
+    }
+
+    fn anon_thp(len: u64) -> RunHost {
+        let slots = [SlotRequest {
+            id: 0,
+            backing: SlotBacking::Anonymous { thp: ThpAdvice::Hugepage },
+            len,
+            read_only: false,
+        }];
+        RunHost::new(&RunHostConfig { tmpfs_huge: TmpfsHuge::Never, hugetlb_2m: 0, hugetlb_1g: 0 }, &slots).unwrap()
+    }
+
+    #[test]
+    fn a_4k_dontneed_invalidates_the_whole_thp_and_leaves_it_pte_mapped() {
+        if !thp_available() {
+            eprintln!("skipping: THP off or no PAGEMAP_SCAN");
+            return;
+        }
+        let host = anon_thp(8 << 20);
+        let hva = host.slot_hva(0).unwrap();
+        assert_eq!(host.fault_in(Hva(hva + SIZE_2M), true).unwrap().size, PageSize::Size2M);
+        let mmu = Recorder::default();
+        let r = host.change(hva + SIZE_2M + PAGE, PAGE, HostChange::DontNeed, &mmu).unwrap();
+        assert_eq!(r.invalidated, vec![(hva + SIZE_2M, hva + 2 * SIZE_2M)]);
+        assert_eq!(*mmu.0.lock().unwrap(), r.invalidated);
+        assert_eq!(r.huge_bytes, (SIZE_2M, 0));
+        assert_eq!(host.lookup(Hva(hva + SIZE_2M)).unwrap().size, PageSize::Size4K);
+        assert!(host.lookup(Hva(hva + SIZE_2M + PAGE)).is_none());
+        // The change was told to the MMU as it happened: nothing is left for `sync`.
+        host.sync(&mmu, true);
+        assert_eq!(mmu.0.lock().unwrap().len(), 1);
+        assert!(host.audit().is_ok());
+    }
+
+    #[test]
+    fn a_write_after_a_read_of_the_huge_zero_page_is_found_and_invalidated() {
+        if !thp_available() {
+            eprintln!("skipping: THP off or no PAGEMAP_SCAN");
+            return;
+        }
+        let zero = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/use_zero_page").unwrap_or_default();
+        let host = anon_thp(4 << 20);
+        let hva = host.slot_hva(0).unwrap();
+        let read = host.fault_in(Hva(hva), false).unwrap();
+        if zero.trim() != "1" || read.writable {
+            eprintln!("skipping: no huge zero page for reads here");
+            return;
+        }
+        assert_eq!(read.size, PageSize::Size2M);
+        let write = host.fault_in(Hva(hva + PAGE), true).unwrap();
+        assert!(write.writable);
+        // The kernel replaced (or split) the zero page under the whole block: queued, not lost.
+        assert!(!host.synced());
+        assert!(host.audit().is_err());
+        let mmu = Recorder::default();
+        host.sync(&mmu, false);
+        assert_eq!(*mmu.0.lock().unwrap(), vec![(hva, hva + SIZE_2M)]);
+        assert!(host.synced());
+        assert_eq!(host.counters().2, 1);
+    }
+}
