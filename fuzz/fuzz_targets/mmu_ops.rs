@@ -1,10 +1,10 @@
 //! Any bytes as an MMU operation sequence, checked after every step by the differential tester
-//! (crates/slat-mmu/tests/differential.rs, shared verbatim).
+//! (crates/slat-mmu/tests/integration/differential.rs, shared verbatim).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
 #[allow(dead_code, unused_imports)]
-#[path = "../../crates/slat-mmu/tests/differential.rs"]
+#[path = "../../crates/slat-mmu/tests/integration/differential.rs"]
 mod differential;
 
 fuzz_target!(|data: &[u8]| {

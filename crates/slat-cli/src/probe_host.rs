@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use clap::{Args, ValueEnum};
 use slat_linux::oracle::{self, HostBacking, ProbeReport};
-use slat_linux::vmm::{GuestAccess, GuestPageSize, Sweep};
+use slat_linux::vmm::{DirtyLogProtect, GuestAccess, GuestPageSize, Sweep};
 
 use crate::error::CliError;
 
@@ -21,11 +21,36 @@ pub enum GuestPages {
     Size4K,
 }
 
+/// How the dirty log is harvested in the dirty-logging phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DirtyLogMode {
+    /// `KVM_GET_DIRTY_LOG` gets, clears and re-protects (the default protocol).
+    GetClears,
+    /// `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2`: GET only reads; `KVM_CLEAR_DIRTY_LOG` clears and
+    /// re-protects.
+    Manual,
+    /// As `manual`, with `KVM_DIRTY_LOG_INITIALLY_SET`: every bit set, nothing protected, until
+    /// the first clear.
+    ManualInitiallySet,
+}
+
+impl DirtyLogMode {
+    fn protect(self) -> DirtyLogProtect {
+        match self {
+            DirtyLogMode::GetClears => DirtyLogProtect::GetClears,
+            DirtyLogMode::Manual => DirtyLogProtect::Manual,
+            DirtyLogMode::ManualInitiallySet => DirtyLogProtect::ManualInitiallySet,
+        }
+    }
+}
+
 /// `slat probe-host`.
 #[derive(Debug, Clone, Args)]
 pub struct ProbeHostArgs {
     /// How the guest memory is backed: anon-thp, anon-4k, memfd, memfd-hugetlb-2m, hugetlbfs-2m,
-    /// tmpfs-huge (the last three need root: a pool reservation or a private mount, undone after).
+    /// memfd-hugetlb-1g, tmpfs-huge, hugetlbfs-1g, memfd-shmem-advise (sets shmem_enabled=advise
+    /// for the run), tmpfs-within-size, tmpfs-advise, regular-file, regular-file-hugepage (a file
+    /// in TMPDIR). Pools, mounts and knobs need root and are restored after.
     #[arg(long, default_value = "anon-thp", value_parser = parse_backing)]
     pub backing: HostBacking,
     /// Guest memory size (K/M/G suffixes; a multiple of 2M, at most 1G).
@@ -43,6 +68,11 @@ pub struct ProbeHostArgs {
     /// The guest reads instead of writing.
     #[arg(long)]
     pub read: bool,
+    /// Then log dirty pages, harvested this way: partial rewrites and harvests (with a manual
+    /// mode, a KVM_CLEAR_DIRTY_LOG of the first quarter), logging off and a full rewrite, each
+    /// compared between KVM and slat.
+    #[arg(long, value_enum)]
+    pub dirty_log: Option<DirtyLogMode>,
     /// Print the report as JSON instead.
     #[arg(long)]
     pub json: bool,
@@ -84,8 +114,17 @@ pub fn run(args: &ProbeHostArgs) -> Result<u8, CliError> {
     };
     let access = if args.read { GuestAccess::Read } else { GuestAccess::Write };
     let sweep = Sweep { offset: 0, len: args.size, stride: args.stride, access };
-    let report = oracle::probe(args.backing, args.size, args.hva_skew, guest_pages, sweep)
-        .map_err(|e| CliError::from_error(&e).context("probe-host"))?;
+    let dirty_log = args.dirty_log.map(DirtyLogMode::protect);
+    let report = oracle::probe(args.backing, args.size, args.hva_skew, guest_pages, sweep, dirty_log).map_err(|e| {
+        let mut err = CliError::from_error(&e).context("probe-host");
+        // A refused 1G pool: say why the kernel has no free GiB.
+        if let slat_linux::Error::PoolShort { size: "1G", .. } = e {
+            if let Ok(b) = slat_linux::pool::GiganticBlockers::scan() {
+                err.message = format!("{}\n  why: {b}", err.message);
+            }
+        }
+        err
+    })?;
     let text = if args.json {
         serde_json::to_string_pretty(&report).map_err(|e| CliError::input(format!("cannot encode JSON: {e}")))? + "\n"
     } else {
@@ -124,7 +163,7 @@ pub fn render(r: &ProbeReport) -> String {
         s,
         "{}; {} of the 4K leaves are the guest's page tables and code (a 2M block KVM write-tracks); \
 {} are KVM's PTE prefetch (__direct_pte_prefetch), counted on slat's side as KVM does",
-        if r.agree() { "KVM and slat agree" } else { "KVM and slat DIFFER" },
+        if r.kvm == r.slat { "KVM and slat agree" } else { "KVM and slat DIFFER" },
         r.system_4k,
         r.prefetched
     );
@@ -144,5 +183,38 @@ pub fn render(r: &ProbeReport) -> String {
     if r.reasons.len() > 8 {
         let _ = writeln!(s, "  ... {} more 2M blocks below 2M", r.reasons.len() - 8);
     }
+    if let Some(d) = &r.dirty {
+        render_dirty(&mut s, d);
+    }
     s
+}
+
+fn render_dirty(s: &mut String, d: &oracle::DirtyProbe) {
+    let mode = match d.protect {
+        DirtyLogProtect::GetClears => "GET_DIRTY_LOG clears",
+        DirtyLogProtect::Manual => "manual protect (KVM_CLEAR_DIRTY_LOG)",
+        DirtyLogProtect::ManualInitiallySet => "manual protect, initially set",
+    };
+    let _ = writeln!(s, "dirty logging, {mode}:");
+    let _ = writeln!(s, "  {:<62} {:>13} {:>17} {:>17}", "step", "dirty KVM/slat", "KVM 4K/2M", "slat 4K/2M");
+    let leaves = |c: &oracle::LeafCounts| format!("{}/{}", c.pages_4k, c.pages_2m);
+    for round in &d.rounds {
+        let mark = if round.agree() { "" } else { "  <- differs" };
+        let _ = writeln!(
+            s,
+            "  {:<62} {:>13} {:>17} {:>17}{mark}",
+            round.step,
+            format!("{}/{}", round.kvm_dirty, round.slat_dirty),
+            leaves(&round.kvm),
+            leaves(&round.slat)
+        );
+        if let Some(diff) = &round.difference {
+            let _ = writeln!(s, "    {}", diff.replace('\n', "\n    "));
+        }
+    }
+    for (step, (k, v)) in [("logging off", d.logging_off), ("the sweep again, logging off", d.rewritten)] {
+        let mark = if k == v { "" } else { "  <- differs" };
+        let _ = writeln!(s, "  {step:<62} {:>13} {:>17} {:>17}{mark}", "-", leaves(&k), leaves(&v));
+    }
+    let _ = writeln!(s, "  {}", if d.agree() { "KVM and slat agree at every step" } else { "KVM and slat DIFFER" });
 }

@@ -19,6 +19,11 @@
 //!   `kvm_mmu_slot_try_split_huge_pages` returns early without the TDP MMU); turning it off zaps
 //!   collapsible 4 KiB leaves (`kvm_mmu_zap_collapsible_sptes`: [`RecoveryPolicy::Zap`]).
 //!
+//! The oracle drives slat only with the faults the CPU would take: a touched gfn whose slat leaf
+//! already allows the access (a page written since the last re-protection, every page of an
+//! initially-set dirty log before its first clear) is skipped, as the guest's access never
+//! leaves the guest in KVM either.
+//!
 //! One choice is KVM's own and not an MMU rule: **PTE prefetch.** When the shadow MMU installs a
 //! 4 KiB leaf in a *direct* shadow page (the guest maps the gfn with a 2 MiB page that the host or
 //! the memslot keeps at 4 KiB), `direct_pte_prefetch` → `__direct_pte_prefetch` →
@@ -33,15 +38,17 @@ use slat_mmu::{
     Parts, RecoveryPolicy,
 };
 use slat_pt::format::Ept4;
-use slat_pt::{Access, PageSize, SimFrameAllocator};
+use slat_pt::{Access, PageSize, Perms, SimFrameAllocator};
 
 use crate::backing::{Backing, HugetlbSize, Placement, ThpAdvice};
 use crate::error::{Error, Result};
 use crate::memory::LocalMemory;
-use crate::pool::{HugetlbReservation, HugetlbfsMount, TmpfsHuge, TmpfsMount};
+use crate::pool::{
+    HugetlbReservation, HugetlbfsMount, ShmemEnabled, ShmemEnabledGuard, TempFile, TmpfsHuge, TmpfsMount,
+};
 use crate::vmm::{
-    GuestAccess, GuestPageSize, MicroVm, RunReport, Sweep, VmStats, CODE_GFN, DATA_GPA, DATA_SLOT, SYSTEM_BYTES,
-    SYSTEM_SLOT,
+    DirtyLogProtect, GuestAccess, GuestPageSize, MicroVm, RunReport, Sweep, VmStats, CODE_GFN, DATA_GPA, DATA_SLOT,
+    SYSTEM_BYTES, SYSTEM_SLOT,
 };
 
 /// `PTE_PREFETCH_NUM` in arch/x86/kvm/mmu/mmu.c.
@@ -89,11 +96,28 @@ pub enum HostBacking {
     MemfdHugetlb1g,
     /// A file on a private tmpfs mount with `huge=always`.
     TmpfsHuge,
+    /// A file on a private hugetlbfs mount with 1 GiB pages (pool grown, then restored; often
+    /// refused at run time, see [`crate::pool::GiganticBlockers`]).
+    Hugetlbfs1g,
+    /// A memfd with `MADV_HUGEPAGE` while `shmem_enabled` is `advise` (set for the run, then
+    /// restored): the shmem THP of seed 002.
+    MemfdShmemAdvise,
+    /// A file on a private tmpfs mount with `huge=within_size` (the file is sized before it is
+    /// mapped, so every block lies within `i_size`).
+    TmpfsWithinSize,
+    /// A file on a private tmpfs mount with `huge=advise`, mapped with `MADV_HUGEPAGE`.
+    TmpfsAdvise,
+    /// A file on the file system of the temporary directory (ext4 here): page cache, huge only
+    /// where the kernel put a PMD-sized folio and mapped it with a PMD.
+    RegularFile,
+    /// As [`HostBacking::RegularFile`], mapped with `MADV_HUGEPAGE` (`do_sync_mmap_readahead`
+    /// then asks for PMD-order folios).
+    RegularFileHugepage,
 }
 
 impl HostBacking {
     /// Every backing, in the order reports list them.
-    pub const ALL: [HostBacking; 7] = [
+    pub const ALL: [HostBacking; 13] = [
         HostBacking::AnonThp,
         HostBacking::Anon4k,
         HostBacking::Memfd,
@@ -101,6 +125,12 @@ impl HostBacking {
         HostBacking::Hugetlbfs2m,
         HostBacking::MemfdHugetlb1g,
         HostBacking::TmpfsHuge,
+        HostBacking::Hugetlbfs1g,
+        HostBacking::MemfdShmemAdvise,
+        HostBacking::TmpfsWithinSize,
+        HostBacking::TmpfsAdvise,
+        HostBacking::RegularFile,
+        HostBacking::RegularFileHugepage,
     ];
 
     /// The name used on the command line.
@@ -113,6 +143,12 @@ impl HostBacking {
             HostBacking::Hugetlbfs2m => "hugetlbfs-2m",
             HostBacking::MemfdHugetlb1g => "memfd-hugetlb-1g",
             HostBacking::TmpfsHuge => "tmpfs-huge",
+            HostBacking::Hugetlbfs1g => "hugetlbfs-1g",
+            HostBacking::MemfdShmemAdvise => "memfd-shmem-advise",
+            HostBacking::TmpfsWithinSize => "tmpfs-within-size",
+            HostBacking::TmpfsAdvise => "tmpfs-advise",
+            HostBacking::RegularFile => "regular-file",
+            HostBacking::RegularFileHugepage => "regular-file-hugepage",
         }
     }
 
@@ -128,7 +164,11 @@ impl HostBacking {
             HostBacking::MemfdHugetlb2m
                 | HostBacking::Hugetlbfs2m
                 | HostBacking::MemfdHugetlb1g
+                | HostBacking::Hugetlbfs1g
                 | HostBacking::TmpfsHuge
+                | HostBacking::MemfdShmemAdvise
+                | HostBacking::TmpfsWithinSize
+                | HostBacking::TmpfsAdvise
         )
     }
 
@@ -136,7 +176,7 @@ impl HostBacking {
     /// anything but 0), every page written.
     pub fn make(self, len: u64, skew: u64) -> Result<HostMemorySetup> {
         let placement = Placement::skewed(2 << 20, skew);
-        let mut setup = HostMemorySetup { backing: None, tmpfs: None, hugetlbfs: None, pool: None };
+        let mut setup = HostMemorySetup::default();
         let pages_2m = len.div_ceil(2 << 20);
         let backing = match self {
             HostBacking::AnonThp => Backing::anonymous(len, ThpAdvice::Hugepage, placement)?,
@@ -155,9 +195,40 @@ impl HostBacking {
                 let m = setup.hugetlbfs.insert(HugetlbfsMount::new(HugetlbSize::Size2M)?);
                 Backing::file(m.path().join("guest-ram"), 0, len, ThpAdvice::None, placement)?
             }
+            HostBacking::Hugetlbfs1g => {
+                setup.pool = Some(HugetlbReservation::reserve(HugetlbSize::Size1G, len.div_ceil(1 << 30))?);
+                let m = setup.hugetlbfs.insert(HugetlbfsMount::new(HugetlbSize::Size1G)?);
+                Backing::file(m.path().join("guest-ram"), 0, len, ThpAdvice::None, placement)?
+            }
             HostBacking::TmpfsHuge => {
                 let m = setup.tmpfs.insert(TmpfsMount::new(TmpfsHuge::Always, len + (4 << 20))?);
                 Backing::file(m.path().join("guest-ram"), 0, len, ThpAdvice::None, placement)?
+            }
+            HostBacking::MemfdShmemAdvise => {
+                setup.knob = Some(ShmemEnabledGuard::set(ShmemEnabled::Advise)?);
+                Backing::memfd(len, None, ThpAdvice::Hugepage, placement)?
+            }
+            HostBacking::TmpfsWithinSize => {
+                let m = setup.tmpfs.insert(TmpfsMount::new(TmpfsHuge::WithinSize, len + (4 << 20))?);
+                Backing::file(m.path().join("guest-ram"), 0, len, ThpAdvice::None, placement)?
+            }
+            HostBacking::TmpfsAdvise => {
+                let m = setup.tmpfs.insert(TmpfsMount::new(TmpfsHuge::Advise, len + (4 << 20))?);
+                Backing::file(m.path().join("guest-ram"), 0, len, ThpAdvice::Hugepage, placement)?
+            }
+            HostBacking::RegularFile | HostBacking::RegularFileHugepage => {
+                let advice = if self == HostBacking::RegularFile { ThpAdvice::None } else { ThpAdvice::Hugepage };
+                let file = setup.file.insert(TempFile::new("guest-ram")?);
+                let b = Backing::file(file.path(), 0, len, advice, placement)?;
+                if b.kind() != slat_mmu::BackingKind::PageCache {
+                    return Err(Error::Unsupported {
+                        what: format!(
+                            "a regular-file backing: {} is on tmpfs or hugetlbfs (set TMPDIR to a disk file system)",
+                            file.path().display()
+                        ),
+                    });
+                }
+                b
             }
         };
         backing.populate_write()?;
@@ -166,14 +237,16 @@ impl HostBacking {
     }
 }
 
-/// A data backing with the pool reservation and mount it needs; dropping it unmaps the
-/// memory, then unmounts, then restores the pool.
-#[derive(Debug)]
+/// A data backing with the pool reservation, mount, knob or file it needs; dropping it unmaps
+/// the memory, then unmounts, restores the pool and the knob, and removes the file.
+#[derive(Debug, Default)]
 pub struct HostMemorySetup {
     backing: Option<Backing>,
     tmpfs: Option<TmpfsMount>,
     hugetlbfs: Option<HugetlbfsMount>,
     pool: Option<HugetlbReservation>,
+    knob: Option<ShmemEnabledGuard>,
+    file: Option<TempFile>,
 }
 
 impl HostMemorySetup {
@@ -189,6 +262,8 @@ impl Drop for HostMemorySetup {
         self.tmpfs.take();
         self.hugetlbfs.take();
         self.pool.take();
+        self.knob.take();
+        self.file.take();
     }
 }
 
@@ -213,13 +288,33 @@ impl<'a> Oracle<'a> {
     /// A VM over `system` (from [`crate::vmm::system_backing`]) and `data`, and slat-mmu with
     /// the same memslots, configured as the shadow MMU behaves (see the module docs).
     pub fn new(system: &'a Backing, data: &'a Backing, guest_pages: GuestPageSize) -> Result<Self> {
-        let vm = MicroVm::new(system, data, guest_pages)?;
+        Self::with_protect(system, data, guest_pages, DirtyLogProtect::GetClears)
+    }
+
+    /// As [`Oracle::new`], with the dirty log harvested per `protect` in both: KVM's
+    /// `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2` mode and the matching [`HarvestMode`] in slat
+    /// ([`DirtyLogProtect::Manual`] is `ManualClear { initially_set: false }`).
+    pub fn with_protect(
+        system: &'a Backing,
+        data: &'a Backing,
+        guest_pages: GuestPageSize,
+        protect: DirtyLogProtect,
+    ) -> Result<Self> {
+        let mut vm = MicroVm::new(system, data, guest_pages)?;
+        if protect != DirtyLogProtect::GetClears {
+            vm.set_dirty_log_protect(protect)?;
+        }
+        let harvest = match protect {
+            DirtyLogProtect::GetClears => HarvestMode::GetAndClear,
+            DirtyLogProtect::Manual => HarvestMode::ManualClear { initially_set: false },
+            DirtyLogProtect::ManualInitiallySet => HarvestMode::ManualClear { initially_set: true },
+        };
         let host = LocalMemory::new(vec![system, data])?;
         let config = MmuConfig::default()
             .with_max_leaf(PageSize::Size2M)
             .with_cap((guest_pages == GuestPageSize::Size4K).then_some(PageSize::Size4K))
             .with_dirty_log(DirtyLogMode::WriteProtect)
-            .with_harvest(HarvestMode::GetAndClear)
+            .with_harvest(harvest)
             .with_recovery(RecoveryPolicy::Zap);
         let mmu = OracleMmu::new(config, SimFrameAllocator::new(1 << 40, 16 << 20), host, RecordingTlb::default())
             .map_err(|e| mmu_err("new", e))?;
@@ -273,6 +368,12 @@ impl<'a> Oracle<'a> {
     }
 
     fn fault(&self, gpa: u64, access: Access, guest_page: GuestPageSize, logging: bool) -> Result<()> {
+        // The hardware faults only where the leaf does not allow the access: a write to a leaf
+        // that is still writable (a page not yet re-protected, every page of an initially-set
+        // log before its first clear) reaches no MMU, in KVM or in slat.
+        if self.permits(gpa >> 12, access) {
+            return Ok(());
+        }
         let size = self.fault_once(gpa, access)?;
         // KVM's __direct_pte_prefetch: a 4K leaf under a guest 2M page (a direct shadow page),
         // memslot not dirty-logged: the rest of the 8-aligned group, where the host page is present.
@@ -313,6 +414,16 @@ impl<'a> Oracle<'a> {
         } else {
             None
         }
+    }
+
+    /// Whether slat's leaf mapping `gfn` allows `access` (the CPU would not fault).
+    fn permits(&self, gfn: u64, access: Access) -> bool {
+        let need = match access {
+            Access::Read => Perms::READ,
+            Access::Write => Perms::WRITE,
+            Access::Exec => Perms::EXEC,
+        };
+        self.mmu.with_tables(|pt| pt.leaves(Gpa(gfn << 12), 4096).first().is_some_and(|l| l.attrs.perms.contains(need)))
     }
 
     /// The size of slat's leaf mapping `gfn`, if any.
@@ -363,6 +474,14 @@ impl<'a> Oracle<'a> {
         self.mmu.set_dirty_logging(DATA_SLOT, on).map_err(|e| mmu_err("set_dirty_logging", e))?;
         self.logging = on;
         Ok(())
+    }
+
+    /// Clear the bits of `mask` from page `first_page` (a multiple of 64) of the data memslot's
+    /// dirty log in both (`KVM_CLEAR_DIRTY_LOG`; slat's `clear_dirty_log`); returns the pages
+    /// slat cleared. Needs a manual-protect mode ([`Oracle::with_protect`]).
+    pub fn clear_dirty_log(&self, first_page: u64, mask: &[u64]) -> Result<u64> {
+        self.vm.clear_dirty_log(first_page, mask)?;
+        self.mmu.clear_dirty_log(DATA_SLOT, first_page, mask).map_err(|e| mmu_err("clear_dirty_log", e))
     }
 
     /// Harvest the data memslot's dirty log in both: (KVM's bitmap, slat's bitmap).
@@ -451,23 +570,110 @@ pub struct ProbeReport {
     /// slat's why-not-huge totals for the data memslot (pages not in 1 GiB leaves, by primary
     /// reason): `(reason, pages)`.
     pub why_totals: Vec<(String, u64)>,
+    /// The dirty-logging phase, when one was asked for.
+    pub dirty: Option<DirtyProbe>,
 }
 
 impl ProbeReport {
-    /// Whether KVM and slat agree leaf for leaf.
+    /// Whether KVM and slat agree leaf for leaf (and, with a dirty-logging phase, at every
+    /// round of it).
     pub fn agree(&self) -> bool {
-        self.kvm == self.slat
+        self.kvm == self.slat && self.dirty.as_ref().is_none_or(DirtyProbe::agree)
     }
 }
 
+/// One step of a dirty-logging probe: the dirty pages each side reports (a harvest: with
+/// [`DirtyLogProtect::GetClears`] it also clears) and the leaves after it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DirtyRound {
+    /// What happened before the harvest.
+    pub step: String,
+    /// Pages in KVM's dirty bitmap.
+    pub kvm_dirty: u64,
+    /// Pages in slat's dirty bitmap.
+    pub slat_dirty: u64,
+    /// Where the bitmaps differ (first gfns on each side), when they do.
+    pub difference: Option<String>,
+    /// KVM's leaves after the step.
+    pub kvm: LeafCounts,
+    /// slat's leaves after the step.
+    pub slat: LeafCounts,
+}
+
+impl DirtyRound {
+    /// Same bitmap, same leaves.
+    pub fn agree(&self) -> bool {
+        self.difference.is_none() && self.kvm == self.slat
+    }
+}
+
+/// The dirty-logging phase of a probe: logging on, partial rewrites and harvests (with manual
+/// protect, a `KVM_CLEAR_DIRTY_LOG` of the first quarter), logging off and a full rewrite.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DirtyProbe {
+    /// How the log was harvested.
+    pub protect: DirtyLogProtect,
+    /// The steps, in order.
+    pub rounds: Vec<DirtyRound>,
+    /// Leaves after logging off (collapsible small leaves zapped): (KVM, slat).
+    pub logging_off: (LeafCounts, LeafCounts),
+    /// Leaves after the sweep ran again with logging off: (KVM, slat).
+    pub rewritten: (LeafCounts, LeafCounts),
+}
+
+impl DirtyProbe {
+    /// Every round and both leaf comparisons agree.
+    pub fn agree(&self) -> bool {
+        self.rounds.iter().all(DirtyRound::agree)
+            && self.logging_off.0 == self.logging_off.1
+            && self.rewritten.0 == self.rewritten.1
+    }
+}
+
+fn dirty_round(o: &Oracle<'_>, step: &str) -> Result<DirtyRound> {
+    let (kvm, slat) = o.harvest()?;
+    let ones = |b: &[u64]| b.iter().map(|w| u64::from(w.count_ones())).sum::<u64>();
+    Ok(DirtyRound {
+        step: step.to_string(),
+        kvm_dirty: ones(&kvm),
+        slat_dirty: ones(&slat),
+        difference: compare_dirty(&kvm, &slat).err(),
+        kvm: o.kvm_counts()?,
+        slat: o.slat_counts(),
+    })
+}
+
+fn dirty_phase(o: &mut Oracle<'_>, protect: DirtyLogProtect, sweep: Sweep, bytes: u64) -> Result<DirtyProbe> {
+    let mut rounds = Vec::new();
+    o.set_dirty_logging(true)?;
+    rounds.push(dirty_round(o, "logging on")?);
+    let half = Sweep { offset: 0, len: bytes / 2, stride: 64 << 10, access: GuestAccess::Write };
+    o.run(half)?;
+    rounds.push(dirty_round(o, "guest wrote every 16th page of the first half")?);
+    if protect != DirtyLogProtect::GetClears {
+        let quarter = ((bytes >> 12) / 4) & !63;
+        let cleared = o.clear_dirty_log(0, &vec![u64::MAX; (quarter / 64) as usize])?;
+        rounds.push(dirty_round(o, &format!("KVM_CLEAR_DIRTY_LOG of the first quarter ({cleared} bits cleared)"))?);
+    }
+    o.run(Sweep { stride: 32 << 10, ..half })?;
+    rounds.push(dirty_round(o, "guest wrote every 8th page of the first half")?);
+    o.set_dirty_logging(false)?;
+    let logging_off = (o.kvm_counts()?, o.slat_counts());
+    o.run(sweep)?;
+    let rewritten = (o.kvm_counts()?, o.slat_counts());
+    Ok(DirtyProbe { protect, rounds, logging_off, rewritten })
+}
+
 /// Run the micro-VM on `backing` (`bytes`, hva `skew` past 2 MiB) with `guest_pages`, sweep it
-/// once, and report KVM's leaves beside slat's prediction and reasons.
+/// once, and report KVM's leaves beside slat's prediction and reasons. With `dirty_log`, then
+/// log the data memslot's dirty pages harvested that way ([`DirtyProbe`]).
 pub fn probe(
     backing: HostBacking,
     bytes: u64,
     skew: u64,
     guest_pages: GuestPageSize,
     sweep: Sweep,
+    dirty_log: Option<DirtyLogProtect>,
 ) -> Result<ProbeReport> {
     crate::vmm::open_kvm()?;
     let setup = backing.make(bytes, skew)?;
@@ -478,7 +684,8 @@ pub fn probe(
     let without = o.slat_counts();
     // Now with KVM's prefetch: a fresh pair (prefetch changes what later faults find).
     drop(o);
-    let mut o = Oracle::new(&system, setup.backing(), guest_pages)?;
+    let mut o =
+        Oracle::with_protect(&system, setup.backing(), guest_pages, dirty_log.unwrap_or(DirtyLogProtect::GetClears))?;
     o.run(sweep)?;
     let slat = o.slat_counts();
     let kvm = o.kvm_counts()?;
@@ -496,6 +703,10 @@ pub fn probe(
                 .map(|r| (r.name().to_string(), pages[r as usize]))
         })
         .collect();
+    let dirty = match dirty_log {
+        Some(protect) => Some(dirty_phase(&mut o, protect, sweep, bytes)?),
+        None => None,
+    };
     Ok(ProbeReport {
         backing,
         bytes,
@@ -509,5 +720,6 @@ pub fn probe(
         run,
         reasons,
         why_totals,
+        dirty,
     })
 }

@@ -1,5 +1,5 @@
 //! Host settings a test or an operator changes for a while, restored afterwards: hugetlb pool
-//! reservations, private tmpfs and hugetlbfs mounts, a debugfs mount.
+//! reservations, the shmem THP knob, private tmpfs and hugetlbfs mounts, a debugfs mount.
 //!
 //! Every helper returns a guard whose `Drop` undoes exactly what it changed: a pool grown by
 //! `n` pages shrinks back to the size it had (reservations made at the same time by other
@@ -82,6 +82,9 @@ fn pool_index(size: HugetlbSize) -> usize {
     }
 }
 
+/// Whether this process already dropped caches and compacted memory for a 1G reservation.
+static COMPACTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// A guard holding `pages` more hugetlb pages of one size in the pool than there were; the pool
 /// goes back to its earlier `nr_hugepages` when the last guard of this process is dropped.
 #[derive(Debug)]
@@ -93,7 +96,10 @@ pub struct HugetlbReservation {
 impl HugetlbReservation {
     /// Grow the pool of `size` so that `pages` more pages are available than before (the
     /// kernel may grant fewer, especially 1G pages at run time: then the change is undone and
-    /// [`Error::PoolShort`] says how many it granted). Needs root.
+    /// [`Error::PoolShort`] says how many it granted; [`GiganticBlockers`] says why). For 1G
+    /// pages a short grant is retried after dropping clean caches and compacting memory
+    /// (`/proc/sys/vm/drop_caches`, `compact_memory`: actions, nothing to restore), the first
+    /// time in a process only. Needs root.
     pub fn reserve(size: HugetlbSize, pages: u64) -> Result<Self> {
         let mut pools = POOLS.lock().unwrap_or_else(|p| p.into_inner());
         let nr = size.sysfs_dir().join("nr_hugepages");
@@ -102,7 +108,15 @@ impl HugetlbReservation {
         let (orig, added) = slot.unwrap_or((before.total, 0));
         let want = before.total + pages;
         write_u64(&nr, want)?;
-        let after = PoolState::read(size)?;
+        let mut after = PoolState::read(size)?;
+        if after.total < want && size == HugetlbSize::Size1G && !COMPACTED.swap(true, Ordering::Relaxed) {
+            // Gigantic pages need a whole free GiB: drop clean caches, compact, try once more
+            // (once per process: dropping every clean cache is felt by everything on the host).
+            let _ = fs::write("/proc/sys/vm/drop_caches", "3\n");
+            let _ = fs::write("/proc/sys/vm/compact_memory", "1\n");
+            write_u64(&nr, want)?;
+            after = PoolState::read(size)?;
+        }
         if after.total < want {
             let granted = after.available().saturating_sub(before.available());
             write_u64(&nr, before.total)?;
@@ -142,6 +156,184 @@ impl Drop for HugetlbReservation {
     }
 }
 
+/// The shmem THP knob: `/sys/kernel/mm/transparent_hugepage/shmem_enabled`.
+pub const SHMEM_ENABLED: &str = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
+
+/// A value of [`SHMEM_ENABLED`], the THP policy of memfds, SysV shm and shared anonymous
+/// memory (other tmpfs mounts follow their own `huge=` option).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShmemEnabled {
+    /// `always`: every suitably aligned range gets a huge page.
+    Always,
+    /// `within_size`: huge pages only inside `i_size`.
+    WithinSize,
+    /// `advise`: huge pages only where the mapping has `MADV_HUGEPAGE`.
+    Advise,
+    /// `never`.
+    Never,
+    /// `deny`: never, and overrides tmpfs `huge=` options.
+    Deny,
+    /// `force`: always, and overrides tmpfs `huge=` options.
+    Force,
+}
+
+impl ShmemEnabled {
+    /// Every value, in the kernel's order.
+    pub const ALL: [ShmemEnabled; 6] = [
+        ShmemEnabled::Always,
+        ShmemEnabled::WithinSize,
+        ShmemEnabled::Advise,
+        ShmemEnabled::Never,
+        ShmemEnabled::Deny,
+        ShmemEnabled::Force,
+    ];
+
+    /// The value as the kernel spells it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ShmemEnabled::Always => "always",
+            ShmemEnabled::WithinSize => "within_size",
+            ShmemEnabled::Advise => "advise",
+            ShmemEnabled::Never => "never",
+            ShmemEnabled::Deny => "deny",
+            ShmemEnabled::Force => "force",
+        }
+    }
+
+    /// The selected value of a `shmem_enabled` file's contents (`always within_size [advise] ...`).
+    pub fn parse(contents: &str) -> Option<Self> {
+        let sel = contents.split_whitespace().find(|w| w.starts_with('['))?.trim_matches(['[', ']']);
+        Self::ALL.into_iter().find(|v| v.name() == sel)
+    }
+
+    /// The value in force now.
+    pub fn read() -> Result<Self> {
+        let s = fs::read_to_string(SHMEM_ENABLED).map_err(|e| Error::io(format!("read {SHMEM_ENABLED}"), e))?;
+        Self::parse(&s)
+            .ok_or_else(|| Error::Parse { path: SHMEM_ENABLED.into(), detail: format!("no [selected] value in {s:?}") })
+    }
+}
+
+/// Serialises the [`ShmemEnabledGuard`]s of this process: one knob, one owner at a time.
+static SHMEM_KNOB: Mutex<()> = Mutex::new(());
+
+/// A guard that sets [`SHMEM_ENABLED`] and puts the earlier value back on drop (also when a
+/// test panics and unwinds). Guards of one process take turns: a second `set` waits for the
+/// first guard to drop.
+#[derive(Debug)]
+pub struct ShmemEnabledGuard {
+    previous: ShmemEnabled,
+    changed: bool,
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+impl ShmemEnabledGuard {
+    /// Set the knob to `value` (root).
+    pub fn set(value: ShmemEnabled) -> Result<Self> {
+        let turn = SHMEM_KNOB.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = ShmemEnabled::read()?;
+        fs::write(SHMEM_ENABLED, value.name())
+            .map_err(|e| Error::io(format!("write {} to {SHMEM_ENABLED}", value.name()), e))?;
+        Ok(ShmemEnabledGuard { previous, changed: true, _turn: turn })
+    }
+
+    /// Hold the knob as it is (no root needed): other guards of this process wait until this
+    /// one drops, so a test that depends on the value sees no change.
+    pub fn keep() -> Result<Self> {
+        let turn = SHMEM_KNOB.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(ShmemEnabledGuard { previous: ShmemEnabled::read()?, changed: false, _turn: turn })
+    }
+
+    /// The value the knob had before, restored on drop.
+    pub fn previous(&self) -> ShmemEnabled {
+        self.previous
+    }
+}
+
+impl Drop for ShmemEnabledGuard {
+    fn drop(&mut self) {
+        if self.changed {
+            let _ = fs::write(SHMEM_ENABLED, self.previous.name());
+        }
+    }
+}
+
+/// Why the kernel may not find a free 1 GiB page at run time: per 1 GiB-aligned range of
+/// physical memory, the pages no compaction can move.
+///
+/// A run-time gigantic page comes from `alloc_contig_pages` (mm/page_alloc.c), which looks for
+/// a naturally aligned PFN range whose pages are all free or movable (`pfn_range_valid_contig`
+/// rejects reserved pages and non-LRU compound pages; `alloc_contig_range` then fails on slab
+/// and page-table pages, which `isolate_migratepages_range` cannot move). A single slab page in
+/// every GiB is enough to refuse every 1 GiB page while most of memory is free.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct GiganticBlockers {
+    /// 1 GiB-aligned ranges examined (holes included).
+    pub ranges: u64,
+    /// Ranges without RAM (`KPF_NOPAGE` throughout, or no flag on any page: the PCI hole).
+    pub holes: u64,
+    /// Ranges with no reserved, slab or page-table page: candidates for a gigantic page.
+    pub candidates: u64,
+    /// Per range with memory: (first PFN, reserved pages, slab pages, page-table pages, free pages).
+    pub per_range: Vec<(u64, u64, u64, u64, u64)>,
+}
+
+impl GiganticBlockers {
+    /// Scan `/proc/kpageflags` (root; about a second per 24 GiB).
+    pub fn scan() -> Result<Self> {
+        const PAGES: u64 = 1 << 18; // 1 GiB of 4 KiB pages
+        const SLAB: u32 = 7;
+        const BUDDY: u32 = 10;
+        const NOPAGE: u32 = 20;
+        const PGTABLE: u32 = 26;
+        const RESERVED: u32 = 32;
+        let kpf = crate::pagemap::KpageFlags::open()?;
+        let mut out = GiganticBlockers::default();
+        for range in 0.. {
+            let Ok(flags) = kpf.read(range * PAGES, PAGES as usize) else { break };
+            out.ranges += 1;
+            let count = |bit: u32| flags.iter().filter(|f| f.0 >> bit & 1 == 1).count() as u64;
+            // A hole: no struct page (`KPF_NOPAGE`), or not one flag on any page of the GiB
+            // (the PCI hole below 4 GiB: memmap present, no memory behind it).
+            if count(NOPAGE) == PAGES || flags.iter().all(|f| f.0 == 0) {
+                out.holes += 1;
+                continue;
+            }
+            let (reserved, slab, pgtable, free) = (count(RESERVED), count(SLAB), count(PGTABLE), count(BUDDY));
+            if reserved + slab + pgtable == 0 {
+                out.candidates += 1;
+            }
+            out.per_range.push((range * PAGES, reserved, slab, pgtable, free));
+        }
+        Ok(out)
+    }
+}
+
+impl std::fmt::Display for GiganticBlockers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let with = self.per_range.len() as u64;
+        write!(
+            f,
+            "{} of {with} 1 GiB-aligned ranges of RAM hold no unmovable page ({} holes skipped)",
+            self.candidates, self.holes
+        )?;
+        let blocked: Vec<String> = self
+            .per_range
+            .iter()
+            .filter(|r| r.1 + r.2 + r.3 > 0)
+            .map(|&(pfn, res, slab, pt, free)| {
+                format!("GiB {}: {res} reserved, {slab} slab, {pt} page-table, {free} free", pfn >> 18)
+            })
+            .collect();
+        if !blocked.is_empty() {
+            let shown = blocked.iter().take(6).cloned().collect::<Vec<_>>().join("; ");
+            write!(f, "; unmovable pages per GiB: {shown}{}", if blocked.len() > 6 { "; ..." } else { "" })?;
+        }
+        Ok(())
+    }
+}
+
 static MOUNT_SEQ: AtomicU64 = AtomicU64::new(0);
 
 fn fresh_dir(prefix: &str) -> Result<PathBuf> {
@@ -149,6 +341,34 @@ fn fresh_dir(prefix: &str) -> Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("slat-{prefix}-{}-{n}", std::process::id()));
     fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
     Ok(dir)
+}
+
+/// A file this process created in the temporary directory (`TMPDIR`, else `/tmp`); removed on
+/// drop with its directory.
+#[derive(Debug)]
+pub struct TempFile {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl TempFile {
+    /// A fresh directory with a (not yet created) file `name` in it.
+    pub fn new(name: &str) -> Result<Self> {
+        let dir = fresh_dir("file")?;
+        Ok(TempFile { path: dir.join(name), dir })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+        let _ = fs::remove_dir(&self.dir);
+    }
 }
 
 /// A file system this process mounted on a fresh directory; unmounted and removed on drop.
@@ -268,4 +488,21 @@ pub fn ensure_debugfs() -> Result<bool> {
     rustix::mount::mount("debugfs", DEBUGFS, "debugfs", MountFlags::empty(), None)
         .map_err(|e| Error::io(format!("mount -t debugfs none {DEBUGFS}"), e))?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shmem_enabled_selection() {
+        assert_eq!(ShmemEnabled::parse("always within_size advise [never] deny force\n"), Some(ShmemEnabled::Never));
+        assert_eq!(ShmemEnabled::parse("always [within_size] advise never deny force"), Some(ShmemEnabled::WithinSize));
+        assert_eq!(ShmemEnabled::parse("[advise]"), Some(ShmemEnabled::Advise));
+        assert_eq!(ShmemEnabled::parse("always advise never"), None, "nothing selected");
+        assert_eq!(ShmemEnabled::parse("[sometimes]"), None, "unknown value");
+        for v in ShmemEnabled::ALL {
+            assert_eq!(ShmemEnabled::parse(&format!("[{}]", v.name())), Some(v));
+        }
+    }
 }

@@ -38,7 +38,10 @@
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
-use kvm_bindings::{kvm_segment, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_MEM_LOG_DIRTY_PAGES};
+use kvm_bindings::{
+    kvm_clear_dirty_log, kvm_enable_cap, kvm_segment, kvm_userspace_memory_region, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+    KVM_DIRTY_LOG_INITIALLY_SET, KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE, KVM_MAX_CPUID_ENTRIES, KVM_MEM_LOG_DIRTY_PAGES,
+};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use rustix::ioctl::{Ioctl, IoctlOutput, Opcode};
 
@@ -198,8 +201,35 @@ unsafe impl Ioctl for FdIoctl {
 }
 
 const KVM_GET_STATS_FD: Opcode = rustix::ioctl::opcode::none(0xAE, 0xce);
+/// `_IOWR(KVMIO, 0xc0, struct kvm_clear_dirty_log)`.
+const KVM_CLEAR_DIRTY_LOG: Opcode = rustix::ioctl::opcode::read_write::<kvm_clear_dirty_log>(0xAE, 0xc0);
 
-fn stats_fd(fd: &impl AsRawFd, what: &str) -> Result<File> {
+/// How `KVM_GET_DIRTY_LOG` behaves (`KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DirtyLogProtect {
+    /// The default: `KVM_GET_DIRTY_LOG` returns the bitmap, clears it and write-protects the
+    /// pages it reported.
+    GetClears,
+    /// Manual protect: `KVM_GET_DIRTY_LOG` only reads; `KVM_CLEAR_DIRTY_LOG` clears bits and
+    /// write-protects exactly the pages whose bits it cleared.
+    Manual,
+    /// Manual protect with `KVM_DIRTY_LOG_INITIALLY_SET`: enabling logging sets every bit and
+    /// protects nothing until the first clear.
+    ManualInitiallySet,
+}
+
+/// `KVM_GET_STATS_FD` on a KVM VM or vCPU fd (`what` names it in the error): the binary
+/// statistics file that [`crate::kvm::parse_stats`] reads. kvm-ioctls has no wrapper for it.
+///
+/// ```no_run
+/// let kvm = slat_linux::vmm::open_kvm()?;
+/// let vm = kvm.create_vm().expect("KVM_CREATE_VM");
+/// let stats = slat_linux::vmm::stats_fd(&vm, "VM")?;
+/// let pages = slat_linux::kvm::parse_stats(&stats)?;
+/// # Ok::<(), slat_linux::Error>(())
+/// ```
+pub fn stats_fd(fd: &impl AsRawFd, what: &str) -> Result<File> {
     // SAFETY: the fd is a live KVM VM or vCPU fd owned by the caller for the call's duration.
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd.as_raw_fd()) };
     // SAFETY: KVM_GET_STATS_FD takes no argument.
@@ -240,6 +270,7 @@ pub struct MicroVm<'a> {
     guest_pages: GuestPageSize,
     page_table_gfns: Vec<u64>,
     logging: bool,
+    protect: DirtyLogProtect,
     runs: u64,
 }
 
@@ -288,6 +319,7 @@ impl<'a> MicroVm<'a> {
             guest_pages,
             page_table_gfns,
             logging: false,
+            protect: DirtyLogProtect::GetClears,
             runs: 0,
         };
         this.vcpu_stats = stats_fd(&this.vcpu, "vCPU")?;
@@ -440,7 +472,73 @@ impl<'a> MicroVm<'a> {
         Ok(())
     }
 
-    /// `KVM_GET_DIRTY_LOG` of the data memslot: one bit per 4 KiB page (get and clear).
+    /// Choose how the dirty log is harvested (`KVM_ENABLE_CAP` of
+    /// `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2`); [`DirtyLogProtect::GetClears`] is the default and
+    /// needs no call. Fails with [`Error::Unsupported`] when the kernel lacks the capability or
+    /// the `INITIALLY_SET` option.
+    pub fn set_dirty_log_protect(&mut self, mode: DirtyLogProtect) -> Result<()> {
+        let offered = self.vm.check_extension_raw(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2.into());
+        let want = match mode {
+            DirtyLogProtect::GetClears => 0,
+            DirtyLogProtect::Manual => KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE,
+            DirtyLogProtect::ManualInitiallySet => KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET,
+        };
+        if (offered as u32) & want != want {
+            return Err(Error::Unsupported {
+                what: format!("KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 option {want:#x} ({mode:?}): KVM offers {offered:#x}"),
+            });
+        }
+        let cap = kvm_enable_cap {
+            cap: KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+            args: [want.into(), 0, 0, 0],
+            ..Default::default()
+        };
+        self.vm.enable_cap(&cap).map_err(|e| kvm_err("KVM_ENABLE_CAP(MANUAL_DIRTY_LOG_PROTECT2)", e))?;
+        self.protect = mode;
+        Ok(())
+    }
+
+    /// The dirty-log harvest mode in force.
+    pub fn dirty_log_protect(&self) -> DirtyLogProtect {
+        self.protect
+    }
+
+    /// `KVM_CLEAR_DIRTY_LOG` on the data memslot: clear the bits of `mask` (bit `i % 64` of word
+    /// `i / 64` is page `first_page + i`) and write-protect the pages whose bits were set.
+    /// `first_page` must be a multiple of 64 and the mask must end at a multiple of 64 pages or
+    /// at the memslot's end, as KVM demands (EINVAL otherwise).
+    pub fn clear_dirty_log(&self, first_page: u64, mask: &[u64]) -> Result<()> {
+        if !self.logging || self.protect == DirtyLogProtect::GetClears {
+            return Err(Error::Invalid("KVM_CLEAR_DIRTY_LOG needs dirty logging on in a manual-protect mode".into()));
+        }
+        let npages = self.data.len() >> 12;
+        let num_pages = (mask.len() as u64 * 64).min(npages.saturating_sub(first_page));
+        let mut bitmap = mask.to_vec();
+        let mut arg = kvm_clear_dirty_log {
+            slot: DATA_SLOT,
+            num_pages: u32::try_from(num_pages)
+                .map_err(|_| Error::Invalid(format!("clear of {num_pages} pages: more than u32")))?,
+            first_page,
+            __bindgen_anon_1: kvm_bindings::kvm_clear_dirty_log__bindgen_ty_1 {
+                dirty_bitmap: bitmap.as_mut_ptr().cast(),
+            },
+        };
+        // SAFETY: the VM fd is live; `arg` is the struct KVM_CLEAR_DIRTY_LOG expects, and its
+        // bitmap pointer covers `num_pages` bits (`mask.len()` words), alive for the call.
+        let ioctl = unsafe { rustix::ioctl::Updater::<{ KVM_CLEAR_DIRTY_LOG }, kvm_clear_dirty_log>::new(&mut arg) };
+        // SAFETY: see above.
+        unsafe { rustix::ioctl::ioctl(self.vm_borrowed(), ioctl) }.map_err(|e| {
+            Error::io(format!("KVM_CLEAR_DIRTY_LOG pages {first_page}+{num_pages}"), std::io::Error::from(e))
+        })
+    }
+
+    fn vm_borrowed(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: the VM fd is owned by self.vm and outlives the borrow.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.vm.as_raw_fd()) }
+    }
+
+    /// `KVM_GET_DIRTY_LOG` of the data memslot: one bit per 4 KiB page (also clears and
+    /// re-protects, unless a manual-protect mode is on: [`DirtyLogProtect`]).
     pub fn dirty_log(&self) -> Result<Vec<u64>> {
         if !self.logging {
             return Err(Error::Invalid("dirty logging is off for the data memslot".into()));

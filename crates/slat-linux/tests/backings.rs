@@ -76,6 +76,7 @@ fn anonymous_4k_off_2m_loses_head_and_tail_only() {
 
 #[test]
 fn memfd_follows_shmem_enabled() {
+    let _knob = slat_linux::pool::ShmemEnabledGuard::keep().unwrap();
     let b = Backing::memfd(8 * M, None, ThpAdvice::Hugepage, Placement::aligned(M2)).unwrap();
     b.populate_write().unwrap();
     let v = own_vma(b.hva());
@@ -251,4 +252,154 @@ fn scan_loops_on_walk_end_without_losing_or_doubling_pages() {
     assert_eq!(by_pagemap * 4096, 32 * M);
     assert_eq!(present, 32 * M, "{} regions", regions.len());
     assert!(regions.windows(2).all(|w| w[0].end <= w[1].start), "sorted, disjoint");
+}
+
+/// Every view of `b` agrees on its host leaves: PAGEMAP_SCAN, smaps (`ShmemPmdMapped` or
+/// `FilePmdMapped`), the host map over each source, and slat's `LocalMemory` per 2M block.
+/// Returns the PMD-mapped bytes.
+fn views_agree(b: &Backing, what: &str) -> u64 {
+    use slat_linux::hostmap::HostMap;
+    use slat_linux::memory::LocalMemory;
+    use slat_mmu::{HostMemory, Hva};
+    let (start, end) = (b.hva(), b.hva() + b.len());
+    let (present, huge, _) = scanned(start, end);
+    assert_eq!(present, b.len(), "{what}: every page present");
+    let v = own_vma(start);
+    let smaps_huge = if b.kind() == slat_mmu::BackingKind::Shmem { v.shmem_pmd_mapped } else { v.file_pmd_mapped };
+    assert_eq!(huge, smaps_huge, "{what}: PAGEMAP_SCAN HUGE == smaps PmdMapped");
+    let map = HostMap::of_process(0, &[(start, end)], false).unwrap();
+    let split = map.split(start, end);
+    assert_eq!((split.bytes_2m, split.bytes_4k), (huge, b.len() - huge), "{what}: host map");
+    assert!(
+        map.extents().iter().filter(|e| e.start < end && e.end > start).all(|e| e.kind == b.kind()),
+        "{what}: kind"
+    );
+    // The smaps fallback knows presence and hugetlb sizes only (no THP placement).
+    let fallback = HostMap::of_process(0, &[(start, end)], true).unwrap();
+    assert_eq!(fallback.split(start, end).present(), b.len(), "{what}: smaps fallback presence");
+    // `slat inspect` on the same range (gpa 1 GiB: congruent): host and stage-2 mix, policy.
+    let spec: slat_linux::inspect::RangeSpec = format!("{start:#x}:{}@{:#x}", b.len(), 1u64 << 30).parse().unwrap();
+    let opts = slat_linux::inspect::Options { ranges: vec![spec], no_debugfs: true, ..Default::default() };
+    let r = slat_linux::inspect::inspect(std::process::id() as i32, &opts).unwrap();
+    let blk = &r.blocks[0];
+    assert_eq!((blk.host.bytes_2m, blk.host.bytes_4k), (huge, b.len() - huge), "{what}: inspect host");
+    assert_eq!((blk.stage2.bytes_2m, blk.stage2.bytes_4k), (huge, b.len() - huge), "{what}: inspect stage 2");
+    if huge > 0 {
+        assert_eq!(blk.policy.allows_thp, Some(true), "{what}: {}", blk.policy.because);
+    }
+    let host = LocalMemory::new(vec![b]).unwrap();
+    for block in (start..end).step_by(M2 as usize) {
+        let page = host.lookup(Hva(block)).unwrap_or_else(|| panic!("{what}: {block:#x} present"));
+        let (_, h, _) = scanned(block, (block + M2).min(end));
+        let want = if h == M2 { slat_pt::PageSize::Size2M } else { slat_pt::PageSize::Size4K };
+        assert_eq!(page.size, want, "{what}: LocalMemory at {block:#x}");
+        assert_eq!(page.kind, b.kind());
+    }
+    huge
+}
+
+/// tmpfs `huge=within_size`: a huge page only where it lies wholly inside `i_size`. A 9 MiB
+/// file: the first four 2M blocks are PMD-mapped, the last MiB (its 2M block ends past EOF)
+/// is 4K.
+#[test]
+fn tmpfs_huge_within_size_stops_at_i_size() {
+    if !root("tmpfs_huge_within_size") {
+        return;
+    }
+    let mnt = TmpfsMount::new(TmpfsHuge::WithinSize, 64 * M).unwrap();
+    let mounts = slat_linux::policy::mounts_of(std::process::id() as i32);
+    let m = mounts.iter().find(|m| m.mount_point == mnt.path().to_str().unwrap()).expect("mount in mountinfo");
+    assert_eq!((m.fstype.as_str(), m.option("huge")), ("tmpfs", Some("within_size")));
+    let b = Backing::file(mnt.path().join("ram"), 0, 9 * M, ThpAdvice::None, Placement::aligned(M2)).unwrap();
+    b.populate_write().unwrap();
+    assert_eq!(views_agree(&b, "within_size, 9 MiB file"), 8 * M);
+    drop(b);
+    // The mount is gone after the guard drops.
+    let path = mnt.path().to_path_buf();
+    drop(mnt);
+    let mounts = slat_linux::policy::mounts_of(std::process::id() as i32);
+    assert!(!mounts.iter().any(|m| m.mount_point == path.to_str().unwrap()), "unmounted");
+    assert!(!path.exists(), "mount point removed");
+}
+
+/// tmpfs `huge=advise`: huge pages only for mappings with `MADV_HUGEPAGE`.
+#[test]
+fn tmpfs_huge_advise_needs_madvise() {
+    if !root("tmpfs_huge_advise") {
+        return;
+    }
+    let mnt = TmpfsMount::new(TmpfsHuge::Advise, 64 * M).unwrap();
+    let plain = Backing::file(mnt.path().join("plain"), 0, 8 * M, ThpAdvice::None, Placement::aligned(M2)).unwrap();
+    plain.populate_write().unwrap();
+    assert_eq!(views_agree(&plain, "advise, no madvise"), 0);
+    let advised =
+        Backing::file(mnt.path().join("advised"), 0, 8 * M, ThpAdvice::Hugepage, Placement::aligned(M2)).unwrap();
+    advised.populate_write().unwrap();
+    assert!(own_vma(advised.hva()).vm_flags.contains(VmFlag::Hugepage));
+    assert_eq!(views_agree(&advised, "advise, MADV_HUGEPAGE"), 8 * M);
+    drop((plain, advised));
+}
+
+/// Seed 002: `shmem_enabled=advise` gives a memfd THP only with `MADV_HUGEPAGE`; the knob is
+/// put back by its guard, also when the holder panics.
+#[test]
+fn shmem_enabled_advise_memfd() {
+    use slat_linux::pool::{ShmemEnabled, ShmemEnabledGuard};
+    if !root("shmem_enabled_advise_memfd") {
+        return;
+    }
+    let before = ShmemEnabled::read().unwrap();
+    {
+        let knob = ShmemEnabledGuard::set(ShmemEnabled::Advise).unwrap();
+        assert_eq!(knob.previous(), before);
+        assert_eq!(ShmemEnabled::read().unwrap(), ShmemEnabled::Advise);
+        let plain = Backing::memfd(8 * M, None, ThpAdvice::None, Placement::aligned(M2)).unwrap();
+        plain.populate_write().unwrap();
+        assert_eq!(views_agree(&plain, "memfd, advise, no madvise"), 0);
+        let advised = Backing::memfd(8 * M, None, ThpAdvice::Hugepage, Placement::aligned(M2)).unwrap();
+        advised.populate_write().unwrap();
+        assert_eq!(views_agree(&advised, "memfd, advise, MADV_HUGEPAGE"), 8 * M);
+        // 4K off 2M (QEMU's memfd RAM): no PMD even with the advice.
+        let skewed = Backing::memfd(8 * M, None, ThpAdvice::Hugepage, Placement::skewed(M2, 4096)).unwrap();
+        skewed.populate_write().unwrap();
+        assert_eq!(views_agree(&skewed, "memfd, advise, 4K off 2M"), 0);
+    }
+    assert_eq!(ShmemEnabled::read().unwrap(), before, "restored on drop");
+    let r = std::panic::catch_unwind(|| {
+        let _knob = ShmemEnabledGuard::set(ShmemEnabled::Force).unwrap();
+        panic!("a test failing while it holds the knob");
+    });
+    assert!(r.is_err());
+    assert_eq!(ShmemEnabled::read().unwrap(), before, "restored on panic");
+}
+
+/// A regular file on this host's disk file system (ext4 for /tmp here): without
+/// `MADV_HUGEPAGE` the mmap fault reads around with small folios and maps PTEs; with it,
+/// `do_sync_mmap_readahead` (mm/filemap.c) asks `page_cache_ra_order` for PMD-order folios and
+/// `finish_fault` → `do_set_pmd` maps each with a PMD. Every view agrees either way.
+#[test]
+fn regular_file_pmd_mapped_only_with_madvise() {
+    let file = slat_linux::pool::TempFile::new("ram").unwrap();
+    let plain = Backing::file(file.path(), 0, 8 * M, ThpAdvice::None, Placement::aligned(M2)).unwrap();
+    if plain.kind() != slat_mmu::BackingKind::PageCache {
+        eprintln!(
+            "SKIP regular_file_pmd_mapped_only_with_madvise: {} is not on a disk file system",
+            file.path().display()
+        );
+        return;
+    }
+    plain.populate_write().unwrap();
+    assert_eq!(views_agree(&plain, "regular file"), 0);
+    let file2 = slat_linux::pool::TempFile::new("ram").unwrap();
+    let advised = Backing::file(file2.path(), 0, 8 * M, ThpAdvice::Hugepage, Placement::aligned(M2)).unwrap();
+    advised.populate_write().unwrap();
+    assert_eq!(views_agree(&advised, "regular file, MADV_HUGEPAGE"), 8 * M);
+    if rustix::process::geteuid().is_root() {
+        let (pm, kpf) = (Pagemap::open(0).unwrap(), KpageFlags::open().unwrap());
+        let fb = folio_block(&pm, &kpf, advised.hva()).unwrap();
+        assert_eq!((fb.present, fb.thp), (512, 512), "a PMD-order page-cache folio");
+        let fb = folio_block(&pm, &kpf, plain.hva()).unwrap();
+        eprintln!("regular file without advice, first 2M: {fb:?}");
+    }
+    drop((plain, advised));
 }

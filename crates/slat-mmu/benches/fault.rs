@@ -3,50 +3,24 @@
 //! two threads >= 1.7x one.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use slat_mmu::testing::RecordingTlb;
-use slat_mmu::{
-    BackingKind, Gfn, Gpa, HostError, HostMemory, HostPage, Hva, MemslotSpec, Mmu, MmuConfig, Parts, Pfn, Tlb,
-};
+use slat_mmu::testing::{InstantHost, RecordingTlb};
+use slat_mmu::{Gfn, Gpa, Hva, MemslotSpec, Mmu, MmuConfig, Parts, Pfn};
 use slat_pt::format::Ept4;
-use slat_pt::{Access, FlushRange, PageSize, SimFrameAllocator};
+use slat_pt::{Access, NoTlb, PageSize, SimFrameAllocator};
 
 const GIB: u64 = 1 << 30;
 const HVA: u64 = 0x7f00_0000_0000;
 
-/// A host that answers at once: hva maps linearly to pfns, at a fixed host leaf size.
-struct InstantHost(PageSize);
-
-impl HostMemory for InstantHost {
-    fn fault_in(&self, hva: Hva, _write: bool) -> Result<HostPage, HostError> {
-        let hva = hva.0;
-        Ok(HostPage::new(Pfn((hva - HVA) >> 12 | (1 << 28)), self.0, true, BackingKind::Anonymous))
-    }
-    fn lookup(&self, hva: Hva) -> Option<HostPage> {
-        let hva = hva.0;
-        self.fault_in(Hva(hva), false).ok()
-    }
-    fn mark_dirty(&self, _: Pfn, _: u64) {}
-    fn mark_accessed(&self, _: Pfn, _: u64) {}
-}
-
-/// A TLB that does nothing (faults into empty ranges never flush).
-struct NoTlb;
-impl Tlb for NoTlb {
-    fn flush_range(&self, _: &FlushRange) {}
-    fn flush_all(&self) {}
-    fn cache_maintenance(&self) -> slat_mmu::CacheMaintenance {
-        slat_mmu::CacheMaintenance::NOT_NEEDED
-    }
-    fn clean_dcache(&self, _: u64, _: u64) {}
-    fn invalidate_icache(&self, _: u64, _: u64) {}
-}
-
 type BenchMmu = Mmu<Ept4, Parts<SimFrameAllocator, InstantHost, NoTlb, slat_mmu::sharded::ShardedRawRwLock>>;
 
 fn vm(host_size: PageSize) -> BenchMmu {
-    let m =
-        Mmu::new(MmuConfig::default(), SimFrameAllocator::new(0x100_0000_0000, 4 * GIB), InstantHost(host_size), NoTlb)
-            .unwrap();
+    let m = Mmu::new(
+        MmuConfig::default(),
+        SimFrameAllocator::new(0x100_0000_0000, 4 * GIB),
+        InstantHost::new(Hva(HVA), Pfn(1 << 28), host_size),
+        NoTlb,
+    )
+    .unwrap();
     m.add_memslot(MemslotSpec {
         id: 0,
         base_gfn: Gfn(GIB >> 12),

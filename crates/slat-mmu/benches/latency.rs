@@ -10,17 +10,14 @@
 //!
 //! `cargo bench -p slat-mmu --bench latency`
 
-use slat_mmu::Hva;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use slat_mmu::{
-    BackingKind, CacheMaintenance, DirtyLogMode, Gfn, Gpa, HostError, HostMemory, HostPage, MemslotSpec, MmuConfig,
-    Pfn, StdMmu, Tlb,
-};
+use slat_mmu::testing::InstantHost;
+use slat_mmu::{DirtyLogMode, Gfn, Gpa, Hva, MemslotSpec, MmuConfig, Pfn, StdMmu};
 use slat_pt::format::Ept4;
-use slat_pt::{Access, FlushRange, PageSize, SimFrameAllocator};
+use slat_pt::{Access, NoTlb, PageSize, SimFrameAllocator};
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
@@ -31,37 +28,13 @@ const VCPU_HVA: u64 = 0x2000_0000_0000;
 const VCPU_SLOT: u64 = 512 * MIB;
 
 /// A host that answers at once: 2 MiB pages for the big slot, 4 KiB for the vCPUs' slots.
-struct InstantHost;
-
-impl HostMemory for InstantHost {
-    fn fault_in(&self, hva: Hva, _write: bool) -> Result<HostPage, HostError> {
-        let hva = hva.0;
-        let size = if hva >= VCPU_HVA { PageSize::Size4K } else { PageSize::Size2M };
-        Ok(HostPage::new(Pfn((hva >> 12) & ((1 << 36) - 1)), size, true, BackingKind::Anonymous))
-    }
-    fn lookup(&self, hva: Hva) -> Option<HostPage> {
-        let hva = hva.0;
-        self.fault_in(Hva(hva), false).ok()
-    }
-    fn mark_dirty(&self, _: Pfn, _: u64) {}
-    fn mark_accessed(&self, _: Pfn, _: u64) {}
-}
-
-struct NoTlb;
-impl Tlb for NoTlb {
-    fn flush_range(&self, _: &FlushRange) {}
-    fn flush_all(&self) {}
-    fn cache_maintenance(&self) -> CacheMaintenance {
-        CacheMaintenance::NOT_NEEDED
-    }
-    fn clean_dcache(&self, _: u64, _: u64) {}
-    fn invalidate_icache(&self, _: u64, _: u64) {}
-}
+const HOST: InstantHost =
+    InstantHost::new(Hva(0), Pfn(0), PageSize::Size2M).with_size_from(Hva(VCPU_HVA), PageSize::Size4K);
 
 type BenchMmu = StdMmu<Ept4, SimFrameAllocator, InstantHost, NoTlb>;
 
 fn mmu(config: MmuConfig, big: u64) -> Arc<BenchMmu> {
-    let m = StdMmu::new(config, SimFrameAllocator::new(0x100_0000_0000, 4 * GIB), InstantHost, NoTlb).unwrap();
+    let m = StdMmu::new(config, SimFrameAllocator::new(0x100_0000_0000, 4 * GIB), HOST, NoTlb).unwrap();
     m.add_memslot(MemslotSpec {
         id: 0,
         base_gfn: Gfn((64 * GIB) >> 12),

@@ -1,6 +1,8 @@
-//! Small in-crate doubles for tests and examples: [`FakeHost`], a host whose mappings are set by
-//! hand, and [`RecordingTlb`], a TLB that records every flush. The realistic host lives in
-//! `slat-sim`.
+//! Small in-crate doubles for tests, examples and benchmarks: [`FakeHost`], a host whose
+//! mappings are set by hand; [`InstantHost`], a host that answers every fault at once from a
+//! linear map (for benchmarks of the MMU's own cost); and [`RecordingTlb`], a TLB that records
+//! every flush. A TLB with nothing to do is [`slat_pt::NoTlb`]. The realistic host lives in
+//! `slat-sim`, the real one in `slat-linux`.
 
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet};
@@ -182,6 +184,61 @@ pub enum CacheOp {
         /// Bytes.
         len: u64,
     },
+}
+
+/// A host that answers at once, without state: `hva` maps to `base_pfn + (hva - base_hva) / 4K`,
+/// writable anonymous memory, with a host leaf of `size` (or of the size set for the range the
+/// address falls in by [`with_size_from`](Self::with_size_from)). For benchmarks that measure
+/// the MMU and not the host.
+///
+/// ```
+/// use slat_mmu::testing::InstantHost;
+/// use slat_mmu::{HostMemory, Hva, Pfn};
+/// use slat_pt::PageSize;
+/// let host = InstantHost::new(Hva(0x7f00_0000_0000), Pfn(1 << 28), PageSize::Size2M)
+///     .with_size_from(Hva(0x7f00_4000_0000), PageSize::Size4K);
+/// let p = host.fault_in(Hva(0x7f00_0020_3000), true).unwrap();
+/// assert_eq!((p.pfn, p.size), (Pfn((1 << 28) + 0x203), PageSize::Size2M));
+/// assert_eq!(host.lookup(Hva(0x7f00_4000_0000)).unwrap().size, PageSize::Size4K);
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct InstantHost {
+    base_hva: Hva,
+    base_pfn: Pfn,
+    size: PageSize,
+    from: Option<(Hva, PageSize)>,
+}
+
+impl InstantHost {
+    /// Map `base_hva..` linearly onto `base_pfn..` with host leaves of `size`.
+    pub const fn new(base_hva: Hva, base_pfn: Pfn, size: PageSize) -> Self {
+        InstantHost { base_hva, base_pfn, size, from: None }
+    }
+
+    /// From `hva` upwards, answer with host leaves of `size` instead.
+    pub const fn with_size_from(mut self, hva: Hva, size: PageSize) -> Self {
+        self.from = Some((hva, size));
+        self
+    }
+}
+
+impl HostMemory for InstantHost {
+    fn fault_in(&self, hva: Hva, _write: bool) -> Result<HostPage, HostError> {
+        if hva < self.base_hva {
+            return Err(HostError::NotMapped { hva });
+        }
+        let size = match self.from {
+            Some((from, size)) if hva >= from => size,
+            _ => self.size,
+        };
+        let pfn = self.base_pfn + (hva - self.base_hva) / PAGE_SIZE;
+        Ok(HostPage::new(pfn, size, true, BackingKind::Anonymous))
+    }
+    fn lookup(&self, hva: Hva) -> Option<HostPage> {
+        self.fault_in(hva, false).ok()
+    }
+    fn mark_dirty(&self, _: Pfn, _: u64) {}
+    fn mark_accessed(&self, _: Pfn, _: u64) {}
 }
 
 /// A TLB that records every flush (and every cache-maintenance operation, when built with

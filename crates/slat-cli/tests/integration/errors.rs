@@ -1,9 +1,7 @@
 //! Bad input of every class: one `error: ...` line on stderr, exit code 2, no panic, nothing on
 //! stdout. None of these reach the simulation.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// The embedded default scenario with `from` replaced by `to`, written to `dir/default.toml`;
 /// returns the 1-based line of the change.

@@ -2,9 +2,7 @@
 //! and output fitted to the terminal, an ASCII fallback, `check`, `keys`, completions and a man
 //! page. End-to-end on the built binary.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const ESC: char = '\u{1b}';
 

@@ -1,12 +1,10 @@
 //! Per-vCPU dirty rings beside the bitmap: per-vCPU records, soft limit, full ring, harvest
 //! re-protection, and no dirty page lost across ring harvests.
 
-mod common;
-
 use slat_mmu::{DirtyLogMode, DirtyRingConfig, FaultError, FaultOutcome, Gpa, HarvestMode, MmuConfig, MmuError};
 use std::collections::BTreeSet;
 
-use common::*;
+use crate::common::*;
 use slat_pt::{Access, PageSize};
 
 const NPAGES: u64 = (32 * MIB) >> 12;

@@ -1,8 +1,6 @@
 //! The TLB model: cached sizes, arrays and LRU, per-vCPU TLBs, flushes, configuration errors.
 
-mod hw_common;
-
-use hw_common::*;
+use crate::hw_common::*;
 use slat_mmu::Tlb;
 use slat_pt::format::Ept4;
 use slat_pt::{Access, FlushRange, Gpa, PageSize, Perms};

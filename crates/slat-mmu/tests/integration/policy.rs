@@ -1,8 +1,6 @@
 //! Memslot validation, NX huge pages, write tracking, memory attributes, caps, stats.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use slat_mmu::{
     FaultError, Gfn, Gpa, Hva, MemslotError, MemslotSpec, MmuConfig, MmuError, MmuNotifier, NxPolicy, WhyNotHuge,
 };

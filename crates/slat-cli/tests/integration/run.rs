@@ -1,14 +1,12 @@
 //! `slat run` end to end: the default scenario's summary, JSON and HTML report (well-formed, and
 //! rendered by headless Chromium), overrides, seeds, failing expectations and trace replay.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// One full run of the default scenario with every output, shared by the tests below.
 struct DefaultRun {

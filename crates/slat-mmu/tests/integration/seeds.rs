@@ -1,8 +1,6 @@
 //! Regression tests straight from the seed threads (shared/seeds/*.txt), named after them.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use slat_mmu::testing::Flush;
 use slat_mmu::{
     BackingKind, DirtyLogMode, FaultOutcome, Gfn, Gpa, HarvestMode, Hva, MmuConfig, MmuNotifier, RecoveryPolicy,

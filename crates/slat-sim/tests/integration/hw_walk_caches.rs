@@ -1,8 +1,6 @@
 //! Paging-structure caches and the nested TLB: cheaper walks, flushed with stage 2.
 
-mod hw_common;
-
-use hw_common::*;
+use crate::hw_common::*;
 use slat_mmu::Tlb;
 use slat_pt::format::Ept4;
 use slat_pt::{Access, FlushBatch, FlushRange, Gpa, PageSize, Perms};

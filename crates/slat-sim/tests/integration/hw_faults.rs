@@ -1,8 +1,6 @@
 //! Stage-2 and guest faults during 2D walks, and the fault-then-retry cycle the engine runs.
 
-mod hw_common;
-
-use hw_common::*;
+use crate::hw_common::*;
 use slat_pt::format::Ept4;
 use slat_pt::size::{table_index, ENTRIES_PER_TABLE};
 use slat_pt::{Access, PageSize, Perms, WalkFault};

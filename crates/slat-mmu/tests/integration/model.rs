@@ -55,7 +55,7 @@
 //! its mapping after `invalidate_range_end`, a TLB that ignores flushes) to show the checks catch
 //! that class of bug. Each test's comment names the MMU mistakes it was seen to catch.
 //!
-//! `SLAT_MODEL_SCALE=N cargo test -p slat-mmu --test model` explores N times more schedules.
+//! `SLAT_MODEL_SCALE=N cargo test -p slat-mmu --test integration model::` explores N times more schedules.
 
 use slat_mmu::{
     BackingKind, DirtyLogMode, FaultOutcome, Gfn, Gpa, HarvestMode, HostError, HostMemory, HostPage, Hva, MemslotSpec,
@@ -942,7 +942,7 @@ fn harvest_vs_writes(mode: DirtyLogMode, tlb: ModelTlb) {
 // takes the tables lock, so a harvest can run in between, report and clear the bit, and find
 // nothing to re-protect; the fault then installs a writable leaf and the writes through it are
 // reported by no harvest. (Hardware-dirty mode is immune: the D bit is set at the write.) Run
-// them with `cargo test -p slat-mmu --test model -- --include-ignored`.
+// them with `cargo test -p slat-mmu --test integration model:: -- --include-ignored`.
 #[test]
 
 fn harvest_vs_writes_write_protect() {

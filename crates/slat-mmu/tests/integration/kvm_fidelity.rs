@@ -1,8 +1,6 @@
 //! Regression tests for the divergences from KVM found by the fidelity review
 //! (`research/kvm-fidelity-review.md`) and the adversarial test pass: each failed before its fix.
 
-mod common;
-
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use slat_mmu::{
@@ -10,7 +8,7 @@ use slat_mmu::{
     Mmu, MmuConfig, MmuError, MmuNotifier, Parts, Pfn,
 };
 
-use common::*;
+use crate::common::*;
 use slat_mmu::testing::{CacheOp, FakeHost, RecordingTlb};
 use slat_pt::format::{Arm64S2L1, Ept4};
 use slat_pt::{Access, Frame, FrameAllocator, MemType, PageSize, Perms, SimFrameAllocator};

@@ -1,8 +1,6 @@
 //! `slat compare`: variants side by side, JSON and HTML.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn args_with<'a>(base: &[&'a str], extra: &'a [String]) -> Vec<&'a str> {
     let mut v = base.to_vec();

@@ -2,9 +2,7 @@
 //! THP faults fall back and are counted, compaction restores blocks, and placement is
 //! deterministic for a seed.
 
-mod host_common;
-
-use host_common::*;
+use crate::host_common::*;
 use slat_mmu::{HostMemory, Hva};
 use slat_pt::PageSize;
 use slat_sim::host::{Advice, Backing, HostConfig, HostEvent, MmapRequest, SimHost, ThpMode};

@@ -1,9 +1,7 @@
 //! End-to-end tests of the built `slat` binary on the bad inputs of the newcomer trial
 //! (`research/newcomer-trial.md`): each failed before its fix.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// A small scenario: 256 MiB guest on one anonymous THP slot, with `extra` TOML appended.
 fn small(extra: &str) -> String {

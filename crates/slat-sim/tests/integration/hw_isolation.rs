@@ -1,11 +1,9 @@
 //! Isolation checking: a TLB entry that survives a flush it should not have is caught.
 
-mod hw_common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use hw_common::*;
+use crate::hw_common::*;
 use slat_pt::format::Ept4;
 use slat_pt::{Access, FlushBatch, Gpa, PageSize, Perms, WalkFault};
 use slat_sim::hw::{AccessOutcome, GuestPaging, GuestRegion, Hardware, HwConfig, ViolationKind};

@@ -3,12 +3,10 @@
 //! result and forgets only what the notifier invalidates still agrees with `lookup` — the host
 //! never changes or removes a mapping behind the MMU's back.
 
-mod host_common;
-
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use host_common::*;
+use crate::host_common::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use slat_mmu::{HostMemory, Hva, MmuNotifier, Pfn};

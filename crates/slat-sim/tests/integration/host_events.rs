@@ -1,8 +1,6 @@
 //! Host events: the ranges they invalidate, and what `lookup` shows afterwards.
 
-mod host_common;
-
-use host_common::*;
+use crate::host_common::*;
 use slat_mmu::{BackingKind, HostError, HostMemory, Hva};
 use slat_pt::PageSize::{Size2M, Size4K};
 use slat_sim::host::{

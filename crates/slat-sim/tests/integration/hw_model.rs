@@ -2,9 +2,7 @@
 //! as every flush is applied, every access translates exactly as guest tables + current stage-2
 //! tables say, and checked mode finds nothing.
 
-mod hw_common;
-
-use hw_common::*;
+use crate::hw_common::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use slat_pt::format::Ept4;

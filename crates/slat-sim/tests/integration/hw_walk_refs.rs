@@ -1,8 +1,6 @@
 //! 2D walk costs: exactly (n + 1)(m + 1) - 1 references without walk caches.
 
-mod hw_common;
-
-use hw_common::*;
+use crate::hw_common::*;
 use slat_pt::format::{Ept4, Ept5, Format, Npt};
 use slat_pt::{Access, Gpa, PageSize, Perms};
 use slat_sim::hw::{AccessOutcome, GuestPaging, GuestRegion, HwConfig, WalkRecord};

@@ -1,9 +1,7 @@
 //! `slat scenarios`, `slat scenarios show`, and every embedded scenario runs by name and from
 //! the TOML that `show` prints.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn lists_embedded_scenarios_with_descriptions() {

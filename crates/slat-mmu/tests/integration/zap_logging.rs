@@ -1,9 +1,7 @@
 //! I5 across zaps: a page the guest wrote through a writable leaf (no fault, hardware dirty bit
 //! only) must still be reported when a host invalidation zaps the leaf before the harvest.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use slat_mmu::Hva;
 use slat_mmu::{DirtyLogMode, Gpa, MmuConfig, MmuNotifier};
 use slat_pt::{Access, PageSize};

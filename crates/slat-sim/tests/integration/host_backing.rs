@@ -1,9 +1,7 @@
 //! Every backing kind maps at the expected host leaf size, for aligned and misaligned VMAs;
 //! lookups never allocate; bad accesses and bad mmap requests are errors, not panics.
 
-mod host_common;
-
-use host_common::*;
+use crate::host_common::*;
 use slat_mmu::{BackingKind, HostError, HostMemory, Hva, Pfn};
 use slat_pt::PageSize::{self, Size1G, Size2M, Size4K};
 use slat_sim::host::{

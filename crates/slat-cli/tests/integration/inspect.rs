@@ -1,8 +1,7 @@
 //! `slat inspect` end to end: a real QEMU, clear errors for a missing process and for a
 //! process of another user.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
