@@ -2,11 +2,9 @@
 //! stage-2 leaf mix checked against what the kernel itself says is huge-mapped, and the clear
 //! errors for what a real host cannot do.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 fn scenario(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../slat-sim/scenarios").join(name).display().to_string()
@@ -35,6 +33,7 @@ fn linux_run_leaf_mix_matches_the_kernels_huge_mappings() {
         eprintln!("skipping linux-host run: {why}");
         return;
     }
+    let _turn = crate::probe_host::kvm_turn();
     let dir = tempfile::tempdir().unwrap();
     let out = slat_in(dir.path(), &["run", "--quiet", &scenario("linux-backings.toml"), "--json", "run.json"]);
     assert_ok(&out);
