@@ -115,6 +115,10 @@ pub struct LimitArgs {
     /// Most timed events in a scenario (default: 10,000; each audits the whole VM).
     #[arg(long, value_name = "N")]
     pub max_events: Option<usize>,
+    /// Most real memory a `host.kind = "linux"` run may map for its memslots, e.g. `2G`
+    /// (default: 1G).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_real_memory: Option<u64>,
 }
 
 /// A size argument: `4096`, `512M`, `64G`, `1T`.

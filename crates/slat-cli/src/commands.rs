@@ -193,6 +193,9 @@ fn run(args: &RunArgs) -> Result<u8, CliError> {
     let shown = !json_to_stdout(&args.output);
     if shown {
         emit_text(&summary::render(&report, Style::for_stdout()))?;
+        if let Some(host) = crate::linux_host::render(&report) {
+            emit_text(&host)?;
+        }
     }
     write_outputs(&args.output, &report, || html::run_report(&report))?;
     Ok(verdict_code(report.passed(), &summary::failures(&report), shown))

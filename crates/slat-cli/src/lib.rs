@@ -24,6 +24,7 @@ pub mod compare;
 pub mod error;
 pub mod html;
 pub mod inspect;
+pub mod linux_host;
 pub mod load;
 pub mod output;
 pub mod probe_host;

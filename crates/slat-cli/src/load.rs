@@ -88,8 +88,8 @@ pub fn available_memory() -> u64 {
         .map_or(8 << 30, |kib| kib * 1024)
 }
 
-/// The limits of a run: the defaults, or what `--max-memory`, `--max-accesses` and
-/// `--max-events` say.
+/// The limits of a run: the defaults, or what `--max-memory`, `--max-accesses`,
+/// `--max-events` and `--max-real-memory` say.
 pub fn limits(args: &LimitArgs) -> Limits {
     let mut l = Limits::with_memory(args.max_memory.unwrap_or_else(available_memory));
     if let Some(n) = args.max_accesses {
@@ -97,6 +97,9 @@ pub fn limits(args: &LimitArgs) -> Limits {
     }
     if let Some(n) = args.max_events {
         l.events = n;
+    }
+    if let Some(n) = args.max_real_memory {
+        l.real_memory = n;
     }
     l
 }

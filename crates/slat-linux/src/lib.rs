@@ -12,6 +12,9 @@
 //! * [`qemu`], [`kvm`]: guest RAM and its guest-physical layout from QEMU's monitor; KVM's own
 //!   page counts.
 //! * [`inspect`]: the engine of `slat inspect`.
+//! * [`run_host`]: this process's real memory as the host of a whole scenario run (`slat run`
+//!   with `host.kind = "linux"`): backings, pools and mounts owned and restored, host changes
+//!   bracketed by the MMU notifier.
 //! * `vmm` (feature `kvm`): a micro-VMM on the real kernel's KVM, the oracle slat-mmu is checked
 //!   against; `oracle` (feature `kvm`): slat-mmu beside it on the same memory.
 #![warn(missing_docs)]
@@ -29,6 +32,7 @@ pub mod pagemap;
 pub mod policy;
 pub mod pool;
 pub mod qemu;
+pub mod run_host;
 pub mod scan;
 pub mod smaps;
 #[cfg(feature = "kvm")]

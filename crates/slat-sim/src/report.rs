@@ -162,6 +162,55 @@ pub struct RunReport {
     pub totals: Totals,
     /// Expectations checked at the end.
     pub expectations: Vec<ExpectationResult>,
+    /// The real host's own view of the run's memory; absent for the simulated host (whose
+    /// counters are in [`Totals::host`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostReport>,
+}
+
+/// What a real host says about the memory a run used, read from the kernel at the end of the
+/// run (`host.kind = "linux"`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HostReport {
+    /// Which host (`linux`).
+    pub kind: String,
+    /// Facts about the host as `(name, value)`: kernel, THP mode, where the sizes come from,
+    /// pools reserved for the run.
+    pub facts: Vec<(String, String)>,
+    /// Each memslot's host memory.
+    pub memslots: Vec<HostSlotReport>,
+    /// What the reader should know when comparing with the simulated host.
+    pub notes: Vec<String>,
+}
+
+/// One memslot's host memory at the end of a real-host run.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HostSlotReport {
+    /// Memslot id.
+    pub slot: u32,
+    /// How the memory was made, in the host's words (`anonymous + MADV_HUGEPAGE`).
+    pub backing: String,
+    /// Host virtual address of the slot's first byte.
+    pub hva: u64,
+    /// Bytes.
+    pub len: u64,
+    /// Present bytes the host maps with 4 KiB PTEs (`PAGEMAP_SCAN`).
+    pub bytes_4k: u64,
+    /// Present bytes the host maps with 2 MiB leaves (`PAGEMAP_SCAN` `PAGE_IS_HUGE`).
+    pub bytes_2m: u64,
+    /// Present bytes the host maps with 1 GiB leaves.
+    pub bytes_1g: u64,
+    /// Of the present bytes, those on the (huge) zero page.
+    pub bytes_zero: u64,
+    /// Bytes not present.
+    pub bytes_absent: u64,
+    /// PMD-mapped THP bytes smaps reports for the VMAs of the slot (`AnonHugePages` +
+    /// `ShmemPmdMapped` + `FilePmdMapped`; whole VMAs, so it may cover a little more than the slot).
+    pub smaps_pmd_bytes: u64,
+    /// hugetlb bytes smaps reports for those VMAs (`Shared_Hugetlb` + `Private_Hugetlb`).
+    pub smaps_hugetlb_bytes: u64,
+    /// Stage-2 leaves the MMU holds in the slot: `[4K, 2M, 1G]`.
+    pub stage2: [u64; 3],
 }
 
 impl RunReport {

@@ -9,6 +9,7 @@ mod compare;
 mod conventions;
 mod errors;
 mod inspect;
+mod linux_host;
 mod probe_host;
 mod run;
 mod scenarios;

@@ -15,7 +15,9 @@ fn is_root() -> bool {
 /// zaps KVM's leaves but not slat's (its host gets no notifier), a difference of the host's.
 static KVM_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn kvm_turn() -> std::sync::MutexGuard<'static, ()> {
+/// (The linux-host run tests take the same turn: they grow the hugetlb pool and need their THPs
+/// left in place.)
+pub(crate) fn kvm_turn() -> std::sync::MutexGuard<'static, ()> {
     KVM_TESTS.lock().unwrap_or_else(|p| p.into_inner())
 }
 

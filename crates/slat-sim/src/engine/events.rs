@@ -5,12 +5,12 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use slat_pt::{Format, MemType, PageSize};
 
-use super::{Engine, SimError};
+use super::{Engine, ScenarioHost, SimError};
 use crate::host::{Advice, HostEvent, HvaRange, Prot as HostProt};
 use crate::report::EventMark;
 use crate::scenario::{Action, Attribute, Event, Harvest, Prot, SlotRange};
 
-impl<'s, F: Format> Engine<'s, F> {
+impl<'s, F: Format, H: ScenarioHost> Engine<'s, F, H> {
     pub(crate) fn fire(&mut self, e: &Event) -> Result<(), SimError> {
         let started = std::time::Instant::now();
         let applied = self.apply(e);
@@ -61,7 +61,7 @@ impl<'s, F: Format> Engine<'s, F> {
     }
 
     fn host_event(&mut self, ev: HostEvent) -> Result<String, String> {
-        let r = self.host.apply(&ev, &self.mmu).map_err(|e| e.to_string())?;
+        let r = self.host.apply(&ev, &self.mmu)?;
         Ok(format!("{}: {} pages, {} ranges invalidated", ev.name(), r.pages, r.invalidated.len()))
     }
 
@@ -209,9 +209,7 @@ impl<'s, F: Format> Engine<'s, F> {
                 picked.sort_unstable();
                 for c in &picked {
                     let a = hva + c * unit.bytes();
-                    self.host
-                        .apply(&HostEvent::BalloonInflate { hva: a, len: unit.bytes() }, &self.mmu)
-                        .map_err(|e| e.to_string())?;
+                    self.host.apply(&HostEvent::BalloonInflate { hva: a, len: unit.bytes() }, &self.mmu)?;
                     self.balloon.entry(range.slot).or_default().push((a, unit.bytes()));
                 }
                 Ok(format!("{} chunks of {} inflated", picked.len(), unit))
@@ -226,9 +224,7 @@ impl<'s, F: Format> Engine<'s, F> {
                     give.push((hva, len));
                 }
                 for (hva, len) in &give {
-                    self.host
-                        .apply(&HostEvent::BalloonDeflate { hva: *hva, len: *len }, &self.mmu)
-                        .map_err(|e| e.to_string())?;
+                    self.host.apply(&HostEvent::BalloonDeflate { hva: *hva, len: *len }, &self.mmu)?;
                 }
                 Ok(format!("{} chunks deflated", give.len()))
             }
@@ -246,8 +242,7 @@ impl<'s, F: Format> Engine<'s, F> {
             }
             Action::HugetlbResize { unit, pages } => {
                 let detail = self.host_event(HostEvent::HugetlbResize { page_size: *unit, pages: *pages })?;
-                let st = self.host.stats();
-                let p = if *unit == PageSize::Size1G { st.hugetlb_1g } else { st.hugetlb_2m };
+                let p = self.host.hugetlb_pool(*unit);
                 Ok(format!(
                     "{detail}; pool of {} pages: {} asked, {} now ({} free, {} in use)",
                     crate::scenario::page_size_name(*unit),

@@ -3,7 +3,7 @@
 use slat_mmu::{Gpa, Stats, WhyNotHuge, WhyReport};
 use slat_pt::{Format, PageSize};
 
-use super::Engine;
+use super::{Engine, ScenarioHost, SlotPlace};
 use crate::hw::HwStats;
 use crate::report::{ExpectationResult, LeafCounts, Totals, WhyRow};
 use crate::scenario::{Metric, Scope, Subject};
@@ -36,7 +36,7 @@ pub(crate) fn why_rows(w: &WhyReport) -> Vec<WhyRow> {
 }
 
 /// `(name, value)` for every integer field of a serialisable struct (arrays get `_i` suffixes).
-fn named_numbers<T: serde::Serialize>(v: &T) -> Vec<(String, u64)> {
+pub(crate) fn named_numbers<T: serde::Serialize>(v: &T) -> Vec<(String, u64)> {
     let mut out = Vec::new();
     if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(v) {
         for (k, v) in map {
@@ -69,16 +69,16 @@ fn huge_fraction(l: &LeafCounts) -> f64 {
     }
 }
 
-impl<'s, F: Format> Engine<'s, F> {
+impl<'s, F: Format, H: ScenarioHost> Engine<'s, F, H> {
     fn metric(&mut self, m: Metric, s: &Stats, hw: &HwStats) -> f64 {
-        let host = self.host.stats();
+        let host_leaves = self.host.host_leaves();
         (match m {
             Metric::Pages4K => s.pages_4k,
             Metric::Pages2M => s.pages_2m,
             Metric::Pages1G => s.pages_1g,
             Metric::HugeFraction => return huge_fraction(&leaves(s)),
-            Metric::HostPages2M => host.host_leaves[1],
-            Metric::HostPages1G => host.host_leaves[2],
+            Metric::HostPages2M => host_leaves[1],
+            Metric::HostPages1G => host_leaves[2],
             Metric::Faults => s.faults,
             Metric::Retries => s.retries,
             Metric::Spurious => s.spurious,
@@ -192,7 +192,7 @@ impl<'s, F: Format> Engine<'s, F> {
             accesses: self.done,
             mmu,
             hw: hw_named,
-            host: named_numbers(&self.host.stats()),
+            host: self.host.named_stats(),
             tlb_misses_per_1k: hw.misses_per_kilo_access(),
             walk_refs_per_access: hw.refs_per_access(),
             table_bytes: s.table_pages * 4096,
@@ -200,5 +200,19 @@ impl<'s, F: Format> Engine<'s, F> {
             isolation_violations: hw.isolation_violations,
             audits: self.counters.audits,
         }
+    }
+
+    /// The host's own report, with the stage-2 leaves of each present memslot beside it.
+    pub(crate) fn host_report(&mut self) -> Option<crate::report::HostReport> {
+        let places: Vec<(u32, SlotPlace)> = self.slots.lock().unwrap().iter().map(|(id, p)| (*id, *p)).collect();
+        let ranges: Vec<(u32, u64, u64)> = places.iter().map(|(id, p)| (*id, p.hva, p.size)).collect();
+        let mut report = self.host.report(&ranges)?;
+        for slot in &mut report.memslots {
+            if places.iter().any(|(id, p)| *id == slot.slot && p.present) {
+                let l = self.slot_leaves(slot.slot).unwrap_or_default();
+                slot.stage2 = [l.pages_4k, l.pages_2m, l.pages_1g];
+            }
+        }
+        Some(report)
     }
 }

@@ -5,6 +5,7 @@
 //! Deterministic: the same scenario and seed produce the same report, byte for byte.
 
 mod events;
+mod host;
 mod metrics;
 mod setup;
 mod written;
@@ -15,16 +16,16 @@ use std::sync::{Arc, Mutex};
 use slat_mmu::{FaultError, FaultOutcome, Gpa, HostError, Mmu, Parts};
 use slat_pt::{Access as HwAccess, Format, SimFrameAllocator};
 
-use crate::host::SimHost;
 use crate::hw::{AccessOutcome, Hardware, HwStats, SimTlb};
 use crate::report::{EventMark, PhaseSummary, RunReport, Sample, SCHEMA_VERSION};
 use crate::scenario::{Format as FormatName, OnSigbus, Scenario};
 use crate::workload::{Access, AccessKind};
 
+pub use host::{named_numbers, ScenarioHost};
 pub use setup::SetupError;
 
-/// The MMU as the simulator instantiates it.
-pub(crate) type SimMmu<F> = Mmu<F, Parts<SimFrameAllocator, Arc<SimHost>, SimTlb>>;
+/// The MMU as the engine instantiates it over host `H`.
+pub(crate) type SimMmu<F, H> = Mmu<F, Parts<SimFrameAllocator, Arc<H>, SimTlb>>;
 
 /// Options of a run.
 #[derive(Default)]
@@ -98,17 +99,24 @@ pub enum SimError {
     },
 }
 
-/// Run a scenario.
+/// Run a scenario on the simulated host its `[host]` table describes.
 pub fn run(scenario: &Scenario, opts: RunOptions) -> Result<RunReport, SimError> {
+    let host = Arc::new(setup::sim_host(scenario)?);
+    run_on(scenario, host, opts)
+}
+
+/// Run a scenario on `host`: the same workload, events, audits and report as [`run`], with the
+/// memslots backed, faulted in and changed by `host` (a real host, for instance).
+pub fn run_on<H: ScenarioHost>(scenario: &Scenario, host: Arc<H>, opts: RunOptions) -> Result<RunReport, SimError> {
     use slat_pt::format::*;
     match scenario.vm.format {
-        FormatName::Ept4 => Engine::<Ept4>::new(scenario)?.run(opts),
-        FormatName::Ept5 => Engine::<Ept5>::new(scenario)?.run(opts),
-        FormatName::Npt => Engine::<Npt>::new(scenario)?.run(opts),
-        FormatName::Arm64L0 => Engine::<Arm64S2L0>::new(scenario)?.run(opts),
-        FormatName::Arm64L1 => Engine::<Arm64S2L1>::new(scenario)?.run(opts),
-        FormatName::Sv39x4 => Engine::<Sv39x4>::new(scenario)?.run(opts),
-        FormatName::Sv48x4 => Engine::<Sv48x4>::new(scenario)?.run(opts),
+        FormatName::Ept4 => Engine::<Ept4, H>::new(scenario, host)?.run(opts),
+        FormatName::Ept5 => Engine::<Ept5, H>::new(scenario, host)?.run(opts),
+        FormatName::Npt => Engine::<Npt, H>::new(scenario, host)?.run(opts),
+        FormatName::Arm64L0 => Engine::<Arm64S2L0, H>::new(scenario, host)?.run(opts),
+        FormatName::Arm64L1 => Engine::<Arm64S2L1, H>::new(scenario, host)?.run(opts),
+        FormatName::Sv39x4 => Engine::<Sv39x4, H>::new(scenario, host)?.run(opts),
+        FormatName::Sv48x4 => Engine::<Sv48x4, H>::new(scenario, host)?.run(opts),
     }
 }
 
@@ -139,10 +147,10 @@ pub(crate) struct EngineCounters {
     pub audits: u64,
 }
 
-pub(crate) struct Engine<'s, F: Format> {
+pub(crate) struct Engine<'s, F: Format, H: ScenarioHost> {
     pub s: &'s Scenario,
-    pub host: Arc<SimHost>,
-    pub mmu: SimMmu<F>,
+    pub host: Arc<H>,
+    pub mmu: SimMmu<F, H>,
     pub hw: Hardware,
     pub slots: SlotMap,
     pub counters: EngineCounters,
@@ -163,7 +171,7 @@ pub(crate) struct Engine<'s, F: Format> {
     pub phase_metrics: Vec<metrics::Snapshot>,
 }
 
-impl<'s, F: Format> Engine<'s, F> {
+impl<'s, F: Format, H: ScenarioHost> Engine<'s, F, H> {
     fn run(mut self, mut opts: RunOptions) -> Result<RunReport, SimError> {
         let mut total = self.s.total_accesses();
         let samples = if opts.samples == 0 { 200 } else { opts.samples } as u64;
@@ -254,6 +262,7 @@ impl<'s, F: Format> Engine<'s, F> {
 
     /// Play a batch of accesses through the hardware; stage-2 faults go to the MMU.
     fn play(&mut self, batch: &[Access]) -> Result<(), SimError> {
+        self.host.sync(&self.mmu, false);
         let logging = !self.written.is_empty();
         let mut i = 0;
         let mut tries = 0u32;
@@ -281,7 +290,9 @@ impl<'s, F: Format> Engine<'s, F> {
             if tries > 64 {
                 return Err(SimError::Livelock { gpa: fault.gpa, tries });
             }
-            match self.mmu.handle_fault(Gpa(fault.gpa), fault.access) {
+            let handled = self.mmu.handle_fault(Gpa(fault.gpa), fault.access);
+            self.host.sync(&self.mmu, false);
+            match handled {
                 Ok(FaultOutcome::Mapped { .. }) | Ok(FaultOutcome::Retry) => {
                     if logging && fault.access == HwAccess::Write && !fault.on_guest_table {
                         self.note_write(fault.gpa);
@@ -351,9 +362,8 @@ impl<'s, F: Format> Engine<'s, F> {
         let Some(ps) = pool else {
             return "the OOM killer would take the VMM; grow host.memory".into();
         };
-        let st = self.host.stats();
-        let (p, key) =
-            if ps == slat_pt::PageSize::Size1G { (st.hugetlb_1g, "hugetlb_1g") } else { (st.hugetlb_2m, "hugetlb_2m") };
+        let key = if ps == slat_pt::PageSize::Size1G { "hugetlb_1g" } else { "hugetlb_2m" };
+        let p = self.host.hugetlb_pool(ps);
         format!(
             "the hugetlb pool of {} pages is empty ({} pages, all in use): the fault is a SIGBUS to the VMM \
              (KVM_RUN fails with EFAULT); grow host.{key} (or shrink the pool less with hugetlb-resize), or set \
@@ -384,6 +394,7 @@ impl<'s, F: Format> Engine<'s, F> {
 
     /// Audit the MMU and the host; a failure is counted and recorded, the run goes on.
     pub(crate) fn audit(&mut self, at: &str) {
+        self.host.sync(&self.mmu, true);
         self.counters.audits += 1;
         let mut fail = None;
         if let Err(e) = self.mmu.audit() {
@@ -478,6 +489,7 @@ impl<'s, F: Format> Engine<'s, F> {
         self.report.seed = self.s.seed;
         self.report.format = F::NAME.to_string();
         self.report.overrides = self.s.overrides.iter().map(|o| format!("{}={}", o.key, o.value)).collect();
+        self.report.host = self.host_report();
         Ok(self.report)
     }
 }

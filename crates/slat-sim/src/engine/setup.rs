@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use slat_mmu::{Gfn, HostMemory, Hva, MemslotSpec, Mmu};
 use slat_pt::{Format, PageSize, SimFrameAllocator};
 
-use super::{Engine, EngineCounters, SlotMap, SlotPlace};
+use super::{Engine, EngineCounters, ScenarioHost, SlotMap, SlotPlace};
 use crate::host::{
     Backing as HostBacking, HostConfig, MmapRequest, Placement, Prot as HostProt, ShmemHuge as HostShmem, SimHost,
     ThpAdvice, ThpMode,
@@ -61,6 +61,39 @@ pub enum SetupError {
         /// What is wrong.
         message: String,
     },
+    /// A real host cannot give what the scenario asks for (a backing, a pool, a mount).
+    #[error("{location}: {field}: {message}")]
+    RealHost {
+        /// Where the scenario asks for it (`file:line`).
+        location: String,
+        /// The field concerned (`memslot[0].backing`, `host.hugetlb_2m`).
+        field: String,
+        /// What the host could not do, and what to change.
+        message: String,
+    },
+}
+
+/// The simulated host a scenario's `[host]` table describes.
+pub(crate) fn sim_host(s: &Scenario) -> Result<SimHost, SetupError> {
+    SimHost::new(host_config(s)).map_err(|e| SetupError::Host { file: s.file.clone(), message: e.to_string() })
+}
+
+/// Map every memslot of `s` on the simulated host (see [`ScenarioHost::map_memslots`]).
+pub(crate) fn map_sim_memslots(host: &SimHost, s: &Scenario) -> Result<Vec<u64>, SetupError> {
+    let (mut dax_offset, mut mmio_offset) = (0, 0);
+    let mut out = Vec::with_capacity(s.memslots.len());
+    for m in &s.memslots {
+        let req = mmap_request(s, m, &mut dax_offset, &mut mmio_offset);
+        let hva = host.mmap(&req).map_err(|e| SetupError::Mmap {
+            file: s.file.clone(),
+            slot: m.id,
+            size: m.size.0,
+            backing: m.backing.name(),
+            message: e.to_string(),
+        })?;
+        out.push(hva + m.hva_offset.0);
+    }
+    Ok(out)
 }
 
 fn host_config(s: &Scenario) -> HostConfig {
@@ -131,26 +164,14 @@ fn mmap_request(s: &Scenario, m: &Memslot, dax_offset: &mut u64, mmio_offset: &m
         .with_advice(advice)
 }
 
-impl<'s, F: Format> Engine<'s, F> {
-    pub(crate) fn new(s: &'s Scenario) -> Result<Self, SetupError> {
+impl<'s, F: Format, H: ScenarioHost> Engine<'s, F, H> {
+    pub(crate) fn new(s: &'s Scenario, host: Arc<H>) -> Result<Self, SetupError> {
         let file = || s.file.clone();
-        let host = Arc::new(
-            SimHost::new(host_config(s)).map_err(|e| SetupError::Host { file: file(), message: e.to_string() })?,
-        );
 
         // Host mappings for every memslot (also those added later by events).
         let slots: SlotMap = Arc::new(Mutex::new(BTreeMap::new()));
-        let (mut dax_offset, mut mmio_offset) = (0, 0);
-        for m in &s.memslots {
-            let req = mmap_request(s, m, &mut dax_offset, &mut mmio_offset);
-            let hva = host.mmap(&req).map_err(|e| SetupError::Mmap {
-                file: file(),
-                slot: m.id,
-                size: m.size.0,
-                backing: m.backing.name(),
-                message: e.to_string(),
-            })?;
-            let hva = hva + m.hva_offset.0;
+        let hvas = host.map_memslots(s)?;
+        for (m, hva) in s.memslots.iter().zip(hvas) {
             slots.lock().unwrap().insert(m.id, SlotPlace { gpa: m.gpa.0, size: m.size.0, hva, present: false });
         }
 
@@ -241,7 +262,7 @@ impl<'s, F: Format> Engine<'s, F> {
     }
 }
 
-fn check_walk(host: &SimHost, slots: &SlotMap, w: &WalkRecord) -> Result<(), String> {
+fn check_walk<H: HostMemory>(host: &H, slots: &SlotMap, w: &WalkRecord) -> Result<(), String> {
     let slots = slots.lock().unwrap();
     let Some((id, p)) = slots.iter().find(|(_, p)| p.present && w.gpa >= p.gpa && w.gpa < p.gpa + p.size) else {
         return Err(format!("walk translated gpa {:#x}, which is in no memslot", w.gpa));

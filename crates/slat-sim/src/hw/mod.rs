@@ -13,9 +13,8 @@
 //! flush it should not have is reported as a [`Violation`].
 //!
 //! ```
-//! use slat_mmu::Tlb;
 //! use slat_pt::format::Ept4;
-//! use slat_pt::{Access, FlushBatch, LeafAttrs, Mapping, PageSize, PageTable, Perms, SimFrameAllocator};
+//! use slat_pt::{Access, FlushBatch, Gpa, LeafAttrs, Mapping, PageSize, PageTable, Perms, SimFrameAllocator};
 //! use slat_sim::hw::{AccessOutcome, GuestPaging, GuestRegion, GuestTables, Hardware, HwConfig};
 //!
 //! // Guest: 2 MiB of 4 KiB pages at gva 0x1000_0000 -> gpa 0; its tables at gpa 1 GiB.
@@ -29,7 +28,7 @@
 //! let mut batch = FlushBatch::new();
 //! for (gpa, hpa) in [(0, 0x8000_0000u64), (0x4000_0000, 0x9000_0000)] {
 //!     let m = Mapping { pa: hpa, size: PageSize::Size2M, attrs: LeafAttrs::ram(Perms::RW) };
-//!     s2.map(gpa, 2 << 20, &m, &mut batch, &NoTlb).unwrap();
+//!     s2.map(Gpa(gpa), 2 << 20, &m, &mut batch, &hw.tlb_handle()).unwrap();
 //! }
 //! slat_mmu::tlb::apply(&hw.tlb_handle(), &batch);
 //!

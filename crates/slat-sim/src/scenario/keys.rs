@@ -37,6 +37,13 @@ pub const KEYS: &[KeyDoc] = &[
     k("name", "string", "required", "short name", "x"),
     k("description", "string (one line)", "required", "what the run shows", "\"a run\""),
     k("seed", "integer", "required", "seed of every random choice", "7"),
+    k(
+        "host.kind",
+        "\"simulated\" | \"linux\"",
+        "\"simulated\"",
+        "the simulated host, or this machine's kernel (root; real memory, bounded)",
+        "linux",
+    ),
     k("host.memory", SIZE, "required", "host RAM", "16G"),
     k("host.fragmentation", FRACTION, "0", "free 2M blocks broken up by a pinned page", "0.5"),
     k("host.fragmentation_1g", FRACTION, "0", "whole 1G blocks broken up too", "0.5"),

@@ -19,6 +19,7 @@
 //! seed = 1                               # everything random derives from it
 //!
 //! [host]
+//! kind = "simulated"                     # or "linux": this machine's kernel (root), see below
 //! memory = "8G"                          # sizes: integers (bytes, 0x.. allowed) or "4K" "2M" "1G" "1T"
 //! fragmentation = 0.2                    # 0..=1 of free 2M blocks broken up by a pinned page
 //! thp = "madvise"                        # "never" | "madvise" | "always"
@@ -85,6 +86,19 @@
 //! Sizes, addresses and ranges are bytes; event ranges (`offset`, `len`) are relative to the
 //! start of their memslot and default to the whole slot. Trace paths are relative to the
 //! scenario file's directory. Unknown keys are errors.
+//!
+//! # On the real host: `host.kind = "linux"`
+//!
+//! The same file runs on this machine's kernel instead of the simulated host: each memslot is a
+//! real mapping of the running process, made the way VMMs make it (`anonymous`: anonymous memory,
+//! `anonymous-thp`: plus `MADV_HUGEPAGE`, `shmem`: a file on a private tmpfs mounted
+//! `huge=<host.shmem_huge>`, `hugetlbfs-2m`/`-1g`: `memfd_create(MFD_HUGETLB)` from pools grown
+//! by `host.hugetlb_2m`/`_1g` pages for the run and shrunk back after); faults populate the real
+//! pages and the host leaf sizes the MMU sees are the kernel's (`PAGEMAP_SCAN`). `host.thp`
+//! becomes per-mapping advice, never a system-wide change. Host events become real system calls
+//! bracketed by the MMU notifier ([`LINUX_EVENTS`]); the others, the simulator-only `[host]`
+//! knobs and the `page-cache`, `dax` and `pfnmap` backings are rejected before the run, as is
+//! more real memory than [`Limits::real_memory`].
 
 mod bytes;
 mod document;
@@ -94,6 +108,7 @@ mod expect;
 mod keys;
 mod library;
 mod names;
+mod real_host;
 mod resources;
 mod schema;
 mod validate;
@@ -109,9 +124,10 @@ pub use expect::{Check, CmpOp, Comparison, Scope, Subject};
 pub use keys::{KeyDoc, KEYS};
 pub use library::{library, LibraryEntry};
 pub use names::{
-    page_size_from_name, page_size_name, Attribute, Backing, DirtyLog, EventKind, Format, Harvest, Metric, OnSigbus,
-    PhaseKind, Prot, Recover, ShmemHuge, Thp,
+    page_size_from_name, page_size_name, Attribute, Backing, DirtyLog, EventKind, Format, Harvest, HostKind, Metric,
+    OnSigbus, PhaseKind, Prot, Recover, ShmemHuge, Thp,
 };
+pub use real_host::{real_memory, LINUX_EVENTS};
 pub use resources::{
     human_bytes, Estimate, Limits, MemoryPart, BYTES_PER_2M_BLOCK, BYTES_PER_4K_PAGE, TLB_ENTRY_BYTES,
 };
@@ -386,6 +402,7 @@ impl ScenarioSource {
         resources::check_events(raw.event.len(), limits, &locator)?;
         let scenario = validate::validate(raw, &locator, self.dir.as_deref())?;
         resources::check(&scenario, limits, &locator)?;
+        real_host::check(&scenario, limits, &locator)?;
         Ok(scenario)
     }
 

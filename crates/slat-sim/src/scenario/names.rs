@@ -319,6 +319,18 @@ names! {
 }
 
 names! {
+    /// Which host a scenario runs on (`host.kind`).
+    pub enum HostKind {
+        /// The simulated host the `[host]` table describes (deterministic).
+        Simulated = "simulated",
+        /// This machine's real Linux kernel: memslots are real mappings of the `slat` process,
+        /// faulted in and changed by the kernel, their host page sizes read back with
+        /// `PAGEMAP_SCAN` (needs root; sizes bounded by `--max-real-memory`).
+        Linux = "linux",
+    }
+}
+
+names! {
     /// Host protection for `mprotect` events (`prot`).
     pub enum Prot {
         /// `PROT_NONE`.

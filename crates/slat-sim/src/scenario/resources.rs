@@ -47,19 +47,29 @@ pub struct Limits {
     pub accesses: u64,
     /// Timed events (each one audits the whole VM).
     pub events: usize,
+    /// Real memory a `host.kind = "linux"` run may map (bytes).
+    pub real_memory: u64,
 }
 
 impl Limits {
     /// No limit at all.
-    pub const NONE: Limits = Limits { memory: u64::MAX, accesses: u64::MAX, events: usize::MAX };
+    pub const NONE: Limits = Limits { memory: u64::MAX, accesses: u64::MAX, events: usize::MAX, real_memory: u64::MAX };
     /// Default access limit: about four minutes of simulation at full speed.
     pub const DEFAULT_ACCESSES: u64 = 1 << 32;
     /// Default event limit.
     pub const DEFAULT_EVENTS: usize = 10_000;
+    /// Default real-memory limit of a `host.kind = "linux"` run: 1 GiB (room for one 1 GiB
+    /// hugetlb page).
+    pub const DEFAULT_REAL_MEMORY: u64 = 1 << 30;
 
     /// The default limits with `memory` bytes of memory.
     pub const fn with_memory(memory: u64) -> Limits {
-        Limits { memory, accesses: Self::DEFAULT_ACCESSES, events: Self::DEFAULT_EVENTS }
+        Limits {
+            memory,
+            accesses: Self::DEFAULT_ACCESSES,
+            events: Self::DEFAULT_EVENTS,
+            real_memory: Self::DEFAULT_REAL_MEMORY,
+        }
     }
 }
 

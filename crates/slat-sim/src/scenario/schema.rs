@@ -10,8 +10,8 @@ use slat_pt::PageSize;
 
 use super::bytes::Bytes;
 use super::names::{
-    page_size, Attribute, Backing, DirtyLog, EventKind, Format, Harvest, OnSigbus, PhaseKind, Prot, Recover, ShmemHuge,
-    Thp,
+    page_size, Attribute, Backing, DirtyLog, EventKind, Format, Harvest, HostKind, OnSigbus, PhaseKind, Prot, Recover,
+    ShmemHuge, Thp,
 };
 
 /// The whole file, before validation.
@@ -40,6 +40,9 @@ pub(crate) struct RawScenario {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Host {
+    /// Which host the run uses (default `"simulated"`; `"linux"`: this machine's kernel).
+    #[serde(default = "default_host_kind")]
+    pub kind: HostKind,
     /// Host RAM (`memory = "16G"`), a non-zero multiple of 4 KiB.
     pub memory: Bytes,
     /// Fraction 0..=1 of the free 2 MiB blocks broken up by a pinned 4 KiB page at startup, so
@@ -76,6 +79,9 @@ pub struct Host {
     pub khugepaged_max_ptes_none: u32,
 }
 
+fn default_host_kind() -> HostKind {
+    HostKind::Simulated
+}
 fn default_thp() -> Thp {
     Thp::Madvise
 }
