@@ -5,8 +5,9 @@
 //! Entries are `AtomicU64`s in frames from the [`FrameAllocator`]. Two kinds of operations:
 //!
 //! * **Shared** (`&self`): [`PageTable::install`] (the fault path), [`PageTable::translate`],
-//!   `PageTable::hw_walk` (feature `sim`), [`PageTable::for_each_leaf`], [`PageTable::test_young`] and
-//!   [`PageTable::clear_young`]. Any number run at once, with each other and with hardware
+//!   `PageTable::hw_walk` (feature `sim`), [`PageTable::for_each_leaf`], [`PageTable::test_young`],
+//!   [`PageTable::clear_young`], [`PageTable::split_range_shared`] (eager split) and
+//!   [`PageTable::collapse_range`] (in-place recovery). Any number run at once, with each other and with hardware
 //!   walkers. Every change is a compare-and-swap from the value just read; losing a race means
 //!   reloading the entry (or returning [`PtError::Busy`]), never overwriting someone else's change.
 //! * **Exclusive** (`&mut self`): map, unmap, protect, harvest, split. The type system
