@@ -1,6 +1,7 @@
 //! The rows: what each case does in its untimed setup, its timed operation and its untimed check.
 
-use slat_mmu::{Gfn, Gpa, Hva};
+use slat_mmu::testing::InstantHost;
+use slat_mmu::{Gfn, Gpa, Hva, Pfn};
 use std::time::Instant;
 
 use slat_pt::format::{Ept4, Format};
@@ -300,62 +301,26 @@ pub fn translate_floor(s: &Shape, n: u64) -> Sample {
 
 // ---- fault path ------------------------------------------------------------------------------
 
-/// Fault-path host and TLB: answer at once.
-pub mod instant {
-    use slat_mmu::{BackingKind, CacheMaintenance, HostError, HostMemory, HostPage, Hva, Pfn, Tlb};
-    use slat_pt::{FlushRange, PageSize};
+/// Host virtual address of the fault-path and recovery memslots.
+const HVA: u64 = 0x7f00_0000_0000;
 
-    /// Host virtual address of the memslot.
-    pub const HVA: u64 = 0x7f00_0000_0000;
-
-    /// hva maps linearly to pfns at a fixed host leaf size.
-    pub struct InstantHost(pub PageSize);
-
-    impl HostMemory for InstantHost {
-        fn fault_in(&self, hva: Hva, _write: bool) -> Result<HostPage, HostError> {
-            let hva = hva.0;
-            Ok(HostPage::new(Pfn(((hva - HVA) >> 12) | (1 << 28)), self.0, true, BackingKind::Anonymous))
-        }
-        fn lookup(&self, hva: Hva) -> Option<HostPage> {
-            let hva = hva.0;
-            self.fault_in(Hva(hva), false).ok()
-        }
-        fn mark_dirty(&self, _: Pfn, _: u64) {}
-        fn mark_accessed(&self, _: Pfn, _: u64) {}
-    }
-
-    /// A TLB with nothing to do (faults into empty ranges never flush).
-    pub struct NoTlb;
-
-    impl Tlb for NoTlb {
-        fn flush_range(&self, _: &FlushRange) {}
-        fn flush_all(&self) {}
-        fn cache_maintenance(&self) -> CacheMaintenance {
-            CacheMaintenance::NOT_NEEDED
-        }
-        fn clean_dcache(&self, _: u64, _: u64) {}
-        fn invalidate_icache(&self, _: u64, _: u64) {}
-    }
+/// The host of the fault-path and recovery rows: it answers at once, hva mapping linearly to
+/// pfns from `1 << 28` with host leaves of `size`.
+fn instant_host(size: PageSize) -> InstantHost {
+    InstantHost::new(Hva(HVA), Pfn(1 << 28), size)
 }
 
-type BenchMmu = slat_mmu::Mmu<
-    Ept4,
-    slat_mmu::Parts<SlatFrames, instant::InstantHost, instant::NoTlb, slat_mmu::sharded::ShardedRawRwLock>,
->;
+type BenchMmu =
+    slat_mmu::Mmu<Ept4, slat_mmu::Parts<SlatFrames, InstantHost, NoTlb, slat_mmu::sharded::ShardedRawRwLock>>;
 
 fn fault_vm(len: u64) -> BenchMmu {
-    let m = slat_mmu::Mmu::new(
-        slat_mmu::MmuConfig::default(),
-        SlatFrames,
-        instant::InstantHost(PageSize::Size4K),
-        instant::NoTlb,
-    )
-    .expect("mmu");
+    let m = slat_mmu::Mmu::new(slat_mmu::MmuConfig::default(), SlatFrames, instant_host(PageSize::Size4K), NoTlb)
+        .expect("mmu");
     m.add_memslot(slat_mmu::MemslotSpec {
         id: 0,
         base_gfn: Gfn(GIB >> 12),
         npages: len >> 12,
-        hva: Hva(instant::HVA),
+        hva: Hva(HVA),
         readonly: false,
         log_dirty: false,
     })
@@ -484,13 +449,12 @@ pub fn recover(len: u64) -> Sample {
     let mut config = slat_mmu::MmuConfig::default();
     config.dirty_log = slat_mmu::DirtyLogMode::EagerSplit { chunk_tables: u64::MAX };
     config.recovery = slat_mmu::RecoveryPolicy::InPlace;
-    let m: BenchMmu =
-        slat_mmu::Mmu::new(config, SlatFrames, instant::InstantHost(PageSize::Size2M), instant::NoTlb).expect("mmu");
+    let m: BenchMmu = slat_mmu::Mmu::new(config, SlatFrames, instant_host(PageSize::Size2M), NoTlb).expect("mmu");
     m.add_memslot(slat_mmu::MemslotSpec {
         id: 0,
         base_gfn: Gfn(GIB >> 12),
         npages: len >> 12,
-        hva: Hva(instant::HVA),
+        hva: Hva(HVA),
         readonly: false,
         log_dirty: false,
     })
