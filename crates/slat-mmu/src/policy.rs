@@ -59,6 +59,7 @@ pub(crate) enum LeafUse {
 impl<F: Format, P: Platform> Mmu<F, P> {
     /// Largest leaf allowed for `gfn` of `slot` given the host mapping, with the reasons for
     /// each step below 1 GiB. `exec`: the access is an instruction fetch.
+    #[inline(always)]
     pub(crate) fn decide(&self, slot: &Memslot<P::Lock>, gfn: u64, host: Option<&HostPage>, exec: bool) -> Decision {
         let mut not = [ReasonSet::EMPTY; 2];
         let nx_on = self.config.nx.is_some();
@@ -126,6 +127,7 @@ impl<F: Format, P: Platform> Mmu<F, P> {
     ///   forbids it (arm64).
     /// * Memory type: the host's when the host maps the memory uncached (device memory is never
     ///   made cacheable), otherwise the slot's attribute for the gfn.
+    #[inline(always)]
     pub(crate) fn leaf_attrs(
         &self,
         slot: &Memslot<P::Lock>,
