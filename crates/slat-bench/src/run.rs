@@ -313,9 +313,10 @@ fn instant_host(size: PageSize) -> InstantHost {
 type BenchMmu =
     slat_mmu::Mmu<Ept4, slat_mmu::Parts<SlatFrames, InstantHost, NoTlb, slat_mmu::sharded::ShardedRawRwLock>>;
 
-fn fault_vm(len: u64) -> BenchMmu {
-    let m = slat_mmu::Mmu::new(slat_mmu::MmuConfig::default(), SlatFrames, instant_host(PageSize::Size4K), NoTlb)
-        .expect("mmu");
+/// An MMU over the pool with one memslot of `len` bytes at gpa 1 GiB, backed by the instant host
+/// with host leaves of `host_size`.
+fn instant_vm(config: slat_mmu::MmuConfig, host_size: PageSize, len: u64) -> BenchMmu {
+    let m = slat_mmu::Mmu::new(config, SlatFrames, instant_host(host_size), NoTlb).expect("mmu");
     m.add_memslot(slat_mmu::MemslotSpec {
         id: 0,
         base_gfn: Gfn(GIB >> 12),
@@ -340,7 +341,7 @@ pub fn fault_len(scale: Scale) -> u64 {
 /// (disjoint halves). Wall time per fault.
 pub fn fault(len: u64, threads: u64) -> Sample {
     pool::reset();
-    let m = fault_vm(len);
+    let m = instant_vm(slat_mmu::MmuConfig::default(), PageSize::Size4K, len);
     let n = len >> 12;
     let run = |t: u64| {
         for p in t * n / threads..(t + 1) * n / threads {
@@ -449,16 +450,7 @@ pub fn recover(len: u64) -> Sample {
     let mut config = slat_mmu::MmuConfig::default();
     config.dirty_log = slat_mmu::DirtyLogMode::EagerSplit { chunk_tables: u64::MAX };
     config.recovery = slat_mmu::RecoveryPolicy::InPlace;
-    let m: BenchMmu = slat_mmu::Mmu::new(config, SlatFrames, instant_host(PageSize::Size2M), NoTlb).expect("mmu");
-    m.add_memslot(slat_mmu::MemslotSpec {
-        id: 0,
-        base_gfn: Gfn(GIB >> 12),
-        npages: len >> 12,
-        hva: Hva(HVA),
-        readonly: false,
-        log_dirty: false,
-    })
-    .expect("memslot");
+    let m = instant_vm(config, PageSize::Size2M, len);
     let blocks = len >> 21;
     for b in 0..blocks {
         m.handle_fault(Gpa(GIB + (b << 21)), Access::Write).expect("fault");
