@@ -87,9 +87,9 @@ pub enum PtError {
     #[error("guest-physical range {start:#x}..{end:#x} exceeds the {bits}-bit input space")]
     OutOfRange {
         /// Range start.
-        start: u64,
+        start: Gpa,
         /// Range end (exclusive).
-        end: u64,
+        end: Gpa,
         /// Input address width of the format.
         bits: u32,
     },
@@ -118,7 +118,7 @@ pub enum PtError {
     #[error("no {size} leaf maps {gpa:#x}")]
     NoLeaf {
         /// Address looked up.
-        gpa: u64,
+        gpa: Gpa,
         /// Expected leaf size.
         size: PageSize,
     },
@@ -474,7 +474,7 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         }
         match gpa.checked_add(len) {
             Some(end) if end <= self.input_limit() => Ok(()),
-            _ => Err(PtError::OutOfRange { start: gpa, end: gpa.wrapping_add(len), bits: F::INPUT_BITS }),
+            _ => Err(PtError::OutOfRange { start: Gpa(gpa), end: Gpa(gpa.wrapping_add(len)), bits: F::INPUT_BITS }),
         }
     }
 

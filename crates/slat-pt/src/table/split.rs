@@ -27,10 +27,10 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
             return Err(PtError::LeafNotAllowed { size });
         }
         let mut c = self.cursor(base, base + size.bytes());
-        let slot = Self::descend_to(&mut c, level).ok_or(PtError::NoLeaf { gpa, size })?;
+        let slot = Self::descend_to(&mut c, level).ok_or(PtError::NoLeaf { gpa: Gpa(gpa), size })?;
         let old = slot.load_relaxed();
         if !F::is_present(old) || !F::is_leaf(level, old) {
-            return Err(PtError::NoLeaf { gpa, size });
+            return Err(PtError::NoLeaf { gpa: Gpa(gpa), size });
         }
         let (_, entry) = self.build_split(level, old)?;
         Self::replace_live(slot, old, entry, base, tlb);

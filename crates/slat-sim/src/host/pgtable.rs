@@ -145,9 +145,9 @@ impl VmmPageTable {
 
     /// Split the PMD leaf mapping `hva` into 512 PTEs with the same translation.
     pub fn split_pmd(&mut self, hva: u64, folios: &mut Folios) -> Result<(), PtError> {
-        let t = self.translate(hva).ok_or(PtError::NoLeaf { gpa: hva, size: PageSize::Size2M })?;
+        let t = self.translate(hva).ok_or(PtError::NoLeaf { gpa: Gpa(hva), size: PageSize::Size2M })?;
         if t.size != PageSize::Size2M {
-            return Err(PtError::NoLeaf { gpa: hva, size: PageSize::Size2M });
+            return Err(PtError::NoLeaf { gpa: Gpa(hva), size: PageSize::Size2M });
         }
         self.pt.split(Gpa(hva), PageSize::Size2M, &NoTlb)?;
         let head = (t.pa & !(SIZE_2M - 1)) / PAGE;
