@@ -8,7 +8,7 @@ use crate::flush::{FlushBatch, FlushRange, Tlb};
 use crate::format::{Format, Pte};
 use crate::frame::FrameAllocator;
 use crate::node::Slot;
-use crate::size::{level_bytes, Level, PageSize};
+use crate::size::{Level, PageSize};
 
 /// How [`PageTable::install_with`] merges a refault: a leaf with the same output address already
 /// in place. The page-table layer only knows that a fault never narrows what is there (that is
@@ -287,24 +287,11 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
                 above = Some((slot, entry));
                 (node, level) = (child, level - 1);
             } else if F::is_leaf(level, old) {
-                let (child, entry) = match self.build_split(level, old) {
-                    Ok(split) => split,
+                let (child, entry) = match self.split_live(slot, old, base, tlb) {
+                    Ok(Some(split)) => split,
+                    Ok(None) => continue,
                     Err(err) => break Err(err),
                 };
-                let lock = if F::BREAK_BEFORE_MAKE { F::FROZEN } else { entry };
-                if slot.cas(old, lock).is_err() {
-                    self.free_unlinked(F::addr(level, entry));
-                    continue;
-                }
-                if F::BREAK_BEFORE_MAKE {
-                    let sz = level_bytes(level);
-                    tlb.flush_range(&FlushRange {
-                        gpa: Gpa(base & !(sz - 1)),
-                        len: sz,
-                        size: PageSize::from_level(level).unwrap(),
-                    });
-                    slot.store(entry);
-                }
                 d.split(level);
                 out.splits += 1;
                 out.tables_allocated += 1;

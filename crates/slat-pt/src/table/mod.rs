@@ -550,6 +550,33 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
         Ok((node, Self::table_entry(child, ENTRIES_PER_TABLE as u64)))
     }
 
+    /// Split the live huge leaf `old` in `slot` (its block contains `gpa`) into a full child
+    /// table with the same translation, under the shared lock: the child is built first, then
+    /// linked with a compare-and-swap from `old` (through the frozen value, with the TLB
+    /// flushed in between, where the format needs break-before-make). `Ok(None)`: the entry
+    /// changed under us and nothing was linked; read it again.
+    fn split_live(
+        &self,
+        slot: Slot<'_>,
+        old: u64,
+        gpa: u64,
+        tlb: &dyn Tlb,
+    ) -> Result<Option<(Node<'_>, u64)>, PtError> {
+        let level = slot.level();
+        let (child, entry) = self.build_split(level, old)?;
+        let lock = if F::BREAK_BEFORE_MAKE { F::FROZEN } else { entry };
+        if slot.cas(old, lock).is_err() {
+            self.free_unlinked(F::addr(level, entry));
+            return Ok(None);
+        }
+        if F::BREAK_BEFORE_MAKE {
+            let size = PageSize::from_level(level).unwrap();
+            tlb.flush_range(&FlushRange { gpa: Gpa(size.align_down(gpa)), len: size.bytes(), size });
+            slot.store(entry);
+        }
+        Ok(Some((child, entry)))
+    }
+
     /// Write `new` over the live entry at `slot` (old value `old`), honouring
     /// break-before-make when the format needs it.
     fn replace_live(slot: Slot<'_>, old: u64, new: u64, gpa: u64, tlb: &dyn Tlb) {

@@ -6,7 +6,7 @@
 use super::map::Place;
 use super::{CollapseProgress, Delta, Mapping, PageTable, PtError, SplitProgress};
 use crate::addr::Gpa;
-use crate::flush::{FlushBatch, FlushRange, Tlb};
+use crate::flush::{FlushBatch, Tlb};
 use crate::format::Format;
 use crate::frame::FrameAllocator;
 use crate::size::{Level, PageSize};
@@ -108,21 +108,11 @@ impl<F: Format, A: FrameAllocator> PageTable<F, A> {
                     p.resume_at = Some(Gpa(c.done()));
                     break Ok(());
                 }
-                let (child, entry) = match self.build_split(level, cur) {
-                    Ok(split) => split,
+                let (child, _) = match self.split_live(slot, cur, c.base(), tlb) {
+                    Ok(Some(split)) => split,
+                    Ok(None) => continue, // changed under us: read it again
                     Err(err) => break Err(err),
                 };
-                let lock = if F::BREAK_BEFORE_MAKE { F::FROZEN } else { entry };
-                if slot.cas(cur, lock).is_err() {
-                    // Changed under us: read it again.
-                    self.free_unlinked(F::addr(level, entry));
-                    continue;
-                }
-                if F::BREAK_BEFORE_MAKE {
-                    let size = PageSize::from_level(level).unwrap();
-                    tlb.flush_range(&FlushRange { gpa: Gpa(c.base()), len: size.bytes(), size });
-                    slot.store(entry);
-                }
                 d.split(level);
                 p.splits += 1;
                 p.tables_allocated += 1;
